@@ -1,0 +1,1 @@
+"""The agent: its loop, sessions, plans and edits, and LangChain components."""

@@ -1,0 +1,24 @@
+"""The `l2m` command line. Each command group lives in its own module; this file wires them up.
+
+User errors (`L2MError`) are printed as one line and exit with status 2; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cli.common import L2MGroup
+from cli.model_cmd import model
+
+
+@click.group(cls=L2MGroup)
+@click.version_option(package_name="l2m")
+def cli() -> None:
+    """L2M: an agent whose long-horizon state is a Large Memory Model's memory."""
+
+
+cli.add_command(model)
+
+
+def main() -> None:
+    cli(prog_name="l2m")

@@ -1,0 +1,178 @@
+"""One entry point that returns a ready model and tokenizer, whatever the source.
+
+Sources: the embedded default (no argument), a local Hugging Face directory, a `.gguf` file, or a
+hub id. A GGUF file is dequantized once and cached as safetensors beside the other models in
+`$L2M_HOME/models/`, so later loads take well under a second instead of ~18 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from l2m_core import provision
+from l2m_core.errors import L2MError
+from l2m_core.paths import l2m_home
+
+DEFAULT_MODEL = provision.DEFAULT.name
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    fingerprint: str
+    device: torch.device
+    load_seconds: float
+
+    @property
+    def config(self):
+        return self.model.config
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise L2MError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def load_model(spec: str | os.PathLike | None = None, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load `spec` (None for the default model) frozen, in eval mode, on `device`."""
+    start = time.perf_counter()
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    name, directory = _local_directory(spec)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError) as exc:
+        raise L2MError(f"cannot load model {name}: {str(exc).splitlines()[0]}") from exc
+    model.to(dev).eval().requires_grad_(False)
+    return LoadedModel(model, tokenizer, name, fingerprint(model), dev, time.perf_counter() - start)
+
+
+def fingerprint(model: PreTrainedModel) -> str:
+    """Identifies a model's weights and shape, independent of dtype and device (stores check it)."""
+    cfg = model.config
+    shape = {k: getattr(cfg, k, None) for k in (
+        "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "vocab_size")}
+    sample = model.get_input_embeddings().weight[:32].detach().to("cpu", torch.bfloat16)
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
+    digest.update(sample.view(torch.int16).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _local_directory(spec) -> tuple[str, str]:
+    """Map a spec to (display name, a directory `from_pretrained` can read without a network)."""
+    if spec is None or str(spec) in ("", "default", DEFAULT_MODEL):
+        if not provision.is_installed():
+            raise L2MError(f"the default model {DEFAULT_MODEL} is not installed; run `l2m model pull`")
+        gguf = provision.default_gguf_path()
+        return DEFAULT_MODEL, str(_cached_conversion(gguf, provision.default_model_dir() / "hf"))
+    path = Path(spec).expanduser()
+    if str(spec).endswith(".gguf"):
+        if not path.is_file():
+            raise L2MError(f"GGUF file not found: {path}")
+        _check_gguf_magic(path)
+        stat = path.stat()
+        key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        return path.name, str(_cached_conversion(path, l2m_home() / "models" / f"gguf-{key}"))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise L2MError(f"{path} is not a model directory (no config.json)")
+        return str(path), str(path)
+    if not _looks_like_hub_id(str(spec)):
+        raise L2MError(f"model not found: {spec} is not a directory, a .gguf file or a hub id (org/name)")
+    return str(spec), _hub_snapshot(str(spec))
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, local_files_only=True)
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") or not _hub_reachable():
+        raise L2MError(f"model {repo_id!r} is not a local path or .gguf file, not in the Hugging Face "
+                       "cache, and the hub cannot be reached (offline)")
+    try:
+        return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
+                                                          "*.jinja"])
+    except Exception as exc:
+        raise L2MError(f"cannot fetch model {repo_id!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _check_gguf_magic(path: Path) -> None:
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise L2MError(f"{path} is not a GGUF file (bad magic bytes)")
+
+
+def _cached_conversion(gguf: Path, cache: Path) -> Path:
+    """Dequantize `gguf` into `cache` (safetensors + tokenizer) once; reuse it while it is complete."""
+    marker = cache / "l2m-complete.json"
+    if marker.is_file() and _cache_intact(cache, marker):
+        return cache
+    print(f"converting {gguf.name} to safetensors (once; about 20 s)", file=sys.stderr)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as exc:
+        raise L2MError(f"cannot read GGUF file {gguf}: {str(exc).splitlines()[0]}") from exc
+    model.hf_quantizer = None  # weights are dequantized now; let save_pretrained write them plainly
+    model.config.__dict__.pop("quantization_config", None)
+    tmp = cache.with_name(cache.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    sizes = {p.name: p.stat().st_size for p in tmp.glob("*.safetensors")}
+    (tmp / marker.name).write_text(json.dumps({"source": str(gguf), "sizes": sizes}))
+    shutil.rmtree(cache, ignore_errors=True)
+    os.replace(tmp, cache)
+    return cache
+
+
+def _cache_intact(cache: Path, marker: Path) -> bool:
+    """A truncated or half-written cache is rebuilt, never loaded."""
+    try:
+        sizes = json.loads(marker.read_text())["sizes"]
+        return all((cache / n).is_file() and (cache / n).stat().st_size == s for n, s in sizes.items())
+    except (OSError, ValueError, KeyError):
+        return False

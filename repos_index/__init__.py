@@ -1,0 +1,1 @@
+"""Corpus scanning, structure-aware chunking and the SQLite corpus index."""
