@@ -1,0 +1,133 @@
+"""Addressing: which stored blocks a layer reads for a question.
+
+Fused evidence (DESIGN.md s4): BM25 over each block's text and source path (shared by all layers),
+the right neighbour of the best lexical blocks, blocks pinned by name, and each layer's own query-key
+scores against the blocks' representative keys (token-level maxima per KV group, question tokens only).
+The lexical picks come first because in natural text they find the needle where key scores alone
+do not; key scores add a few blocks per layer on top, within the per-layer budget.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from rank_bm25 import BM25Okapi
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
+_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+def terms(text: str) -> list[str]:
+    """Lower-cased words; identifiers also yield their camelCase and snake_case parts."""
+    out: list[str] = []
+    for word in _WORD.findall(text):
+        out.append(word.lower())
+        parts = [p.lower() for p in _PARTS.findall(word)]
+        if len(parts) > 1:
+            out.extend(parts)
+    return out
+
+
+@dataclass(frozen=True)
+class BlockMeta:
+    doc_id: int
+    seq: int
+    source: str
+    n_tokens: int
+    char_start: int
+    char_end: int
+    line_start: int
+    line_end: int
+
+
+class LexicalIndex:
+    """BM25 over block texts, rebuilt lazily after blocks are added or removed."""
+
+    def __init__(self):
+        self._docs: dict[int, list[str]] = {}
+        self._bm25: BM25Okapi | None = None
+        self._ids: list[int] = []
+
+    def add(self, block_id: int, text: str, source: str) -> None:
+        self._docs[block_id] = terms(text) + terms(source)
+        self._bm25 = None
+
+    def remove(self, block_ids: set[int]) -> None:
+        for block_id in block_ids:
+            self._docs.pop(block_id, None)
+        self._bm25 = None
+
+    def top(self, query: str, k: int) -> list[int]:
+        words = terms(query)
+        if not words or not self._docs or k <= 0:
+            return []
+        if self._bm25 is None:
+            self._ids = list(self._docs)
+            self._bm25 = BM25Okapi([self._docs[i] or ["_"] for i in self._ids])
+        scores = torch.from_numpy(self._bm25.get_scores(words))
+        best = torch.topk(scores, min(k, len(self._ids)))
+        return [self._ids[i] for s, i in zip(best.values.tolist(), best.indices.tolist(), strict=True) if s > 0]
+
+
+class ReprBank:
+    """Representative keys of every block, `[layers, r, kv_heads, dim]` each, kept in RAM (fp16)."""
+
+    def __init__(self):
+        self._reprs: dict[int, torch.Tensor] = {}
+        self._stack: torch.Tensor | None = None
+        self._ids: list[int] = []
+
+    def add(self, block_id: int, reprs: torch.Tensor) -> None:
+        self._reprs[block_id] = reprs.to(torch.float16)
+        self._stack = None
+
+    def remove(self, block_ids: set[int]) -> None:
+        for block_id in block_ids:
+            self._reprs.pop(block_id, None)
+        self._stack = None
+
+    def nbytes(self) -> int:
+        return sum(r.numel() * 2 for r in self._reprs.values())
+
+    def top(self, layer: int, query_raw: torch.Tensor, k: int, exclude: set[int]) -> list[int]:
+        """Blocks whose representative keys best match any question query of this layer."""
+        if not self._reprs or k <= 0:
+            return []
+        if self._stack is None:
+            self._ids = list(self._reprs)
+            self._stack = torch.stack([self._reprs[i] for i in self._ids], dim=1)  # [L, N, r, Hkv, D]
+        bank = self._stack[layer]
+        _, n_heads, q_len, dim = query_raw.shape
+        kv_heads = bank.shape[2]
+        q = query_raw[0].reshape(kv_heads, n_heads // kv_heads, q_len, dim).to(torch.float32).cpu()
+        scores = []
+        for part in torch.split(bank, 2048):
+            s = torch.einsum("kgtd,nrkd->nkgtr", q, part.float())
+            scores.append(s.amax(dim=(2, 3, 4)).sum(dim=1))
+        order = torch.argsort(torch.cat(scores), descending=True).tolist()
+        return [self._ids[i] for i in order if self._ids[i] not in exclude][:k]
+
+
+def neighbours(best: list[int], meta: dict[int, BlockMeta], by_position: dict[tuple[int, int], int],
+               count: int) -> list[int]:
+    """The right neighbour (next block of the same document) of each of the `count` best blocks."""
+    out = []
+    for block_id in best[:count]:
+        m = meta[block_id]
+        nxt = by_position.get((m.doc_id, m.seq + 1))
+        if nxt is not None:
+            out.append(nxt)
+    return out
+
+
+def fuse(pinned: list[int], lexical: list[int], extra: list[int], attention: list[int], budget: int) -> list[int]:
+    """The read set in priority order (pins, lexical, neighbours, key scores), cut to `budget`, then
+    returned in original order (block ids grow with ingest order)."""
+    chosen: list[int] = []
+    for block_id in [*pinned, *lexical, *extra, *attention]:
+        if block_id not in chosen:
+            chosen.append(block_id)
+    return sorted(chosen[:budget])
+

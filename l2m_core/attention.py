@@ -1,0 +1,172 @@
+"""The attention hook: every layer of the frozen model attends to one compact virtual sequence.
+
+`l2m_attention` is registered with transformers' `AttentionInterface` under the name "l2m". While a
+plan is active (a context variable set by the engine) each layer hands its rotated queries, keys and
+values to the plan, which splices in what that layer may see; with no plan active the model behaves
+exactly as with "sdpa". No model file is forked.
+
+Plans:
+- `RecordPlan` (ingest, and the prompt head of a read): attend to `[prefix | current]`, where the prefix is
+  the document's sink and local window, and record the current tokens' un-rotated keys and values.
+- `ReadPlan` (a question and every generated token): on its first call a layer chooses its read set,
+  rotates those blocks' keys to positions just before the question, and keeps
+  `[prompt head | read blocks | question and answer so far]` as its cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from l2m_core.rope import Rotary
+
+_ACTIVE: ContextVar[object | None] = ContextVar("l2m_plan", default=None)
+
+
+def l2m_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    plan = _ACTIVE.get()
+    if plan is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+                                      dropout=dropout, **kwargs)
+    out = plan.attend(module.layer_idx, query, key, value, scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register("l2m", l2m_attention)
+
+
+@contextmanager
+def active(plan):
+    token = _ACTIVE.set(plan)
+    try:
+        yield plan
+    finally:
+        _ACTIVE.reset(token)
+
+
+def attend_over(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scaling: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One softmax over `keys`, whose last `q` entries are the queries' own tokens (causal among them).
+
+    Shapes: query `[1, Hq, q, D]`, keys/values `[1, Hkv, T, D]` (grouped-query heads share a KV head).
+    Returns the output `[1, Hq, q, D]` and the probabilities `[Hkv, group, q, T]`.
+    """
+    _, n_heads, q_len, dim = query.shape
+    kv_heads, total = keys.shape[1], keys.shape[2]
+    q = query[0].reshape(kv_heads, n_heads // kv_heads, q_len, dim)
+    scores = torch.einsum("kgqd,ktd->kgqt", q, keys[0]).float() * scaling
+    if q_len > 1:
+        own = torch.ones(q_len, q_len, dtype=torch.bool, device=query.device).triu(1)
+        scores[..., total - q_len:].masked_fill_(own, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    out = torch.einsum("kgqt,ktd->kgqd", probs.to(values.dtype), values[0])
+    return out.reshape(1, n_heads, q_len, dim), probs
+
+
+class RecordPlan:
+    """Attend to a fixed prefix plus the current tokens; record the current un-rotated keys and values.
+
+    `prefix_k[layer]` holds un-rotated keys (placed at positions 0..n-1), `positions` the current tokens'.
+    With `track_received`, also records the attention each current key received (for representative keys).
+    """
+
+    def __init__(self, rotary: Rotary, prefix_k: list[torch.Tensor] | None, prefix_v: list[torch.Tensor] | None,
+                 positions: torch.Tensor, track_received: bool = False):
+        self.rotary, self.positions, self.track_received = rotary, positions, track_received
+        self.prefix_k, self.prefix_v = prefix_k, prefix_v
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+        self.received: dict[int, torch.Tensor] = {}
+
+    def attend(self, layer, query, key, value, scaling):
+        if self.prefix_k is not None and self.prefix_k[layer].shape[2]:
+            n = self.prefix_k[layer].shape[2]
+            pk = self.rotary.rotate(self.prefix_k[layer], torch.arange(n, device=key.device))
+            keys, values = torch.cat([pk, key], dim=2), torch.cat([self.prefix_v[layer], value], dim=2)
+        else:
+            keys, values = key, value
+        out, probs = attend_over(query, keys, values, scaling)
+        self.keys[layer] = self.rotary.unrotate(key, self.positions)
+        self.values[layer] = value
+        if self.track_received:
+            q_len = key.shape[2]
+            seen_by = torch.arange(q_len, 0, -1, device=key.device, dtype=probs.dtype)  # queries that see key j
+            self.received[layer] = probs[..., -q_len:].sum(dim=(1, 2)) / seen_by       # [Hkv, q]
+        return out
+
+
+@dataclass
+class _LayerCache:
+    keys: torch.Tensor                 # rotated, [1, Hkv, T, D]
+    values: torch.Tensor
+    spans: list[tuple[int, int, int]]  # (block id, start, end) of read blocks inside `keys`
+    mass: dict[int, float] = field(default_factory=dict)
+
+
+class ReadPlan:
+    """The read path: per-layer block selection on the first call, then a growing per-layer cache.
+
+    `select(layer, query_raw)` returns block ids in reading order for that layer, given the un-rotated
+    queries of the question tokens; `fetch(layer, ids)` returns their un-rotated keys and values.
+    Read blocks end at position `memory_end`; the question starts there.
+    """
+
+    def __init__(self, rotary: Rotary, head_k: list[torch.Tensor], head_v: list[torch.Tensor],
+                 select: Callable[[int, torch.Tensor], list[int]],
+                 fetch: Callable[[int, list[int]], list[tuple[torch.Tensor, torch.Tensor]]],
+                 memory_end: int, question: slice):
+        self.rotary, self.select, self.fetch = rotary, select, fetch
+        self.head_k, self.head_v = head_k, head_v
+        self.memory_end, self.question = memory_end, question
+        self.positions: torch.Tensor | None = None
+        self.track_mass_rows = 1           # attention mass is counted for the last N query rows
+        self.layers: dict[int, _LayerCache] = {}
+
+    def attend(self, layer, query, key, value, scaling):
+        cache = self.layers.get(layer) or self._open_layer(layer, query)
+        keys = torch.cat([cache.keys, key], dim=2)
+        values = torch.cat([cache.values, value], dim=2)
+        out, probs = attend_over(query, keys, values, scaling)
+        rows = probs[:, :, -self.track_mass_rows:]
+        for block_id, start, end in cache.spans:
+            cache.mass[block_id] = cache.mass.get(block_id, 0.0) + rows[..., start:end].sum().item() / (
+                rows.shape[0] * rows.shape[1])
+        cache.keys, cache.values = keys, values
+        return out
+
+    def _open_layer(self, layer: int, query: torch.Tensor) -> _LayerCache:
+        device = query.device
+        q_raw = self.rotary.unrotate(query[:, :, self.question], self.positions[self.question])
+        ids = self.select(layer, q_raw)
+        blocks = self.fetch(layer, ids) if ids else []
+        n_head = self.head_k[layer].shape[2]
+        parts_k = [self.rotary.rotate(self.head_k[layer], torch.arange(n_head, device=device))]
+        parts_v = [self.head_v[layer]]
+        spans, cursor = [], self.memory_end - sum(k.shape[2] for k, _ in blocks)
+        offset = n_head
+        for block_id, (k_raw, v) in zip(ids, blocks, strict=True):
+            n = k_raw.shape[2]
+            parts_k.append(self.rotary.rotate(k_raw, torch.arange(cursor, cursor + n, device=device)))
+            parts_v.append(v)
+            spans.append((block_id, offset, offset + n))
+            cursor, offset = cursor + n, offset + n
+        cache = _LayerCache(torch.cat(parts_k, dim=2), torch.cat(parts_v, dim=2), spans)
+        self.layers[layer] = cache
+        return cache
+
+    def read_set(self) -> dict[int, list[int]]:
+        return {layer: [b for b, _, _ in c.spans] for layer, c in sorted(self.layers.items())}
+
+    def block_mass(self) -> dict[int, float]:
+        """Mean attention mass per block over layers (layers that did not read a block count 0)."""
+        total: dict[int, float] = {}
+        for cache in self.layers.values():
+            for block_id, mass in cache.mass.items():
+                total[block_id] = total.get(block_id, 0.0) + mass / len(self.layers)
+        return total

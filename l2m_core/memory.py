@@ -1,0 +1,509 @@
+"""`Memory`: a frozen model plus its block memory. Ingest documents once; ask questions that read them.
+
+    mem = Memory.open_or_create(".l2m", load_model())
+    mem.ingest_document(text, source="src/app.py")
+    answer = mem.ask("Where is the retry policy configured?")
+    print(answer.text, [str(c) for c in answer.citations])
+
+Writing: a document is fed in chunks; each chunk attends to the document's first `sink` tokens, the
+last `local` tokens and itself (attention.RecordPlan). Every token's un-rotated key and value are kept;
+each run of `block_size` tokens becomes a block: compressed keys/values per layer (cold tier),
+representative keys and provenance (in RAM for addressing). Documents are independent, so one file
+can be re-ingested without touching the others.
+
+Reading: the prompt is split at the memory slot into a head (system text, instruction) and a tail
+(the question). The head is computed fresh; then each layer picks its read set (addressing.py),
+rotates those blocks to positions just before the tail, and the tail and every generated token attend
+to `[head | read blocks | tail so far]` (attention.ReadPlan). The attention mass on each block is
+mapped back to `source:line` citations.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+import torch
+
+from l2m_core import codec
+from l2m_core.addressing import BlockMeta, LexicalIndex, ReprBank, fuse, neighbours
+from l2m_core.attention import ReadPlan, RecordPlan, active
+from l2m_core.errors import L2MError
+from l2m_core.hot_tier import HotTier
+from l2m_core.loading import LoadedModel
+from l2m_core.rope import Rotary
+from l2m_core.settings import MemorySettings
+from l2m_core.store import StoreFiles, block_kv, blocks, documents, transient
+
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
+MEMORY_SLOT = "\x00L2M-MEMORY\x00"
+DEFAULT_INSTRUCTION = "Answer the question using the context. Answer briefly."
+
+
+@dataclass(frozen=True)
+class BlockSpan:
+    block_id: int
+    line_start: int
+    line_end: int
+
+
+@dataclass(frozen=True)
+class Citation:
+    source: str
+    line_start: int
+    line_end: int
+    weight: float
+    block_ids: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line_start}-{self.line_end}"
+
+
+@dataclass
+class Answer:
+    text: str
+    citations: list[Citation]
+    read_set: dict[int, list[int]]       # layer -> block ids it read
+    lexical: list[int]                   # blocks addressed by name or text (shared by all layers)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"answer": self.text, "citations": [{"source": c.source, "lines": [c.line_start, c.line_end],
+                                                     "weight": round(c.weight, 4)} for c in self.citations],
+                "lexical_blocks": self.lexical, "timings": {k: round(v, 4) for k, v in self.timings.items()}}
+
+
+class Memory:
+    def __init__(self, files: StoreFiles, lm: LoadedModel, settings: MemorySettings):
+        self.files, self.lm, self.settings = files, lm, settings
+        self.model, self.tokenizer = lm.model, lm.tokenizer
+        cfg = self.model.config
+        self.layers = cfg.num_hidden_layers
+        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        block_bytes = 2 * settings.block_size * self.kv_heads * self.head_dim * self.layers * self.model.dtype.itemsize
+        if settings.hot_budget_mb * 2**20 < block_bytes:
+            raise L2MError(f"hot budget {settings.hot_budget_mb} MB is too small for one block "
+                           f"({block_bytes / 2**20:.2f} MB); raise hot_budget_mb")
+        self.hot = HotTier(int(settings.hot_budget_mb * 2**20))
+        self.model.set_attn_implementation("l2m")
+        self.rotary = Rotary(self.model)
+        self.meta: dict[int, BlockMeta] = {}
+        self.by_position: dict[tuple[int, int], int] = {}
+        self.lexical = LexicalIndex()
+        self.reprs = ReprBank()
+        self._load_index()
+
+    # ---- opening -----------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, lm: LoadedModel, settings: MemorySettings | None = None,
+               database_url: str | None = None) -> Memory:
+        _check_architecture(lm)
+        settings = settings or MemorySettings()
+        files = StoreFiles.create(Path(path), _model_info(lm), settings, database_url)
+        return cls(files, lm, settings)
+
+    @classmethod
+    def open(cls, path: str | Path, lm: LoadedModel, **overrides) -> Memory:
+        """Open an existing store; `overrides` change read-time settings (top-k, budgets) for this session."""
+        _check_architecture(lm)
+        files = StoreFiles.open(Path(path))
+        if files.manifest.get("fingerprint") != lm.fingerprint:
+            raise L2MError(f"store {path} was built with model {files.manifest.get('model')} "
+                           f"(fingerprint {files.manifest.get('fingerprint')}); the loaded model {lm.name} has "
+                           f"fingerprint {lm.fingerprint}. Use the same model or a new store.")
+        return cls(files, lm, files.settings.replace(**overrides))
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, lm: LoadedModel, settings: MemorySettings | None = None) -> Memory:
+        if (Path(path) / "manifest.json").exists():
+            return cls.open(path, lm)
+        return cls.create(path, lm, settings)
+
+    def close(self) -> None:
+        self.files.engine.dispose()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def fork(self, path: str | Path) -> Memory:
+        """A copy of this store at `path` (SQLite only), to modify without touching this one."""
+        path = Path(path)
+        if self.files.engine.dialect.name != "sqlite" or self.files.manifest.get("database"):
+            raise L2MError("fork is only supported for stores in their own SQLite file")
+        if path.exists():
+            raise L2MError(f"{path} already exists")
+        path.mkdir(parents=True, mode=0o700)
+        with sqlite3.connect(self.files.path / "memory.db") as src, sqlite3.connect(path / "memory.db") as dst:
+            src.backup(dst)
+        shutil.copy(self.files.path / "manifest.json", path / "manifest.json")
+        return Memory(StoreFiles.open(path), self.lm, self.settings)
+
+    def _load_index(self) -> None:
+        query = sa.select(blocks.c.id, blocks.c.doc_id, blocks.c.seq, blocks.c.n_tokens, blocks.c.char_start,
+                          blocks.c.char_end, blocks.c.line_start, blocks.c.line_end, blocks.c.text, blocks.c.repr,
+                          documents.c.source).join(documents)
+        with self.files.engine.connect() as conn:
+            for row in conn.execute(query):
+                self._remember(row.id, BlockMeta(row.doc_id, row.seq, row.source, row.n_tokens, row.char_start,
+                                                 row.char_end, row.line_start, row.line_end),
+                               row.text, self._decode_repr(row.repr))
+
+    def _remember(self, block_id: int, meta: BlockMeta, text: str, reprs: torch.Tensor) -> None:
+        self.meta[block_id] = meta
+        self.by_position[(meta.doc_id, meta.seq)] = block_id
+        self.lexical.add(block_id, text, meta.source)
+        self.reprs.add(block_id, reprs)
+
+    def _forget(self, block_ids: set[int]) -> None:
+        for block_id in block_ids:
+            meta = self.meta.pop(block_id)
+            self.by_position.pop((meta.doc_id, meta.seq), None)
+        self.lexical.remove(block_ids)
+        self.reprs.remove(block_ids)
+        self.hot.discard_blocks(block_ids)
+
+    # ---- writing -----------------------------------------------------------------------------------
+
+    def ingest_document(self, text: str | bytes, source: str) -> list[BlockSpan]:
+        """Write one document into memory (replacing an older version of the same source)."""
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise L2MError(f"{source} is not UTF-8 text (byte {exc.start})") from None
+        if not text.strip():
+            raise L2MError(f"{source} is empty: nothing to ingest")
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        existing = self._document(source)
+        if existing is not None and existing.sha256 == sha:
+            return self._spans(existing.id)
+        return self._write_document(text, source, sha, existing.id if existing is not None else None)
+
+    def retire_document(self, source: str) -> int:
+        doc = self._document(source)
+        if doc is None:
+            return 0
+        with self.files.engine.begin() as conn:
+            removed = self._delete_document(conn, doc.id)
+        self._forget(removed & self.meta.keys())
+        return len(removed)
+
+    def live_sources(self) -> dict[str, str]:
+        with self.files.engine.connect() as conn:
+            return dict(conn.execute(sa.select(documents.c.source, documents.c.sha256)).all())
+
+    @transient
+    def _write_document(self, text: str, source: str, sha: str, old_doc: int | None) -> list[BlockSpan]:
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+        newlines = [i for i, ch in enumerate(text) if ch == "\n"]
+        pending = []
+        with self.files.engine.begin() as conn:
+            removed = self._delete_document(conn, old_doc) if old_doc is not None else set()
+            doc_id = conn.execute(documents.insert().values(
+                source=source, sha256=sha, n_tokens=len(ids), created_at=time.time())).inserted_primary_key[0]
+            for seq, (start, end, keys, values, received) in enumerate(self._encode_blocks(ids)):
+                char_start = offsets[start][0] if start else 0
+                char_end = offsets[end][0] if end < len(ids) else len(text)
+                meta = BlockMeta(doc_id, seq, source, end - start, char_start, char_end,
+                                 bisect.bisect_right(newlines, char_start - 1) + 1,
+                                 bisect.bisect_right(newlines, max(char_end - 2, char_start - 1)) + 1)
+                reprs = self._representatives(keys, received)
+                block_id = self._insert_block(conn, meta, text[char_start:char_end], reprs, keys, values)
+                pending.append((block_id, meta, text[char_start:char_end], reprs))
+        self._forget(removed & self.meta.keys())
+        for block_id, meta, block_text, reprs in pending:
+            self._remember(block_id, meta, block_text, reprs)
+        return [BlockSpan(b, m.line_start, m.line_end) for b, m, _, _ in pending]
+
+    def _encode_blocks(self, ids: Sequence[int]) -> Iterable[tuple]:
+        """Run the document through the model chunk by chunk; yield finished blocks as
+        `(start, end, keys [L, Hkv, T, D], values, received [L, Hkv, T])`, un-rotated, in order."""
+        s = self.settings
+        device = self.lm.device
+        n = len(ids)
+        buf_k = buf_v = buf_r = None
+        buf_start = 0            # document index of the first token held in the buffers
+        sink_k = sink_v = None   # the document's first `sink` tokens, per layer
+        next_block = 0
+        for t0 in range(0, n, s.chunk_size):
+            chunk = torch.tensor([ids[t0:t0 + s.chunk_size]], device=device)
+            local_from = max(min(s.sink, t0), t0 - s.local)
+            prefix_k = prefix_v = None
+            if t0:
+                lo = local_from - buf_start
+                n_sink = min(s.sink, t0, local_from)
+                prefix_k = [torch.cat([sink_k[layer][:, :, :n_sink], buf_k[layer][:, :, lo:]], dim=2)
+                            for layer in range(self.layers)]
+                prefix_v = [torch.cat([sink_v[layer][:, :, :n_sink], buf_v[layer][:, :, lo:]], dim=2)
+                            for layer in range(self.layers)]
+            n_prefix = prefix_k[0].shape[2] if prefix_k else 0
+            positions = torch.arange(n_prefix, n_prefix + chunk.shape[1], device=device)
+            plan = RecordPlan(self.rotary, prefix_k, prefix_v, positions, track_received=True)
+            with torch.inference_mode(), active(plan):
+                self.model(chunk, position_ids=positions[None], use_cache=False, logits_to_keep=1)
+            if buf_k is None:
+                buf_k = [plan.keys[layer] for layer in range(self.layers)]
+                buf_v = [plan.values[layer] for layer in range(self.layers)]
+                buf_r = [plan.received[layer] for layer in range(self.layers)]
+                sink_k = [k[:, :, :s.sink] for k in buf_k]
+                sink_v = [v[:, :, :s.sink] for v in buf_v]
+            else:
+                buf_k = [torch.cat([buf_k[i], plan.keys[i]], dim=2) for i in range(self.layers)]
+                buf_v = [torch.cat([buf_v[i], plan.values[i]], dim=2) for i in range(self.layers)]
+                buf_r = [torch.cat([buf_r[i], plan.received[i]], dim=1) for i in range(self.layers)]
+            done = min(n, t0 + s.chunk_size)
+            while next_block < done and (next_block + s.block_size <= done or done == n):
+                end = min(next_block + s.block_size, n)
+                a, b = next_block - buf_start, end - buf_start
+                yield (next_block, end, torch.stack([k[0, :, a:b] for k in buf_k]),
+                       torch.stack([v[0, :, a:b] for v in buf_v]), torch.stack([r[:, a:b] for r in buf_r]))
+                next_block = end
+            keep_from = min(next_block, max(done - s.local, 0))
+            if keep_from > buf_start:
+                cut = keep_from - buf_start
+                buf_k = [k[:, :, cut:] for k in buf_k]
+                buf_v = [v[:, :, cut:] for v in buf_v]
+                buf_r = [r[:, cut:] for r in buf_r]
+                buf_start = keep_from
+
+    def _representatives(self, keys: torch.Tensor, received: torch.Tensor) -> torch.Tensor:
+        """Per layer and KV head, the `repr_keys` keys that received most attention: `[L, r, Hkv, D]`."""
+        r = self.settings.repr_keys
+        top = received.topk(min(r, received.shape[-1]), dim=-1).indices           # [L, Hkv, r']
+        if top.shape[-1] < r:
+            top = torch.cat([top, top[..., :1].expand(*top.shape[:-1], r - top.shape[-1])], dim=-1)
+        picked = torch.gather(keys, 2, top[..., None].expand(-1, -1, -1, keys.shape[-1]))  # [L, Hkv, r, D]
+        return picked.permute(0, 2, 1, 3).contiguous()
+
+    def _insert_block(self, conn, meta: BlockMeta, text: str, reprs, keys, values) -> int:
+        block_id = conn.execute(blocks.insert().values(
+            doc_id=meta.doc_id, seq=meta.seq, n_tokens=meta.n_tokens, char_start=meta.char_start,
+            char_end=meta.char_end, line_start=meta.line_start, line_end=meta.line_end, text=text,
+            repr=reprs.to("cpu", torch.float16).numpy().tobytes())).inserted_primary_key[0]
+        name = self.settings.codec
+        conn.execute(block_kv.insert(), [
+            {"block_id": block_id, "layer": layer, "k": codec.encode(keys[layer].transpose(0, 1), name),
+             "v": codec.encode(values[layer].transpose(0, 1), name)} for layer in range(self.layers)])
+        return block_id
+
+    def _delete_document(self, conn, doc_id: int) -> set[int]:
+        ids = set(conn.execute(sa.select(blocks.c.id).where(blocks.c.doc_id == doc_id)).scalars())
+        if ids:
+            conn.execute(block_kv.delete().where(block_kv.c.block_id.in_(ids)))
+            conn.execute(blocks.delete().where(blocks.c.doc_id == doc_id))
+        conn.execute(documents.delete().where(documents.c.id == doc_id))
+        return ids
+
+    def _document(self, source: str):
+        with self.files.engine.connect() as conn:
+            return conn.execute(sa.select(documents).where(documents.c.source == source)).first()
+
+    def _spans(self, doc_id: int) -> list[BlockSpan]:
+        return [BlockSpan(b, m.line_start, m.line_end) for b, m in sorted(self.meta.items()) if m.doc_id == doc_id]
+
+    def _decode_repr(self, blob: bytes) -> torch.Tensor:
+        flat = torch.frombuffer(bytearray(blob), dtype=torch.float16)
+        return flat.reshape(self.layers, self.settings.repr_keys, self.kv_heads, self.head_dim)
+
+    # ---- reading -----------------------------------------------------------------------------------
+
+    def ask(self, question: str, instruction: str | None = None, max_new_tokens: int = 64,
+            pins: Sequence[int] = (), hops: int = 1) -> Answer:
+        """Answer `question` reading memory. `pins` are block ids read by every layer (see `blocks_for`).
+        With `hops=2` the first answer joins the question to address memory again (chained reads)."""
+        if not question.strip():
+            raise L2MError("the question is empty")
+        query, answer = question, None
+        for _ in range(max(1, hops)):
+            answer = self._answer(question, query, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins))
+            query = f"{question} {answer.text}"
+        return answer
+
+    def _answer(self, question: str, query: str, instruction: str, max_new_tokens: int, pins: list[int]) -> Answer:
+        start = time.perf_counter()
+        prompt = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"{instruction}\n\nContext:\n{MEMORY_SLOT}\n\nQuestion: {question}"}],
+            add_generation_prompt=True, tokenize=False)
+        head_text, tail_text = prompt.split(MEMORY_SLOT)
+        head = self.tokenizer(head_text, add_special_tokens=False)["input_ids"]
+        tail = self.tokenizer(tail_text, add_special_tokens=False, return_offsets_mapping=True)
+        q_from = tail_text.index(question)
+        q_tokens = [i for i, (a, b) in enumerate(tail["offset_mapping"]) if b > q_from and a < q_from + len(question)]
+        shared = self._shared_read_set(query, pins)
+        plan, logits = self._prefill(head, tail["input_ids"], slice(q_tokens[0], q_tokens[-1] + 1), shared, pins)
+        first_token = time.perf_counter()
+        text = self._decode(plan, logits, len(head) + len(tail["input_ids"]), max_new_tokens)
+        done = time.perf_counter()
+        return Answer(text.strip(), self._citations(plan.block_mass()), plan.read_set(), shared,
+                      {"first_token_s": first_token - start, "total_s": done - start})
+
+    def _shared_read_set(self, query: str, pins: list[int]) -> list[int]:
+        """Blocks every layer reads: pins, the best lexical matches and their right neighbours."""
+        s = self.settings
+        lexical = self.lexical.top(query, s.lexical_top_k)
+        extra = neighbours(lexical, self.meta, self.by_position, s.neighbours)
+        return fuse(pins, lexical, extra, [], s.max_read_blocks)
+
+    def logits(self, tail: list[int], head: Sequence[int] = (), pins: Sequence[int] = ()) -> torch.Tensor:
+        """Next-token logits after `[head | read set | tail]`: the read path without decoding.
+        Every tail token counts as question for addressing. Used to check the path against the plain model."""
+        pins = list(pins)
+        shared = fuse(pins, [], [], [], self.settings.max_read_blocks)
+        return self._prefill(list(head), list(tail), slice(0, len(tail)), shared, pins)[1]
+
+    def _prefill(self, head: list[int], tail: list[int], question: slice, shared: list[int], pins: list[int]):
+        s, device = self.settings, self.lm.device
+        head_k, head_v = self._record_head(head)
+        staged = self._prefetch(shared)
+        memory_end = len(head) + s.max_read_blocks * s.block_size
+
+        def select(layer: int, query_raw: torch.Tensor) -> list[int]:
+            attention = self.reprs.top(layer, query_raw, s.attention_top_k, exclude=set(shared))
+            return fuse(pins, shared, [], attention, s.max_read_blocks)
+
+        plan = ReadPlan(self.rotary, head_k, head_v, select, lambda layer, ids: self._fetch(layer, ids, staged),
+                        memory_end, question)
+        plan.positions = torch.arange(memory_end, memory_end + len(tail), device=device)
+        with torch.inference_mode(), active(plan):
+            logits = self.model(torch.tensor([tail], device=device), position_ids=plan.positions[None],
+                                use_cache=False, logits_to_keep=1).logits[0, -1]
+        return plan, logits
+
+    def _record_head(self, head: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        device, dtype = self.lm.device, self.model.dtype
+        if not head:
+            empty = torch.zeros(1, self.kv_heads, 0, self.head_dim, device=device, dtype=dtype)
+            return [empty] * self.layers, [empty] * self.layers
+        positions = torch.arange(len(head), device=device)
+        plan = RecordPlan(self.rotary, None, None, positions)
+        with torch.inference_mode(), active(plan):
+            self.model(torch.tensor([head], device=device), position_ids=positions[None], use_cache=False,
+                       logits_to_keep=1)
+        return [plan.keys[i] for i in range(self.layers)], [plan.values[i] for i in range(self.layers)]
+
+    def _decode(self, plan: ReadPlan, logits: torch.Tensor, position: int, max_new_tokens: int) -> str:
+        """Greedy decoding against the plan's per-layer caches (the read set stays fixed)."""
+        device = self.lm.device
+        position += self.settings.max_read_blocks * self.settings.block_size
+        stop = _stop_ids(self.tokenizer, self.model)
+        out: list[int] = []
+        for _ in range(max_new_tokens):
+            token = int(logits.argmax())
+            if token in stop:
+                break
+            out.append(token)
+            plan.positions = torch.tensor([position], device=device)
+            with torch.inference_mode(), active(plan):
+                logits = self.model(torch.tensor([[token]], device=device), position_ids=plan.positions[None],
+                                    use_cache=False).logits[0, -1]
+            position += 1
+        return self.tokenizer.decode(out, skip_special_tokens=True)
+
+    def _prefetch(self, ids: list[int]) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
+        """Read every layer of the blocks in `ids` that the hot tier lacks, in one batched query."""
+        missing = [i for i in ids if any((i, layer) not in self.hot for layer in range(self.layers))]
+        if not missing:
+            return {}
+        with self.files.engine.connect() as conn:
+            rows = conn.execute(sa.select(block_kv).where(block_kv.c.block_id.in_(missing))).all()
+        return {(row.block_id, row.layer): self._decode_kv(row) for row in rows}
+
+    def _fetch(self, layer: int, ids: list[int], staged: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One layer's blocks: from the hot tier, else from `staged` (prefetched), else one batched read."""
+        found = {i: self.hot.get((i, layer)) or staged.pop((i, layer), None) for i in ids}
+        missing = [i for i, entry in found.items() if entry is None]
+        if missing:
+            with self.files.engine.connect() as conn:
+                rows = conn.execute(sa.select(block_kv).where(
+                    block_kv.c.layer == layer, block_kv.c.block_id.in_(missing))).all()
+            found.update({row.block_id: self._decode_kv(row) for row in rows})
+        lost = [i for i in ids if found.get(i) is None]
+        if lost:
+            raise L2MError(f"memory blocks {lost[:5]} are missing from the store; run `l2m memory verify`")
+        for i in ids:
+            self.hot.put((i, layer), *found[i])
+        return [found[i] for i in ids]
+
+    def _decode_kv(self, row) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (self.meta[row.block_id].n_tokens, self.kv_heads, self.head_dim)
+        name = self.settings.codec
+        k, v = codec.decode(row.k, shape, name), codec.decode(row.v, shape, name)
+        device, dtype = self.lm.device, self.model.dtype
+        return (k.transpose(0, 1)[None].to(device, dtype), v.transpose(0, 1)[None].to(device, dtype))
+
+    def _citations(self, mass: dict[int, float]) -> list[Citation]:
+        """Read blocks grouped into contiguous runs per document, heaviest first."""
+        runs: list[list[int]] = []
+        for block_id in sorted(mass, key=lambda b: (self.meta[b].doc_id, self.meta[b].seq)):
+            m = self.meta[block_id]
+            if runs and self.meta[runs[-1][-1]].doc_id == m.doc_id and self.meta[runs[-1][-1]].seq == m.seq - 1:
+                runs[-1].append(block_id)
+            else:
+                runs.append([block_id])
+        total = sum(mass.values()) or 1.0
+        cites = [Citation(self.meta[r[0]].source, self.meta[r[0]].line_start, self.meta[r[-1]].line_end,
+                          sum(mass[b] for b in r) / total, tuple(r)) for r in runs]
+        return sorted(cites, key=lambda c: -c.weight)
+
+    # ---- name lookups and bookkeeping ---------------------------------------------------------------
+
+    def blocks_for(self, source: str, line_start: int | None = None, line_end: int | None = None) -> list[int]:
+        """Blocks of `source` overlapping the line range (all of them without one): pins for `ask`."""
+        lo, hi = line_start or 1, line_end or 10**9
+        return sorted(b for b, m in self.meta.items()
+                      if m.source == source and m.line_start <= hi and m.line_end >= lo)
+
+    def block_at(self, source: str, char_offset: int) -> int | None:
+        for block_id, m in self.meta.items():
+            if m.source == source and m.char_start <= char_offset < m.char_end:
+                return block_id
+        return None
+
+    def stats(self) -> dict:
+        with self.files.engine.connect() as conn:
+            n_docs = conn.execute(sa.select(sa.func.count()).select_from(documents)).scalar_one()
+            kv_bytes = conn.execute(sa.select(sa.func.sum(sa.func.length(block_kv.c.k) +
+                                                          sa.func.length(block_kv.c.v)))).scalar() or 0
+        tokens = sum(m.n_tokens for m in self.meta.values())
+        db = self.files.path / "memory.db"
+        return {"documents": n_docs, "blocks": len(self.meta), "tokens": tokens, "codec": self.settings.codec,
+                "kv_bytes": kv_bytes, "kv_bytes_per_token": kv_bytes / tokens if tokens else None,
+                "repr_bytes_in_ram": self.reprs.nbytes(),
+                "database_bytes": db.stat().st_size if db.exists() else None, "hot_tier": self.hot.stats(),
+                "model": self.files.manifest.get("model"), "settings": self.settings.to_dict()}
+
+
+def _check_architecture(lm: LoadedModel) -> None:
+    arch = lm.model.config.model_type
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise L2MError(f"the memory engine does not support {arch!r} models yet "
+                       f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+
+
+def _model_info(lm: LoadedModel) -> dict:
+    cfg = lm.model.config
+    return {"model": lm.name, "fingerprint": lm.fingerprint, "architecture": cfg.model_type,
+            "layers": cfg.num_hidden_layers}
+
+
+def _stop_ids(tokenizer, model) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos])
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    return {i for i in ids if i is not None}

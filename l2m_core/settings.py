@@ -1,0 +1,46 @@
+"""Per-store settings of the memory engine, with defaults measured on the default model (DESIGN.md s4)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from l2m_core.errors import L2MError
+
+CODECS = ("int8", "int4", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    block_size: int = 64          # tokens per memory block
+    chunk_size: int = 512         # tokens fed per forward pass while ingesting
+    sink: int = 64                # first tokens of a document, always visible while ingesting it
+    local: int = 256              # sliding window of recent tokens visible while ingesting
+    lexical_top_k: int = 4        # blocks addressed by BM25 over block text
+    neighbours: int = 2           # the right neighbour of the best N lexical blocks joins too
+    attention_top_k: int = 2      # extra blocks per layer addressed by the layer's own query-key scores
+    max_read_blocks: int = 12     # per-layer read budget (pinned blocks count against it)
+    repr_keys: int = 4            # representative keys per block and KV head, kept in RAM for addressing
+    codec: str = "int8"           # cold-tier compression: int8 | int4 | fp16 | fp32 (exact)
+    hot_budget_mb: float = 256.0  # hot-tier byte budget
+
+    def __post_init__(self):
+        if self.codec not in CODECS:
+            raise L2MError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
+        for name in ("block_size", "chunk_size", "max_read_blocks", "repr_keys"):
+            if getattr(self, name) < 1:
+                raise L2MError(f"setting {name} must be at least 1")
+        if self.chunk_size % self.block_size:
+            raise L2MError("chunk_size must be a multiple of block_size")
+        if self.repr_keys > self.block_size:
+            raise L2MError("repr_keys cannot exceed block_size")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MemorySettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes) -> MemorySettings:
+        return MemorySettings.from_dict({**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}})

@@ -1,0 +1,220 @@
+"""The memory engine: exactness of the read path, tiers, persistence, and the errors a user can cause."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from l2m_core import codec
+from l2m_core.errors import L2MError
+from l2m_core.loading import LoadedModel, load_model
+from l2m_core.memory import Memory
+from l2m_core.rope import Rotary
+from l2m_core.settings import MemorySettings
+from l2m_core.tiny import tiny_llama
+
+TEXT = "\n".join(f"Line {i}: the {['red', 'green', 'blue'][i % 3]} lamp number {i * 7} glows." for i in range(1, 40))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir) -> LoadedModel:
+    return load_model(tiny_model_dir, device="cpu")
+
+
+def small(**changes) -> MemorySettings:
+    base = dict(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, hot_budget_mb=4)
+    return MemorySettings(**{**base, **changes})
+
+
+def test_rerotation_is_exact_and_matches_the_model(tiny):
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    rot = Rotary(tiny.model)
+    k = torch.randn(1, 2, 10, 16)
+    pos = torch.arange(100, 110)
+    assert torch.allclose(rot.unrotate(rot.rotate(k, pos), pos), k, atol=1e-5)
+    cos, sin = tiny.model.model.rotary_emb(k, pos[None])
+    _, expected = apply_rotary_pos_emb(k, k, cos, sin)
+    assert torch.allclose(rot.rotate(k, pos), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, levels", [("int8", 127), ("int4", 7)])
+def test_quantization_error_is_bounded_by_half_a_step(name, levels):
+    x = torch.randn(64, 3, 8) * torch.linspace(0.1, 20, 8)  # outlier channels
+    y = codec.decode(codec.encode(x, name), tuple(x.shape), name)
+    step = x.abs().amax(dim=0) / levels
+    assert ((x - y).abs() <= step / 2 + 1e-3 * step + 1e-6).all()
+    assert len(codec.encode(x, name)) == codec.encoded_size(tuple(x.shape), name)
+
+
+@pytest.mark.parametrize("chunk", [32, 256])
+def test_read_path_equals_plain_model_when_everything_is_read(tiny, tmp_path, chunk):
+    """All blocks in the read set, nothing compressed, full context while ingesting: same logits."""
+    settings = small(codec="fp32", chunk_size=chunk, local=4096, max_read_blocks=64)
+    mem = Memory.create(tmp_path / "s", tiny, settings)
+    doc = TEXT[:400]
+    mem.ingest_document(doc, "doc.txt")
+    doc_ids = tiny.tokenizer(doc, add_special_tokens=False)["input_ids"]
+    tail = tiny.tokenizer(" and then", add_special_tokens=False)["input_ids"]
+    ours = mem.logits(tail, pins=mem.blocks_for("doc.txt"))
+    with torch.inference_mode():
+        plain = tiny.model(torch.tensor([doc_ids + tail])).logits[0, -1]
+    assert torch.allclose(ours, plain, atol=1e-4), (ours - plain).abs().max()
+
+
+def test_read_path_differs_without_the_blocks(tiny, tmp_path):
+    mem = Memory.create(tmp_path / "s", tiny, small(codec="fp32", local=4096, max_read_blocks=64))
+    mem.ingest_document(TEXT[:400], "doc.txt")
+    tail = tiny.tokenizer(" and then", add_special_tokens=False)["input_ids"]
+    with_memory = mem.logits(tail, pins=mem.blocks_for("doc.txt"))
+    alone = mem.logits(tail)
+    assert not torch.allclose(with_memory, alone, atol=1e-3)
+
+
+def test_blocks_carry_provenance(tiny, tmp_path):
+    mem = Memory.create(tmp_path / "s", tiny, small())
+    spans = mem.ingest_document(TEXT, "lamps.txt")
+    assert spans[0].line_start == 1 and spans[-1].line_end == TEXT.count("\n") + 1
+    assert all(a.line_end >= b.line_start - 1 for a, b in zip(spans, spans[1:], strict=False))
+    offset = TEXT.index("lamp number 140")
+    block = mem.block_at("lamps.txt", offset)
+    assert block in mem.blocks_for("lamps.txt", 20, 20)
+
+
+def test_ask_reads_lexical_blocks_in_every_layer_and_cites_them(tiny, tmp_path):
+    mem = Memory.create(tmp_path / "s", tiny, small())
+    mem.ingest_document(TEXT, "lamps.txt")
+    mem.ingest_document("The zebra quartz vault opens with code 4417.\n" * 3, "vault.txt")
+    answer = mem.ask("Which code opens the zebra quartz vault?", max_new_tokens=4)
+    vault = set(mem.blocks_for("vault.txt"))
+    assert vault & set(answer.lexical)
+    assert all(vault & set(ids) for ids in answer.read_set.values())
+    assert answer.citations and {c.source for c in answer.citations} >= {"vault.txt"}
+
+
+def test_pins_are_read_by_every_layer(tiny, tmp_path):
+    mem = Memory.create(tmp_path / "s", tiny, small())
+    mem.ingest_document(TEXT, "lamps.txt")
+    pinned = mem.blocks_for("lamps.txt", 30, 31)
+    answer = mem.ask("anything at all", max_new_tokens=1, pins=pinned)
+    assert all(set(pinned) <= set(ids) for ids in answer.read_set.values())
+
+
+def test_reingest_unchanged_is_free_and_changed_replaces(tiny, tmp_path):
+    mem = Memory.create(tmp_path / "s", tiny, small())
+    first = mem.ingest_document(TEXT, "lamps.txt")
+    assert mem.ingest_document(TEXT, "lamps.txt") == first
+    second = mem.ingest_document(TEXT + "\nA new line.", "lamps.txt")
+    assert not {s.block_id for s in first} & {s.block_id for s in second}
+    assert set(mem.blocks_for("lamps.txt")) == {s.block_id for s in second}
+    assert mem.retire_document("lamps.txt") == len(second)
+    assert mem.blocks_for("lamps.txt") == [] and mem.live_sources() == {}
+
+
+def test_hot_tier_respects_budget_and_counts_hits(tiny, tmp_path):
+    mem = Memory.create(tmp_path / "s", tiny, small(hot_budget_mb=0.05))
+    mem.ingest_document(TEXT * 2, "lamps.txt")
+    for _ in range(2):
+        mem.ask("green lamp number 70", max_new_tokens=1)
+    stats = mem.stats()["hot_tier"]
+    assert stats["bytes"] <= stats["budget"] and stats["hits"] > 0 and stats["misses"] > 0
+
+
+def test_int8_store_is_about_half_of_fp16(tiny, tmp_path):
+    sizes = {}
+    for name in ("int8", "fp16"):
+        mem = Memory.create(tmp_path / name, tiny, small(codec=name))
+        mem.ingest_document(TEXT, "lamps.txt")
+        sizes[name] = mem.stats()["kv_bytes_per_token"]
+    assert sizes["int8"] < 0.6 * sizes["fp16"]
+
+
+def test_reopened_in_another_process_answers_the_same(tiny, tiny_model_dir, tmp_path):
+    store = tmp_path / "s"
+    with Memory.create(store, tiny, small()) as mem:
+        mem.ingest_document(TEXT, "lamps.txt")
+        here = mem.ask("Which lamp is number 91?", max_new_tokens=8).to_dict()
+    script = textwrap.dedent(f"""
+        import json
+        from l2m_core.loading import load_model
+        from l2m_core.memory import Memory
+        mem = Memory.open({str(store)!r}, load_model({str(tiny_model_dir)!r}, device="cpu"))
+        print(json.dumps(mem.ask("Which lamp is number 91?", max_new_tokens=8).to_dict()))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    there = json.loads(out.strip().splitlines()[-1])
+    assert there["answer"] == here["answer"] and there["citations"] == here["citations"]
+
+
+def test_fork_is_independent(tiny, tmp_path):
+    mem = Memory.create(tmp_path / "a", tiny, small())
+    mem.ingest_document(TEXT, "lamps.txt")
+    fork = mem.fork(tmp_path / "b")
+    fork.retire_document("lamps.txt")
+    fork.ingest_document("other text entirely, long enough to fill a block or two", "other.txt")
+    assert set(Memory.open(tmp_path / "a", tiny).live_sources()) == {"lamps.txt"}
+    assert set(fork.live_sources()) == {"other.txt"}
+
+
+def test_store_from_another_model_is_refused(tiny, tmp_path):
+    Memory.create(tmp_path / "s", tiny, small()).close()
+    other = LoadedModel(tiny_llama(seed=5), tiny.tokenizer, "other", "0000000000000000", tiny.device, 0.0)
+    with pytest.raises(L2MError, match="was built with model"):
+        Memory.open(tmp_path / "s", other)
+
+
+def test_unsupported_architecture_is_refused(tiny, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=300))
+    with pytest.raises(L2MError, match="does not support 'gpt2'"):
+        Memory.create(tmp_path / "s", LoadedModel(gpt2, tiny.tokenizer, "gpt2", "x", tiny.device, 0.0))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: None, "no memory store"),
+    (lambda p: p.mkdir(), "not a memory store"),
+    (lambda p: (p.mkdir(), (p / "manifest.json").write_text("{oops")), "damaged"),
+])
+def test_not_a_store(tiny, tmp_path, damage, message):
+    path = tmp_path / "s"
+    damage(path)
+    with pytest.raises(L2MError, match=message):
+        Memory.open(path, tiny)
+
+
+def test_truncated_database_is_reported(tiny, tmp_path):
+    with Memory.create(tmp_path / "s", tiny, small()) as mem:
+        mem.ingest_document(TEXT, "lamps.txt")
+    db = tmp_path / "s" / "memory.db"
+    for extra in ("-wal", "-shm"):
+        (tmp_path / "s" / f"memory.db{extra}").unlink(missing_ok=True)
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
+    with pytest.raises(L2MError, match="damaged"):
+        Memory.open(tmp_path / "s", tiny)
+
+
+@pytest.mark.parametrize("text, message", [("   \n", "empty"), (b"\xff\xfe bad bytes", "not UTF-8")])
+def test_bad_text_is_refused_and_store_untouched(tiny, tmp_path, text, message):
+    mem = Memory.create(tmp_path / "s", tiny, small())
+    mem.ingest_document(TEXT, "lamps.txt")
+    with pytest.raises(L2MError, match=message):
+        mem.ingest_document(text, "bad.txt")
+    assert set(mem.live_sources()) == {"lamps.txt"}
+
+
+def test_hot_budget_too_small_for_one_block(tiny, tmp_path):
+    with pytest.raises(L2MError, match="too small for one block"):
+        Memory.create(tmp_path / "s", tiny, small(hot_budget_mb=0.001))
+
+
+def test_store_files_are_user_only(tiny, tmp_path):
+    with Memory.create(tmp_path / "s", tiny, small()) as mem:
+        mem.ingest_document(TEXT, "lamps.txt")
+    for path in [tmp_path / "s", *(tmp_path / "s").iterdir()]:
+        assert path.stat().st_mode & 0o077 == 0, path
