@@ -478,12 +478,36 @@ class Memory:
             kv_bytes = conn.execute(sa.select(sa.func.sum(sa.func.length(block_kv.c.k) +
                                                           sa.func.length(block_kv.c.v)))).scalar() or 0
         tokens = sum(m.n_tokens for m in self.meta.values())
-        db = self.files.path / "memory.db"
+        db_files = [self.files.path / f"memory.db{suffix}" for suffix in ("", "-wal")]
         return {"documents": n_docs, "blocks": len(self.meta), "tokens": tokens, "codec": self.settings.codec,
                 "kv_bytes": kv_bytes, "kv_bytes_per_token": kv_bytes / tokens if tokens else None,
                 "repr_bytes_in_ram": self.reprs.nbytes(),
-                "database_bytes": db.stat().st_size if db.exists() else None, "hot_tier": self.hot.stats(),
+                "database_bytes": sum(p.stat().st_size for p in db_files if p.exists()), "hot_tier": self.hot.stats(),
                 "model": self.files.manifest.get("model"), "settings": self.settings.to_dict()}
+
+
+    def verify(self) -> list[str]:
+        """Consistency problems in the store (empty list when sound): every block has all its layers exactly
+        once, no key/value rows without a block, every document's blocks numbered 0..n-1."""
+        problems = []
+        with self.files.engine.connect() as conn:
+            counts = dict(conn.execute(sa.select(block_kv.c.block_id, sa.func.count())
+                                       .group_by(block_kv.c.block_id)).all())
+            seqs = conn.execute(sa.select(blocks.c.doc_id, sa.func.count(), sa.func.max(blocks.c.seq))
+                                .group_by(blocks.c.doc_id)).all()
+            block_ids = set(conn.execute(sa.select(blocks.c.id)).scalars())
+        problems += [f"block {b} has {counts.get(b, 0)} layers of {self.layers}"
+                     for b in sorted(block_ids) if counts.get(b, 0) != self.layers]
+        problems += [f"orphan key/value rows for missing block {b}" for b in sorted(set(counts) - block_ids)]
+        problems += [f"document {d} has {n} blocks numbered up to {top}" for d, n, top in seqs if top != n - 1]
+        return problems
+
+    def compact(self) -> None:
+        """Reclaim space after retired documents (SQLite: checkpoint the WAL and VACUUM)."""
+        if self.files.engine.dialect.name == "sqlite":
+            with self.files.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.exec_driver_sql("VACUUM")
 
 
 def _check_architecture(lm: LoadedModel) -> None:

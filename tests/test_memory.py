@@ -218,3 +218,21 @@ def test_store_files_are_user_only(tiny, tmp_path):
         mem.ingest_document(TEXT, "lamps.txt")
     for path in [tmp_path / "s", *(tmp_path / "s").iterdir()]:
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_verify_finds_damage_and_compact_keeps_answers(tiny, tmp_path):
+    import sqlalchemy as sa
+
+    from l2m_core.store import block_kv
+
+    mem = Memory.create(tmp_path / "s", tiny, small())
+    mem.ingest_document(TEXT, "lamps.txt")
+    mem.ingest_document(TEXT.upper(), "upper.txt")
+    assert mem.verify() == []
+    mem.retire_document("upper.txt")
+    before = mem.ask("the blue lamp", max_new_tokens=4).text
+    mem.compact()
+    assert mem.verify() == [] and mem.ask("the blue lamp", max_new_tokens=4).text == before
+    with mem.files.engine.begin() as conn:
+        conn.execute(block_kv.delete().where(block_kv.c.block_id == min(mem.meta), block_kv.c.layer == 0))
+    assert any("layers" in p for p in mem.verify())
