@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -26,3 +27,40 @@ class L2MGroup(click.Group):
 def emit(data: dict, as_json: bool, text: str) -> None:
     """Print `text` for people, or `data` as one JSON object with `--json`."""
     click.echo(json.dumps(data, ensure_ascii=False) if as_json else text)
+
+
+STORE_DIR = ".l2m"
+
+
+def find_store(explicit: str | None) -> Path | None:
+    """`--store`, else the nearest `.l2m/` from the current directory upwards (None if there is none)."""
+    if explicit:
+        return Path(explicit)
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / STORE_DIR / "manifest.json").is_file():
+            return folder / STORE_DIR
+    return None
+
+
+def open_agent(store: str | None, model: str | None, device: str = "auto"):
+    """The agent of an existing store (`--store` or the nearest `.l2m/`)."""
+    from agent import Agent
+
+    path = find_store(store)
+    if path is None:
+        raise L2MError("no memory store here or in any parent directory; run `l2m ingest PATH` first or pass --store")
+    return Agent.from_store(path, model, device=device)
+
+
+def store_options(func):
+    """--store, --model, --device, --json: shared by every command that works on a store."""
+    for option in (
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts)."),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto."),
+        click.option("--model", "model_spec", default=None,
+                     help="Hub id, model directory or .gguf file (default: the store's model)."),
+        click.option("--store", default=None, help="Store directory (default: the nearest .l2m/)."),
+    ):
+        func = option(func)
+    return func

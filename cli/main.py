@@ -8,6 +8,8 @@ from __future__ import annotations
 import click
 
 from cli.common import L2MGroup
+from cli.corpus_cmd import ask, ingest
+from cli.memory_cmd import memory
 from cli.model_cmd import model
 
 
@@ -17,7 +19,8 @@ def cli() -> None:
     """L2M: an agent whose long-horizon state is a Large Memory Model's memory."""
 
 
-cli.add_command(model)
+for command in (ingest, ask, memory, model):
+    cli.add_command(command)
 
 
 def main() -> None:

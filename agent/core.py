@@ -1,0 +1,103 @@
+"""`Agent`: one repository (or legal corpus) with its memory store and corpus index, as a library.
+
+    from agent import Agent
+    agent = Agent.open("path/to/repo")
+    agent.ingest()                         # index + write changed files into memory
+    answer = agent.ask("Where is the retry policy configured?")
+    print(answer.text, *map(str, answer.citations))
+
+The store lives in `<root>/.l2m/` unless told otherwise; the index shares its database.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent.names import name_pins
+from l2m_core.errors import L2MError
+from l2m_core.loading import DEFAULT_MODEL, LoadedModel, load_model
+from l2m_core.memory import Answer, BlockSpan, Memory
+from l2m_core.settings import MemorySettings
+from repos_index.index import CorpusIndex
+from repos_index.pipeline import UpdateReport
+
+STORE_DIR = ".l2m"
+
+
+class _CorpusMemory:
+    """The memory as the index's `MemorySink`: files with no text are indexed but hold no blocks."""
+
+    def __init__(self, memory: Memory):
+        self.memory = memory
+
+    def ingest_document(self, text: str, source: str) -> list[BlockSpan]:
+        return self.memory.ingest_document(text, source) if text.strip() else []
+
+    def retire_document(self, source: str) -> int:
+        return self.memory.retire_document(source)
+
+    def live_sources(self) -> dict[str, str]:
+        return self.memory.live_sources()
+
+
+class Agent:
+    def __init__(self, root: Path, memory: Memory, index: CorpusIndex):
+        self.root, self.memory, self.index = root, memory, index
+
+    @classmethod
+    def open(cls, root: str | Path = ".", store: str | Path | None = None, model: str | LoadedModel | None = None,
+             create: bool = True, settings: MemorySettings | None = None, device: str = "auto") -> Agent:
+        """Open (or create, when `create`) the store of `root`; `model` defaults to the store's own model."""
+        root = Path(root).expanduser().resolve()
+        if not root.is_dir():
+            raise L2MError(f"not a directory: {root}")
+        store = Path(store) if store else root / STORE_DIR
+        exists = (store / "manifest.json").is_file()
+        if not exists and not create:
+            raise L2MError(f"no memory store at {store}; run `l2m ingest` first")
+        lm = model if isinstance(model, LoadedModel) else load_model(model or _manifest_model(store), device=device)
+        memory = Memory.open(store, lm) if exists else Memory.create(store, lm, settings)
+        if memory.files.manifest.get("root") is None:
+            memory.files.update_manifest(root=str(root))
+        return cls(root, memory, CorpusIndex(memory.files.engine, root))
+
+    @classmethod
+    def from_store(cls, store: str | Path, model: str | LoadedModel | None = None, device: str = "auto") -> Agent:
+        """Open an existing store; its corpus root comes from the store's manifest."""
+        store = Path(store)
+        manifest = store / "manifest.json"
+        try:
+            root = json.loads(manifest.read_text()).get("root") or str(store.resolve().parent)
+        except FileNotFoundError:
+            raise L2MError(f"no memory store at {store}; run `l2m ingest` first") from None
+        except ValueError:
+            raise L2MError(f"{manifest} is damaged (not valid JSON)") from None
+        return cls.open(root, store, model, create=False, device=device)
+
+    def close(self) -> None:
+        self.memory.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def ingest(self, paths: list[str | Path] | None = None, progress: bool = False) -> UpdateReport:
+        """Index `paths` (default: the whole root) and write new or changed files into memory."""
+        return self.index.update(_CorpusMemory(self.memory), paths=paths, progress=progress)
+
+    def ask(self, question: str, max_new_tokens: int = 96, hops: int = 1, pins: list[int] | None = None) -> Answer:
+        """Answer from memory; symbols and sections the question names are pinned into the read set."""
+        limit = self.memory.settings.max_read_blocks // 2
+        named = name_pins(self.index, question, limit)
+        return self.memory.ask(question, max_new_tokens=max_new_tokens, hops=hops, pins=[*(pins or []), *named])
+
+
+def _manifest_model(store: Path) -> str | None:
+    try:
+        name = json.loads((store / "manifest.json").read_text()).get("model")
+    except (OSError, ValueError):
+        return None
+    return None if name in (None, DEFAULT_MODEL) else name

@@ -1,0 +1,49 @@
+"""Name addressing: symbols and legal sections a question names, mapped to the memory blocks that hold them.
+
+"Where is `retry_policy` defined?" or "What does Article 33 require?" names its target; the corpus index
+knows where that target lives, so its blocks are pinned into every layer's read set instead of being
+left to content scores. Candidates are tried from the most to the least identifier-like word.
+"""
+
+from __future__ import annotations
+
+import re
+
+from repos_index.index import CorpusIndex
+
+_SECTION = re.compile(r"\b(Article|Art\.|Section|Sec\.|§|Chapter|Annex|Recital|Title)\s*(\d+[a-z]?(?:\(\d+\))?)",
+                      re.IGNORECASE)
+_QUOTED = re.compile(r"`([^`]+)`")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_STOP = frozenset("""a an and are as at be by can class def defined define defines does do file for from function how in
+into is it its method module of on or return returns set sets the this to used uses what when where which who why
+with""".split())
+BLOCKS_PER_NAME = 2
+
+
+def candidates(question: str) -> list[str]:
+    """Words that may name a symbol, most identifier-like first (quoted, then snake/camel/dotted, then Capitalized)."""
+    quoted = _QUOTED.findall(question)
+    words = [w for w in _WORD.findall(_QUOTED.sub(" ", question)) if w.lower() not in _STOP and len(w) > 2]
+
+    def rank(word: str) -> int:
+        if "_" in word or "." in word or re.search(r"[a-z][A-Z]", word):
+            return 0
+        return 1 if word[0].isupper() else 2
+
+    ordered = quoted + sorted(dict.fromkeys(words), key=rank)
+    return list(dict.fromkeys(ordered))
+
+
+def name_pins(index: CorpusIndex, question: str, limit: int) -> list[int]:
+    """Blocks of the sections and symbols named in `question`, at most `limit`, best first."""
+    pins: list[int] = []
+    for match in _SECTION.finditer(question):
+        for section in index.find_section(f"{match[1]} {match[2]}")[:1]:
+            pins.extend(section.blocks[:BLOCKS_PER_NAME])
+    for word in candidates(question):
+        if len(pins) >= limit:
+            break
+        for hit in index.find_symbol(word)[:1]:
+            pins.extend(hit.blocks[:BLOCKS_PER_NAME])
+    return list(dict.fromkeys(pins))[:limit]

@@ -1,0 +1,75 @@
+"""`l2m ingest` and `l2m ask`: write a corpus into memory, then ask questions that read it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cli.common import STORE_DIR, emit, find_store, open_agent, store_options
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Corpus root for a new store (default: the current directory).")
+@click.option("--codec", type=click.Choice(["int8", "int4", "fp16", "fp32"]), default=None,
+              help="Cold-tier compression for a new store (default int8).")
+@store_options
+def ingest(paths, root, codec, store, model_spec, device, as_json) -> None:
+    """Index PATHS (default: the whole root) and write new or changed files into memory."""
+    from agent import Agent
+    from l2m_core.settings import MemorySettings
+
+    existing = find_store(store)
+    if existing is not None and (existing / "manifest.json").is_file():
+        agent = Agent.from_store(existing, model_spec, device=device)
+    else:
+        base = (root or Path.cwd()).resolve()
+        settings = MemorySettings(codec=codec) if codec else None
+        agent = Agent.open(base, store or base / STORE_DIR, model_spec, settings=settings, device=device)
+    with agent:
+        report = agent.ingest([p.absolute() for p in paths] or None, progress=sys.stderr.isatty() and not as_json)
+        stats = agent.memory.stats()
+    data = {**report.as_dict(), "store": str(agent.memory.files.path),
+            "memory": {k: stats[k] for k in ("documents", "blocks", "tokens")}}
+    emit(data, as_json, report.summary() + f"\nmemory: {stats['documents']} documents, {stats['blocks']} blocks, "
+                                           f"{stats['tokens']} tokens in {agent.memory.files.path}")
+    problems = [f"{path}: no such file or directory" for path in report.skipped.get("missing", [])]
+    problems += [f"{path}: {why}" for path, why in report.errors.items()]
+    for line in problems:
+        click.echo(f"error: {line}", err=True)
+    if problems:
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("question")
+@click.option("--max-tokens", default=96, show_default=True, help="Longest answer, in tokens.")
+@click.option("--hops", default=1, show_default=True, help="Reads chained by re-addressing with the draft answer.")
+@click.option("--pin", "pins", multiple=True, metavar="FILE[:START-END]",
+              help="Read these lines in every layer (repeatable).")
+@store_options
+def ask(question, max_tokens, hops, pins, store, model_spec, device, as_json) -> None:
+    """Answer QUESTION from memory, citing the file lines the model read."""
+    with open_agent(store, model_spec, device) as agent:
+        pinned = [b for spec in pins for b in _pin_blocks(agent, spec)]
+        answer = agent.ask(question, max_new_tokens=max_tokens, hops=hops, pins=pinned)
+    cites = "\n".join(f"  {c}  ({c.weight:.0%})" for c in answer.citations[:5])
+    emit(answer.to_dict(), as_json, f"{answer.text}\n\nSources (attention mass):\n{cites}")
+
+
+def _pin_blocks(agent, spec: str) -> list[int]:
+    from l2m_core.errors import L2MError
+
+    path, _, lines = spec.partition(":")
+    start, _, end = lines.partition("-")
+    try:
+        span = (int(start), int(end or start)) if lines else (None, None)
+    except ValueError:
+        raise L2MError(f"bad --pin {spec!r}; use FILE or FILE:START-END") from None
+    blocks = agent.memory.blocks_for(path, *span)
+    if not blocks:
+        raise L2MError(f"--pin {spec}: no memory blocks hold that file or those lines")
+    return blocks

@@ -1,0 +1,331 @@
+"""The corpus index: incremental update into memory, and the name lookups the agent uses."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, and_, func, or_, select
+
+from l2m_core.errors import L2MError
+from repos_index import schema
+from repos_index.graph import build_graph, dependency_order, load_facts
+from repos_index.memory import MemorySink
+from repos_index.pipeline import Updater, UpdateReport, in_memory
+from repos_index.scan import DEFAULT_MAX_BYTES
+
+SECTION_KINDS = (
+    "preamble", "recital", "part", "title", "chapter", "subchapter", "section", "subsection", "article",
+    "annex", "appendix", "schedule", "exhibit", "paragraph", "point", "heading",
+)
+_LEGAL_WORDS = {
+    "art": "Article", "article": "Article", "articles": "Article", "§": "§", "sec": "Section", "section": "Section",
+    "chapter": "Chapter", "title": "Title", "part": "Part", "annex": "Annex", "recital": "Recital",
+}
+_LABEL = re.compile(r"^(?P<word>art(?:icles?)?|sec(?:tion)?|chapter|title|part|annex|recital|§)\.?\s*(?P<rest>.+)$",
+                    re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SymbolHit:
+    path: str
+    name: str
+    qualname: str
+    kind: str
+    line_start: int
+    line_end: int
+    blocks: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReferenceHit:
+    path: str
+    name: str
+    kind: str
+    line: int
+    context: str | None  # the enclosing chunk's qualified name
+
+
+@dataclass(frozen=True)
+class OutlineEntry:
+    kind: str
+    name: str | None
+    qualname: str | None
+    title: str | None
+    line_start: int
+    line_end: int
+    depth: int
+
+
+@dataclass(frozen=True)
+class Section:
+    path: str
+    label: str
+    title: str | None
+    kind: str
+    qualname: str | None
+    line_start: int
+    line_end: int
+    byte_start: int
+    byte_end: int
+    blocks: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CrossRefHit:
+    path: str
+    line: int
+    text: str  # as written: "paragraph 2 of Article 6"
+    source: str | None  # the label of the unit that holds the reference
+    target: str  # "Article 6"
+    detail: str | None  # "2"
+    external: str | None  # the other act, when it points outside this document
+    resolved: Section | None  # the unit it points to in this document
+
+
+class CorpusIndex:
+    """The index of one corpus root, in a database given as a URL, a SQLite path, or an `Engine`
+    (pass the memory store's engine to keep both in one file; the index's tables start with `idx_`).
+    """
+
+    def __init__(
+        self,
+        db: str | Path | Engine,
+        root: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        extra_ignores: Iterable[str] = (),
+    ) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise L2MError(f"not a directory: {root}")
+        self.root = self.root.resolve()
+        self.engine = schema.open_engine(db)
+        self._updater = Updater(self.engine, self.root, max_bytes=max_bytes, extra_ignores=tuple(extra_ignores))
+
+    # -- updating ------------------------------------------------------------------------------------
+
+    def update(
+        self,
+        memory: MemorySink | None = None,
+        *,
+        paths: Iterable[str | os.PathLike[str]] | None = None,
+        progress: bool = True,
+    ) -> UpdateReport:
+        """Bring the index (and `memory`, when given) up to date with the files under the root.
+
+        Only new, changed, renamed and deleted files cost work; an unchanged tree reads no file and
+        calls nothing on memory but `live_sources()`. `paths` limits the update to some files or
+        folders (absolute, or relative to the root). Problems with single files (unreadable, binary,
+        too large, invalid UTF-8, a symlink loop, a path that does not exist) are reported, never raised.
+        """
+        return self._updater.run(memory, None if paths is None else [str(p) for p in paths], progress)
+
+    # -- lookups -------------------------------------------------------------------------------------
+
+    def find_symbol(self, name: str) -> list[SymbolHit]:
+        """Definitions named `name` or qualified as `name` ("Square.area"), defined terms included;
+        an exact match first, else a case-insensitive one."""
+        s, f = schema.symbols, schema.files
+        base = select(f.c.path, s.c.file_id, s.c.chunk, s.c.name, s.c.qualname, s.c.kind, s.c.line_start,
+                      s.c.line_end).join(f, f.c.id == s.c.file_id).order_by(f.c.path, s.c.line_start)
+        with self.engine.connect() as conn:
+            rows = conn.execute(base.where(or_(s.c.name == name, s.c.qualname == name))).all()
+            if not rows:
+                lowered = name.lower()
+                rows = conn.execute(base.where(or_(func.lower(s.c.name) == lowered,
+                                                   func.lower(s.c.qualname) == lowered))).all()
+            return [SymbolHit(r.path, r.name, r.qualname, r.kind, r.line_start, r.line_end,
+                              self._chunk_blocks(conn, r.file_id, r.chunk)) for r in rows]
+
+    def find_references(self, name: str) -> list[ReferenceHit]:
+        """Uses of a name (calls, types, base classes, imports); "Square.area" looks up "area"."""
+        bare = name.rsplit(".", 1)[-1].rsplit("::", 1)[-1]
+        r, f, c = schema.references, schema.files, schema.chunks
+        query = (
+            select(f.c.path, r.c.name, r.c.kind, r.c.line, c.c.qualname, c.c.name.label("chunk_name"))
+            .join(f, f.c.id == r.c.file_id)
+            .outerjoin(c, and_(c.c.file_id == r.c.file_id, c.c.ordinal == r.c.chunk))
+            .where(r.c.name == bare)
+            .order_by(f.c.path, r.c.line)
+        )
+        with self.engine.connect() as conn:
+            return [ReferenceHit(row.path, row.name, row.kind, row.line, row.qualname or row.chunk_name)
+                    for row in conn.execute(query)]
+
+    def outline(self, path: str | os.PathLike[str]) -> list[OutlineEntry]:
+        """A file's chunks in document order with their nesting depth."""
+        with self.engine.connect() as conn:
+            file_id = self._file_id(conn, path)
+            rows = conn.execute(select(schema.chunks).where(schema.chunks.c.file_id == file_id)
+                                .order_by(schema.chunks.c.ordinal)).all()
+        depth: dict[int, int] = {}
+        entries = []
+        for row in rows:
+            depth[row.ordinal] = depth.get(row.parent, -1) + 1 if row.parent is not None else 0
+            entries.append(OutlineEntry(row.kind, row.name, row.qualname, row.title, row.line_start, row.line_end,
+                                        depth[row.ordinal]))
+        return entries
+
+    def find_section(self, number_or_title: str) -> list[Section]:
+        """Legal units and Markdown headings by label ("Article 33", "art. 33(1)", "§ 5", "33") or by
+        title ("Register of information"): exact title first, then titles containing the text."""
+        query = number_or_title.strip()
+        if not query:
+            raise L2MError("an empty section name")
+        c = schema.chunks
+        with self.engine.connect() as conn:
+            for condition in (
+                c.c.name.in_(_labels(query)),
+                or_(func.lower(c.c.title) == query.lower(), func.lower(c.c.name) == query.lower()),
+                or_(c.c.title.ilike(f"%{query}%"), and_(c.c.kind == "heading", c.c.name.ilike(f"%{query}%"))),
+            ):
+                found = self._sections(conn, and_(condition, c.c.kind.in_(SECTION_KINDS), c.c.name.is_not(None)))
+                if found:
+                    return found
+        return []
+
+    def cross_references(self, section: str | Section, incoming: bool = False) -> list[CrossRefHit]:
+        """The references made inside a section (or, with `incoming`, those pointing at it from the
+        same document), each resolved to the unit it names when that unit is in the document."""
+        targets = [section] if isinstance(section, Section) else self.find_section(section)
+        x, c = schema.xrefs, schema.chunks
+        hits: list[CrossRefHit] = []
+        with self.engine.connect() as conn:
+            for target in targets:
+                file_id = self._file_id(conn, target.path)
+                query = select(x, c.c.name.label("source")).outerjoin(
+                    c, and_(c.c.file_id == x.c.file_id, c.c.ordinal == x.c.chunk)).where(x.c.file_id == file_id)
+                if incoming:
+                    unit, _, detail = target.label.partition("(")
+                    query = query.where(x.c.target == unit, x.c.external.is_(None))
+                    if detail:
+                        query = query.where(x.c.detail == detail.split(")")[0])
+                else:
+                    query = query.where(x.c.line.between(target.line_start, target.line_end))
+                for row in conn.execute(query.order_by(x.c.line, x.c.id)):
+                    resolved = None
+                    if row.external is None:
+                        labels = ([f"{row.target}({row.detail})"] if row.detail else []) + [row.target]
+                        for label in labels:
+                            found = self._sections(conn, and_(c.c.file_id == file_id, c.c.name == label))
+                            if found:
+                                resolved = found[0]
+                                break
+                    hits.append(CrossRefHit(target.path, row.line, row.text, row.source, row.target, row.detail,
+                                            row.external, resolved))
+        return hits
+
+    def blocks_for(self, path: str | os.PathLike[str], line_start: int | None = None,
+                   line_end: int | None = None) -> list[int]:
+        """The memory blocks holding a file, or the lines `line_start`..`line_end` of it."""
+        b = schema.blocks
+        with self.engine.connect() as conn:
+            file_id = self._file_id(conn, path)
+            query = select(b.c.block_id).where(b.c.file_id == file_id)
+            if line_end is not None:
+                query = query.where(b.c.line_start <= line_end)
+            if line_start is not None:
+                query = query.where(b.c.line_end >= line_start)
+            return list(conn.execute(query.order_by(b.c.line_start, b.c.block_id)).scalars())
+
+    def file_graph(self) -> dict[str, set[str]]:
+        """path -> the indexed paths it depends on (imports and names used from elsewhere)."""
+        return build_graph(load_facts(self.engine))
+
+    def ingest_order(self) -> list[str]:
+        """Every indexed path, definitions before their uses (see `graph.dependency_order`)."""
+        return dependency_order(self.file_graph())
+
+    def memory_disagreements(self, memory: MemorySink) -> dict[str, str]:
+        """Where index and memory disagree: path -> "not in memory" | "stale in memory" | "no block map" |
+        "not in index" (the last also lists any non-file sources memory holds). Empty when they agree."""
+        live = memory.live_sources()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.files.c.id, schema.files.c.path, schema.files.c.sha256,
+                                       schema.files.c.memory_sha256)).all()
+            with_blocks = set(conn.execute(select(schema.blocks.c.file_id).distinct()).scalars())
+        problems: dict[str, str] = {}
+        for row in rows:
+            if in_memory(row, live, row.id in with_blocks):
+                continue
+            if row.path in live and live[row.path] != row.sha256:
+                problems[row.path] = "stale in memory"
+            elif row.path in live:
+                problems[row.path] = "no block map"
+            else:
+                problems[row.path] = "not in memory"
+        indexed = {row.path for row in rows}
+        problems.update({source: "not in index" for source in live if source not in indexed})
+        return problems
+
+    def stats(self) -> dict[str, int]:
+        """Row counts: files, chunks, symbols, references, imports, cross-references, blocks."""
+        tables = {"files": schema.files, "chunks": schema.chunks, "symbols": schema.symbols,
+                  "references": schema.references, "imports": schema.imports, "xrefs": schema.xrefs,
+                  "blocks": schema.blocks}
+        with self.engine.connect() as conn:
+            return {name: conn.execute(select(func.count()).select_from(t)).scalar_one() for name, t in tables.items()}
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def relative(self, path: str | os.PathLike[str]) -> str:
+        """A path as the index stores it (posix, relative to the root); L2MError when outside the root."""
+        candidate = Path(path)
+        absolute = Path(os.path.abspath(candidate if candidate.is_absolute() else self.root / candidate))
+        try:
+            return absolute.relative_to(self.root).as_posix()
+        except ValueError:
+            raise L2MError(f"outside the corpus root {self.root}: {path}") from None
+
+    def _file_id(self, conn, path: str | os.PathLike[str]) -> int:
+        relative = self.relative(path)
+        file_id = conn.execute(select(schema.files.c.id).where(schema.files.c.path == relative)).scalar()
+        if file_id is None:
+            raise L2MError(f"not indexed: {relative}")
+        return file_id
+
+    @staticmethod
+    def _chunk_blocks(conn, file_id: int, chunk: int | None) -> list[int]:
+        if chunk is None:
+            return []
+        cb = schema.chunk_blocks
+        return list(conn.execute(select(cb.c.block_id).where(cb.c.file_id == file_id, cb.c.chunk == chunk)
+                                 .order_by(cb.c.block_id)).scalars())
+
+    def _sections(self, conn, condition) -> list[Section]:
+        c, f = schema.chunks, schema.files
+        rows = conn.execute(select(c, f.c.path).join(f, f.c.id == c.c.file_id).where(condition)
+                            .order_by(f.c.path, c.c.ordinal)).all()
+        return [Section(r.path, r.name, r.title, r.kind, r.qualname, r.line_start, r.line_end, r.byte_start,
+                        r.byte_end, self._chunk_blocks(conn, r.file_id, r.ordinal)) for r in rows]
+
+
+def _labels(query: str) -> list[str]:
+    """Labels a query may mean: "art. 33(1)" -> "Article 33(1)"; "33" -> "Article 33", "§ 33", "Section 33"."""
+    compact = re.sub(r"\s+", " ", query)
+    m = _LABEL.match(compact)
+    if m:
+        word = _LEGAL_WORDS[m["word"].lower().rstrip(".")]
+        return [f"{word} {m['rest'].strip()}", compact]
+    if re.match(r"^\d", compact):
+        return [f"Article {compact}", f"§ {compact}", f"Section {compact}", compact]
+    return [compact]
+
+
+def ingest(
+    paths: Iterable[str | os.PathLike[str]],
+    db: str | Path | Engine,
+    *,
+    root: str | os.PathLike[str] = ".",
+    memory: MemorySink | None = None,
+    progress: bool = True,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    extra_ignores: Iterable[str] = (),
+) -> UpdateReport:
+    """Index `paths` (files or folders under `root`) and feed memory what changed: `CorpusIndex.update`."""
+    index = CorpusIndex(db, root, max_bytes=max_bytes, extra_ignores=extra_ignores)
+    return index.update(memory, paths=paths, progress=progress)

@@ -1,0 +1,35 @@
+"""The contract between the corpus index and the memory engine that stores documents as blocks."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+
+class BlockSpan(Protocol):
+    """A memory block and the lines (1-based, inclusive) of the document it holds; `l2m_core.BlockSpan` fits."""
+
+    @property
+    def block_id(self) -> int: ...
+
+    @property
+    def line_start(self) -> int: ...
+
+    @property
+    def line_end(self) -> int: ...
+
+
+@runtime_checkable
+class MemorySink(Protocol):
+    """Where ingested documents go. `source` is the file's path relative to the corpus root (posix)."""
+
+    def ingest_document(self, text: str, source: str) -> list[BlockSpan]:
+        """Write one whole document into memory and return the blocks written, with their line spans."""
+        ...
+
+    def retire_document(self, source: str) -> int:
+        """Retire every live block of `source`; return how many were retired."""
+        ...
+
+    def live_sources(self) -> dict[str, str]:
+        """source -> sha256 (hex) of the text ingested for it, for every source with live blocks."""
+        ...

@@ -1,0 +1,88 @@
+"""The `l2m` command line end to end on a tiny model: ingest, ask, memory maintenance, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURE = Path(__file__).parent / "fixtures" / "python"
+
+
+def l2m(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, tiny_model_dir) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(FIXTURE, root, dirs_exist_ok=True)
+    done = l2m("ingest", "--model", str(tiny_model_dir), "--json", cwd=root)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def test_ingest_writes_every_file_and_a_second_run_does_nothing(repo):
+    again = json.loads(l2m("ingest", "--json", cwd=repo).stdout)
+    assert again["unchanged"] == again["files_seen"] > 0 and again["ingested"] == []
+    stats = json.loads(l2m("memory", "stats", "--json", cwd=repo).stdout)
+    assert stats["documents"] == again["files_seen"] and stats["blocks"] > 0
+
+
+def test_ask_cites_file_lines_from_a_subdirectory(repo):
+    done = l2m("ask", "Where is class Square defined?", "--max-tokens", "4", "--json", cwd=repo / "shapes")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["citations"] and all(Path(repo, c["source"]).is_file() for c in answer["citations"])
+    assert any(c["source"] == "shapes/geometry.py" for c in answer["citations"])
+
+
+def test_changed_file_is_reingested_and_store_verifies(repo):
+    target = repo / "app.py"
+    target.write_text(target.read_text() + "\n# a trailing comment\n")
+    report = json.loads(l2m("ingest", "--json", cwd=repo).stdout)
+    assert report["ingested"] == ["app.py"] and report["blocks_retired"] > 0
+    assert l2m("memory", "verify", cwd=repo).returncode == 0
+
+
+def test_pin_names_lines_to_read(repo):
+    done = l2m("ask", "anything", "--pin", "app.py:1-3", "--max-tokens", "2", "--json", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    bad = l2m("ask", "anything", "--pin", "nope.py", cwd=repo)
+    assert bad.returncode == 2 and "no memory blocks" in bad.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("ask", "what?"), "no memory store"),
+    (("memory", "stats"), "no memory store"),
+])
+def test_no_store_gives_one_line(tmp_path, args, message):
+    done = l2m(*args, cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_missing_path_is_reported_and_the_rest_ingested(tmp_path, tiny_model_dir):
+    (tmp_path / "real.md").write_text("# Title\n\nSome words worth remembering.\n")
+    done = l2m("ingest", "real.md", "missing.md", "--model", str(tiny_model_dir), "--json", cwd=tmp_path)
+    assert done.returncode == 1 and "missing.md: no such file" in done.stderr and "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["ingested"] == ["real.md"]
+
+
+def test_store_of_another_model_is_refused(repo, tmp_path):
+    from l2m_core.tiny import save_tiny_model
+
+    other = save_tiny_model(tmp_path / "other", seed=3)
+    done = l2m("ask", "hello", "--model", str(other), cwd=repo)
+    assert done.returncode == 2 and "was built with model" in done.stderr
+
+
+def test_clear_removes_the_store(tmp_path, tiny_model_dir):
+    (tmp_path / "a.txt").write_text("alpha beta gamma\n")
+    assert l2m("ingest", "--model", str(tiny_model_dir), cwd=tmp_path).returncode == 0
+    assert l2m("memory", "clear", "--yes", cwd=tmp_path).returncode == 0
+    assert not (tmp_path / ".l2m").exists()
