@@ -150,7 +150,22 @@ class Memory:
         shutil.copy(self.files.path / "manifest.json", path / "manifest.json")
         return Memory(StoreFiles.open(path), self.lm, self.settings)
 
+    def refresh(self) -> bool:
+        """Reload the in-RAM index if another process changed the store since; True when it did."""
+        if self._generation() == self._loaded_generation:
+            return False
+        self.meta, self.by_position = {}, {}
+        self.lexical, self.reprs = LexicalIndex(), ReprBank()
+        self.hot = HotTier(self.hot.budget)
+        self._load_index()
+        return True
+
+    def _generation(self) -> tuple:
+        with self.files.engine.connect() as conn:
+            return tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(documents.c.id))).one())
+
     def _load_index(self) -> None:
+        self._loaded_generation = self._generation()
         query = sa.select(blocks.c.id, blocks.c.doc_id, blocks.c.seq, blocks.c.n_tokens, blocks.c.char_start,
                           blocks.c.char_end, blocks.c.line_start, blocks.c.line_end, blocks.c.text, blocks.c.repr,
                           documents.c.source).join(documents)
@@ -198,6 +213,7 @@ class Memory:
         with self.files.engine.begin() as conn:
             removed = self._delete_document(conn, doc.id)
         self._forget(removed & self.meta.keys())
+        self._loaded_generation = self._generation()
         return len(removed)
 
     def live_sources(self) -> dict[str, str]:
@@ -226,6 +242,7 @@ class Memory:
         self._forget(removed & self.meta.keys())
         for block_id, meta, block_text, reprs in pending:
             self._remember(block_id, meta, block_text, reprs)
+        self._loaded_generation = self._generation()
         return [BlockSpan(b, m.line_start, m.line_end) for b, m, _, _ in pending]
 
     def _encode_blocks(self, ids: Sequence[int]) -> Iterable[tuple]:
@@ -326,6 +343,7 @@ class Memory:
         With `hops=2` the first answer joins the question to address memory again (chained reads)."""
         if not question.strip():
             raise L2MError("the question is empty")
+        self.refresh()
         query, answer = question, None
         for _ in range(max(1, hops)):
             answer = self._answer(question, query, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins))

@@ -236,3 +236,13 @@ def test_verify_finds_damage_and_compact_keeps_answers(tiny, tmp_path):
     with mem.files.engine.begin() as conn:
         conn.execute(block_kv.delete().where(block_kv.c.block_id == min(mem.meta), block_kv.c.layer == 0))
     assert any("layers" in p for p in mem.verify())
+
+
+def test_a_reader_sees_documents_written_by_another_handle(tiny, tmp_path):
+    writer = Memory.create(tmp_path / "s", tiny, small())
+    writer.ingest_document(TEXT, "lamps.txt")
+    reader = Memory.open(tmp_path / "s", tiny)
+    writer.ingest_document("The zebra quartz vault opens with code 4417.\n" * 3, "vault.txt")
+    writer.retire_document("lamps.txt")
+    answer = reader.ask("zebra quartz vault code", max_new_tokens=2)
+    assert set(answer.lexical) <= set(reader.blocks_for("vault.txt")) and answer.lexical
