@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import click
 
+from cli.batch_cmd import batch
 from cli.common import L2MGroup
 from cli.corpus_cmd import ask, ingest
+from cli.edit_cmd import edit, plan, undo
 from cli.memory_cmd import memory
 from cli.model_cmd import model
 
@@ -19,7 +21,7 @@ def cli() -> None:
     """L2M: an agent whose long-horizon state is a Large Memory Model's memory."""
 
 
-for command in (ingest, ask, memory, model):
+for command in (ingest, ask, plan, edit, undo, batch, memory, model):
     cli.add_command(command)
 
 

@@ -86,3 +86,18 @@ def test_clear_removes_the_store(tmp_path, tiny_model_dir):
     assert l2m("ingest", "--model", str(tiny_model_dir), cwd=tmp_path).returncode == 0
     assert l2m("memory", "clear", "--yes", cwd=tmp_path).returncode == 0
     assert not (tmp_path / ".l2m").exists()
+
+
+def test_batch_answers_reports_garbage_and_resumes(repo):
+    questions = repo / "questions.jsonl"
+    questions.write_text('{"id": "q1", "question": "Where is Square?", "max_tokens": 2}\n'
+                         "this is not json\n"
+                         '{"question": "What does area return?", "max_tokens": 2}\n')
+    out = repo / "answers.jsonl"
+    first = l2m("batch", str(questions), "--out", str(out), "--json", cwd=repo)
+    assert first.returncode == 1 and "Traceback" not in first.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["q1", "line-2", "line-3"]
+    assert "malformed" in records[1]["error"] and all("citations" in r for r in (records[0], records[2]))
+    again = json.loads(l2m("batch", str(questions), "--out", str(out), "--json", cwd=repo).stdout)
+    assert again == {"answered": 0, "skipped": 2, "failed": ["line-2"]}

@@ -1,0 +1,100 @@
+"""Batch questions: JSONL in, JSONL answers with citations and timings out; resumable and forgiving.
+
+Input lines are `{"question": "...", "id": optional, "max_tokens": optional}`. Each output line carries the
+input's id (the line number when it has none). A rerun skips ids already answered in the output file. A
+malformed line produces an error record and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from l2m_core.errors import L2MError
+
+
+@dataclass
+class BatchReport:
+    answered: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"answered": self.answered, "skipped": self.skipped, "failed": self.failed}
+
+
+def parse_line(number: int, line: str) -> dict:
+    """One input line as `{"id", "question", "max_tokens"?}`; raises ValueError with a short reason."""
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(item, dict) or not isinstance(item.get("question"), str) or not item["question"].strip():
+        raise ValueError('expected an object with a non-empty "question" string')
+    return {**item, "id": str(item.get("id", f"line-{number}"))}
+
+
+def answered_ids(out_path: Path) -> set[str]:
+    """Ids with a finished answer in an earlier run's output (torn last lines are ignored)."""
+    done: set[str] = set()
+    if out_path.exists():
+        for line in out_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "answer" in record:
+                done.add(str(record.get("id")))
+    return done
+
+
+def run_batch(ask: Callable[[str, int], dict], in_path: Path, out_path: Path, max_new_tokens: int = 96,
+              on_line: Callable[[], None] | None = None) -> BatchReport:
+    """Answer every question of `in_path` with `ask(question, max_tokens) -> dict`, appending to `out_path`."""
+    try:
+        lines = in_path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise L2MError(f"no such input file: {in_path}") from None
+    except UnicodeDecodeError:
+        raise L2MError(f"{in_path} is not UTF-8 text") from None
+    _drop_torn_tail(out_path)
+    done = answered_ids(out_path)
+    report = BatchReport()
+    with open(out_path, "a", encoding="utf-8") as out:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = parse_line(number, line)
+            except ValueError as exc:
+                record = {"id": f"line-{number}", "line": number, "error": f"malformed line: {exc}"}
+                report.failed.append(record["id"])
+            else:
+                if item["id"] in done:
+                    report.skipped += 1
+                    continue
+                try:
+                    record = {"id": item["id"], "question": item["question"],
+                              **ask(item["question"], int(item.get("max_tokens", max_new_tokens)))}
+                    report.answered += 1
+                    done.add(item["id"])
+                except (L2MError, ValueError) as exc:
+                    record = {"id": item["id"], "line": number, "error": str(exc)}
+                    report.failed.append(item["id"])
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+            if on_line:
+                on_line()
+    return report
+
+
+def _drop_torn_tail(out_path: Path) -> None:
+    """Cut a last line left without its newline by a killed run, so appends start on a fresh line."""
+    if not out_path.exists():
+        return
+    data = out_path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(out_path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)

@@ -1,0 +1,30 @@
+"""`l2m batch IN.jsonl --out OUT.jsonl`: many questions against one store, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.common import emit, open_agent, store_options
+
+
+@click.command()
+@click.argument("in_path", type=click.Path(path_type=Path))
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="JSONL answers (appended).")
+@click.option("--max-tokens", default=96, show_default=True, help="Longest answer, in tokens.")
+@store_options
+def batch(in_path, out_path, max_tokens, store, model_spec, device, as_json) -> None:
+    """Answer every question of IN_PATH (one JSON object per line); rerun to resume."""
+    from agent.batch import run_batch
+
+    with open_agent(store, model_spec, device) as agent:
+        def ask(question: str, tokens: int) -> dict:
+            return agent.ask(question, max_new_tokens=tokens).to_dict()
+
+        report = run_batch(ask, in_path, out_path, max_tokens)
+    emit(report.to_dict(), as_json, f"{report.answered} answered, {report.skipped} already done, "
+                                    f"{len(report.failed)} failed" + (f": {', '.join(report.failed[:10])}"
+                                                                      if report.failed else ""))
+    if report.failed:
+        raise SystemExit(1)

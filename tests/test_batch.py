@@ -1,0 +1,34 @@
+"""Batch mechanics without a model: resumption after a torn write, bad input files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.batch import run_batch
+from l2m_core.errors import L2MError
+
+
+def fake_ask(question: str, max_tokens: int) -> dict:
+    return {"answer": question.upper(), "citations": []}
+
+
+def test_resume_skips_finished_ids_and_redoes_a_torn_line(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "question": f"q{i}"}) + "\n" for i in range(4)))
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": "0", "answer": "Q0"}) + "\n" + '{"id": "1", "ans')  # killed mid-write
+    report = run_batch(fake_ask, src, out)
+    assert report.skipped == 1 and report.answered == 3
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["0", "1", "2", "3"] and records[1]["answer"] == "Q1"
+
+
+def test_missing_and_binary_input_files(tmp_path):
+    with pytest.raises(L2MError, match="no such input file"):
+        run_batch(fake_ask, tmp_path / "nope.jsonl", tmp_path / "out.jsonl")
+    binary = tmp_path / "bin.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(L2MError, match="not UTF-8"):
+        run_batch(fake_ask, binary, tmp_path / "out.jsonl")
