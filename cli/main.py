@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from cli.batch_cmd import batch
+from cli.chat_cmd import chat
 from cli.common import L2MGroup
 from cli.corpus_cmd import ask, ingest
 from cli.edit_cmd import edit, plan, undo
@@ -21,7 +22,7 @@ def cli() -> None:
     """L2M: an agent whose long-horizon state is a Large Memory Model's memory."""
 
 
-for command in (ingest, ask, plan, edit, undo, batch, memory, model):
+for command in (ingest, ask, chat, plan, edit, undo, batch, memory, model):
     cli.add_command(command)
 
 

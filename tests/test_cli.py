@@ -101,3 +101,16 @@ def test_batch_answers_reports_garbage_and_resumes(repo):
     assert "malformed" in records[1]["error"] and all("citations" in r for r in (records[0], records[2]))
     again = json.loads(l2m("batch", str(questions), "--out", str(out), "--json", cwd=repo).stdout)
     assert again == {"answered": 0, "skipped": 2, "failed": ["line-2"]}
+
+
+def test_chat_reads_stdin_and_resumes_the_session(repo):
+    def chat(*args: str, stdin: str):
+        return subprocess.run([sys.executable, "-m", "cli", "chat", "--json", *args], cwd=repo, input=stdin,
+                              capture_output=True, text=True)
+
+    first = chat(stdin="What is Square?\n")
+    assert first.returncode == 0, first.stderr
+    turn = json.loads(first.stdout.splitlines()[0])
+    assert turn["stop_reason"] in ("answered", "step_limit")
+    resumed = json.loads(chat("--resume", stdin="And its area?\n").stdout.splitlines()[0])
+    assert resumed["session"] == turn["session"]
