@@ -17,7 +17,9 @@ class MemorySettings:
     local: int = 256              # sliding window of recent tokens visible while ingesting
     lexical_top_k: int = 4        # blocks addressed by BM25 over block text
     neighbours: int = 2           # the right neighbour of the best N lexical blocks joins too
-    attention_top_k: int = 2      # extra blocks per layer addressed by the layer's own query-key scores
+    attention_top_k: int = 0      # extra blocks per layer chosen by the layer's own query-key scores; off by
+                                  # default: on the 16K passkey test such picks displaced the reading of a
+                                  # needle that BM25 had already addressed (see the memory engine's notes)
     max_read_blocks: int = 12     # per-layer read budget (pinned blocks count against it)
     repr_keys: int = 4            # representative keys per block and KV head, kept in RAM for addressing
     codec: str = "int8"           # cold-tier compression: int8 | int4 | fp16 | fp32 (exact)

@@ -246,3 +246,13 @@ def test_a_reader_sees_documents_written_by_another_handle(tiny, tmp_path):
     writer.retire_document("lamps.txt")
     answer = reader.ask("zebra quartz vault code", max_new_tokens=2)
     assert set(answer.lexical) <= set(reader.blocks_for("vault.txt")) and answer.lexical
+
+
+def test_per_layer_key_scores_add_blocks_within_budget(tiny, tmp_path):
+    mem = Memory.create(tmp_path / "s", tiny, small(attention_top_k=2, max_read_blocks=8))
+    mem.ingest_document(TEXT * 2, "lamps.txt")
+    answer = mem.ask("the green lamp number 77", max_new_tokens=1)
+    for ids in answer.read_set.values():
+        assert set(answer.lexical) <= set(ids) and len(ids) <= 8
+    extra = [set(ids) - set(answer.lexical) for ids in answer.read_set.values()]
+    assert all(extra) and len(answer.lexical) <= 6
