@@ -50,14 +50,31 @@ def ingest(paths, root, codec, store, model_spec, device, as_json) -> None:
 @click.option("--hops", default=1, show_default=True, help="Reads chained by re-addressing with the draft answer.")
 @click.option("--pin", "pins", multiple=True, metavar="FILE[:START-END]",
               help="Read these lines in every layer (repeatable).")
+@click.option("--memory-adapter", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Answer with a trained LM2 learned memory (l2m train) that reads the stored documents.")
 @store_options
-def ask(question, max_tokens, hops, pins, store, model_spec, device, as_json) -> None:
+def ask(question, max_tokens, hops, pins, memory_adapter, store, model_spec, device, as_json) -> None:
     """Answer QUESTION from memory, citing the file lines the model read."""
     with open_agent(store, model_spec, device) as agent:
+        if memory_adapter is not None:
+            text = _learned_memory_answer(agent, memory_adapter, question, max_tokens)
+            emit({"answer": text, "citations": [], "memory": "learned"}, as_json,
+                 f"{text}\n\n(learned memory: no block provenance)")
+            return
         pinned = [b for spec in pins for b in _pin_blocks(agent, spec)]
         answer = agent.ask(question, max_new_tokens=max_tokens, hops=hops, pins=pinned)
     cites = "\n".join(f"  {c}  ({c.weight:.0%})" for c in answer.citations[:5])
     emit(answer.to_dict(), as_json, f"{answer.text}\n\nSources (attention mass):\n{cites}")
+
+
+def _learned_memory_answer(agent, adapter: Path, question: str, max_tokens: int) -> str:
+    """The learned memory reads every stored document segment by segment, then answers."""
+    from l2m_core.lm2 import attach_memory
+
+    memory = agent.memory
+    text = "\n\n".join(memory.block_text(block_id) for block_id in sorted(memory.meta))
+    learned = attach_memory(memory.model, adapter, memory.tokenizer)
+    return learned.answer(text, question, max_new_tokens=max_tokens)
 
 
 def _pin_blocks(agent, spec: str) -> list[int]:

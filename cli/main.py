@@ -14,6 +14,7 @@ from cli.corpus_cmd import ask, ingest
 from cli.edit_cmd import edit, plan, undo
 from cli.memory_cmd import memory
 from cli.model_cmd import model
+from cli.train_cmd import train
 
 
 @click.group(cls=L2MGroup)
@@ -22,7 +23,7 @@ def cli() -> None:
     """L2M: an agent whose long-horizon state is a Large Memory Model's memory."""
 
 
-for command in (ingest, ask, chat, plan, edit, undo, batch, memory, model):
+for command in (ingest, ask, chat, plan, edit, undo, batch, memory, model, train):
     cli.add_command(command)
 
 

@@ -484,6 +484,10 @@ class Memory:
         return sorted(b for b, m in self.meta.items()
                       if m.source == source and m.line_start <= hi and m.line_end >= lo)
 
+    def block_text(self, block_id: int) -> str:
+        with self.files.engine.connect() as conn:
+            return conn.execute(sa.select(blocks.c.text).where(blocks.c.id == block_id)).scalar_one()
+
     def block_at(self, source: str, char_offset: int) -> int | None:
         for block_id, m in self.meta.items():
             if m.source == source and m.char_start <= char_offset < m.char_end:

@@ -114,3 +114,15 @@ def test_chat_reads_stdin_and_resumes_the_session(repo):
     assert turn["stop_reason"] in ("answered", "step_limit")
     resumed = json.loads(chat("--resume", stdin="And its area?\n").stdout.splitlines()[0])
     assert resumed["session"] == turn["session"]
+
+
+def test_ask_with_a_learned_memory_adapter(repo, tiny_model_dir, tmp_path):
+    from l2m_core.lm2 import attach_memory, save_adapter
+    from l2m_core.loading import load_model
+
+    lm = load_model(tiny_model_dir, device="cpu")
+    save_adapter(attach_memory(lm.model, None, lm.tokenizer), tmp_path / "adapter")
+    done = l2m("ask", "What is Square?", "--memory-adapter", str(tmp_path / "adapter"), "--max-tokens", "3",
+               "--json", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["memory"] == "learned"

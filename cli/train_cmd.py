@@ -1,0 +1,114 @@
+"""`l2m train`: train an LM2 memory adapter on a beyond-the-window task (register with `cli.add_command(train)`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import torch
+
+from cli.common import emit
+from l2m_core.errors import L2MError
+
+_TINY = "tiny"
+
+
+def _load_base(spec: str | None, device: str, dtype: str, seed: int):
+    """(model, tokenizer, name): the given model frozen, or `tiny`, a tiny Llama to train from scratch."""
+    if spec == _TINY:
+        from l2m_core.loading import resolve_device
+        from l2m_core.tiny import byte_tokenizer, tiny_llama
+
+        return tiny_llama(seed=seed).to(resolve_device(device)), byte_tokenizer(), _TINY
+    from l2m_core.loading import load_model
+
+    loaded = load_model(spec, device=device, dtype=dtype)
+    return loaded.model, loaded.tokenizer, loaded.name
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise L2MError(f"--layers takes comma-separated layer numbers, not {text!r}") from exc
+
+
+def _progress(event: dict) -> None:
+    kind = event.pop("event")
+    click.echo(f"{kind:6} " + "  ".join(f"{k} {v}" for k, v in event.items()), err=True)
+
+
+@click.command()
+@click.option("--task", default="babi-qa1", show_default=True, help="kv (key-value recall) or babi-qa1..babi-qa5.")
+@click.option("--model", "model_spec", default=None,
+              help="Hub id, local directory or .gguf path (default: the embedded model), or 'tiny' for a tiny "
+                   "random Llama (use with --end-to-end).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for checkpoint/, adapter/ (and base/ with --end-to-end).")
+@click.option("--memory-adapter", type=click.Path(path_type=Path), default=None,
+              help="Start from this trained adapter instead of a fresh memory.")
+@click.option("--steps", default=300, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--lr", default=3e-3, show_default=True)
+@click.option("--segment-len", type=int, default=None, help="Tokens per segment [kv: 12, bAbI: 64].")
+@click.option("--gap", default=2, show_default=True, help="kv: filler segments between the facts and the question.")
+@click.option("--facts", default=2, show_default=True, help="kv: key-value facts per example.")
+@click.option("--tbptt", default=0, show_default=True, help="Segments per backpropagation window (0: all).")
+@click.option("--slots", default=16, show_default=True, help="Memory slots per layer.")
+@click.option("--heads", default=4, show_default=True, help="Memory attention heads.")
+@click.option("--attn-dim", type=int, default=None, help="Memory attention width [min(hidden, 128)].")
+@click.option("--layers", default="", help="Comma-separated decoder layers that get memory [all].")
+@click.option("--aux-weight", default=1.0, show_default=True, help="Weight of the retrieval objective (0: off).")
+@click.option("--lora-rank", default=0, show_default=True, help="Also train LoRA (q_proj, v_proj) of this rank.")
+@click.option("--end-to-end", is_flag=True, help="Train the base model too (for a model trained from scratch).")
+@click.option("--eval-every", default=50, show_default=True)
+@click.option("--eval-examples", default=128, show_default=True)
+@click.option("--checkpoint-every", default=100, show_default=True)
+@click.option("--time-budget", type=float, default=None, help="Stop after this many seconds (and save).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
+@click.option("--baseline", is_flag=True, help="Also evaluate the same model without memory.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path | None, steps: int,
+          batch_size: int, lr: float, segment_len: int | None, gap: int, facts: int, tbptt: int, slots: int,
+          heads: int, attn_dim: int | None, layers: str, aux_weight: float, lora_rank: int, end_to_end: bool,
+          eval_every: int, eval_examples: int, checkpoint_every: int, time_budget: float | None, resume: bool,
+          baseline: bool, seed: int, device: str, dtype: str, as_json: bool) -> None:
+    """Train the learned (LM2) memory segment by segment; save checkpoints and a safetensors adapter.
+
+    The question of every example sits segments after the facts it needs, beyond the attention window,
+    so only the memory can carry them. Progress (loss, eval accuracy) goes to stderr.
+    """
+    from l2m_core.lm2 import MemoryConfig, TrainConfig, Trainer, attach_memory, make_task
+
+    model, tokenizer, name = _load_base(model_spec, device, dtype, seed)
+    torch.manual_seed(seed)
+    kwargs = {"gap": gap, "facts": facts} if task == "kv" else {}
+    the_task = make_task(task, tokenizer, segment_len, **kwargs)
+    if memory_adapter is not None:
+        memory = attach_memory(model, memory_adapter, tokenizer)
+    else:
+        saved = out_dir / "checkpoint" / "state.json"
+        if resume and saved.is_file():  # the checkpoint's memory shape wins over the flags
+            config = MemoryConfig(**json.loads(saved.read_text())["memory"])
+        else:
+            config = MemoryConfig(hidden_size=model.config.hidden_size, num_layers=model.config.num_hidden_layers,
+                                  slots=slots, heads=heads, attn_dim=attn_dim or min(model.config.hidden_size, 128),
+                                  layers=_layers(layers))
+        memory = attach_memory(model, config, tokenizer, lora_rank=lora_rank)
+    memory.question_template, memory.segment_len = the_task.question_template, the_task.segment_len
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, tbptt=tbptt, aux_weight=aux_weight,
+                         end_to_end=end_to_end, eval_every=eval_every, eval_examples=eval_examples,
+                         checkpoint_every=checkpoint_every, time_budget=time_budget, seed=seed)
+    trainer = Trainer(memory, the_task, config, out_dir, resume=resume, base_name=name)
+    summary = trainer.train(_progress)
+    data = {"task": the_task.name, "model": name, "steps": summary["steps"], "seconds": summary["seconds"],
+            "accuracy": summary["accuracy"], "adapter": str(out_dir / "adapter")}
+    if end_to_end:
+        data["base"] = str(out_dir / "base")
+    if baseline:
+        data["accuracy_without_memory"] = round(trainer.evaluate(use_memory=False), 4)
+    emit(data, as_json, "\n".join(f"{k:24} {v}" for k, v in data.items()))
