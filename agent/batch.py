@@ -36,11 +36,20 @@ def parse_line(number: int, line: str) -> dict:
     return {**item, "id": str(item.get("id", f"line-{number}"))}
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text, split at newlines only: `str.splitlines` also splits at U+2028, U+0085 and
+    other characters that JSON strings may hold unescaped, which would cut one record in two."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def answered_ids(out_path: Path) -> set[str]:
     """Ids with a finished answer in an earlier run's output (torn last lines are ignored)."""
     done: set[str] = set()
     if out_path.exists():
-        for line in out_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in jsonl_lines(out_path.read_text(encoding="utf-8", errors="replace")):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
@@ -54,7 +63,7 @@ def run_batch(ask: Callable[[str, int], dict], in_path: Path, out_path: Path, ma
               on_line: Callable[[], None] | None = None) -> BatchReport:
     """Answer every question of `in_path` with `ask(question, max_tokens) -> dict`, appending to `out_path`."""
     try:
-        lines = in_path.read_text(encoding="utf-8").splitlines()
+        lines = jsonl_lines(in_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise L2MError(f"no such input file: {in_path}") from None
     except UnicodeDecodeError:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -68,7 +69,7 @@ def load_model(spec: str | os.PathLike | None = None, device: str = "auto", dtyp
     try:
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # the last: a truncated or damaged weights file
         raise L2MError(f"cannot load model {name}: {str(exc).splitlines()[0]}") from exc
     model.to(dev).eval().requires_grad_(False)
     return LoadedModel(model, tokenizer, name, fingerprint(model), dev, time.perf_counter() - start)

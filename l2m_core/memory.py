@@ -40,11 +40,16 @@ from l2m_core.hot_tier import HotTier
 from l2m_core.loading import LoadedModel
 from l2m_core.rope import Rotary
 from l2m_core.settings import MemorySettings
-from l2m_core.store import StoreFiles, block_kv, blocks, documents, transient
+from l2m_core.store import StoreFiles, block_kv, blocks, create_private_file, documents, transient
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 MEMORY_SLOT = "\x00L2M-MEMORY\x00"
 DEFAULT_INSTRUCTION = "Answer the question using the context. Answer briefly."
+
+
+class BlocksGone(L2MError):
+    """Blocks chosen for reading are no longer in the store: another process retired them since the index
+    in RAM was loaded (`ask` then reloads it and reads again), or the store is damaged."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ class Memory:
         if path.exists():
             raise L2MError(f"{path} already exists")
         path.mkdir(parents=True, mode=0o700)
+        create_private_file(path / "memory.db")
         with sqlite3.connect(self.files.path / "memory.db") as src, sqlite3.connect(path / "memory.db") as dst:
             src.backup(dst)
         shutil.copy(self.files.path / "manifest.json", path / "manifest.json")
@@ -168,7 +174,7 @@ class Memory:
         self._loaded_generation = self._generation()
         query = sa.select(blocks.c.id, blocks.c.doc_id, blocks.c.seq, blocks.c.n_tokens, blocks.c.char_start,
                           blocks.c.char_end, blocks.c.line_start, blocks.c.line_end, blocks.c.text, blocks.c.repr,
-                          documents.c.source).join(documents)
+                          documents.c.source).join(documents).order_by(blocks.c.id)
         with self.files.engine.connect() as conn:
             for row in conn.execute(query):
                 self._remember(row.id, BlockMeta(row.doc_id, row.seq, row.source, row.n_tokens, row.char_start,
@@ -332,6 +338,9 @@ class Memory:
         return [BlockSpan(b, m.line_start, m.line_end) for b, m in sorted(self.meta.items()) if m.doc_id == doc_id]
 
     def _decode_repr(self, blob: bytes) -> torch.Tensor:
+        if len(blob) != 2 * self.layers * self.settings.repr_keys * self.kv_heads * self.head_dim:
+            raise L2MError(f"the store {self.files.path} is damaged (a block's representative keys have "
+                           f"{len(blob)} bytes); run `l2m memory verify`")
         flat = torch.frombuffer(bytearray(blob), dtype=torch.float16)
         return flat.reshape(self.layers, self.settings.repr_keys, self.kv_heads, self.head_dim)
 
@@ -344,9 +353,17 @@ class Memory:
         if not question.strip():
             raise L2MError("the question is empty")
         self.refresh()
+        try:
+            return self._ask(question, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins), hops)
+        except BlocksGone:
+            if not self.refresh():  # no other writer retired them: the store itself lost them
+                raise
+            return self._ask(question, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins), hops)
+
+    def _ask(self, question: str, instruction: str, max_new_tokens: int, pins: list[int], hops: int) -> Answer:
         query, answer = question, None
         for _ in range(max(1, hops)):
-            answer = self._answer(question, query, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins))
+            answer = self._answer(question, query, instruction, max_new_tokens, pins)
             query = f"{question} {answer.text}"
         return answer
 
@@ -450,7 +467,7 @@ class Memory:
             found.update({row.block_id: self._decode_kv(row) for row in rows})
         lost = [i for i in ids if found.get(i) is None]
         if lost:
-            raise L2MError(f"memory blocks {lost[:5]} are missing from the store; run `l2m memory verify`")
+            raise BlocksGone(f"memory blocks {lost[:5]} are missing from the store; run `l2m memory verify`")
         for i in ids:
             self.hot.put((i, layer), *found[i])
         return [found[i] for i in ids]
@@ -458,6 +475,9 @@ class Memory:
     def _decode_kv(self, row) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (self.meta[row.block_id].n_tokens, self.kv_heads, self.head_dim)
         name = self.settings.codec
+        if len(row.k) != codec.encoded_size(shape, name) or len(row.v) != codec.encoded_size(shape, name):
+            raise L2MError(f"memory block {row.block_id} is damaged in the store (layer {row.layer}); "
+                           "run `l2m memory verify`")
         k, v = codec.decode(row.k, shape, name), codec.decode(row.v, shape, name)
         device, dtype = self.lm.device, self.model.dtype
         return (k.transpose(0, 1)[None].to(device, dtype), v.transpose(0, 1)[None].to(device, dtype))
@@ -510,18 +530,34 @@ class Memory:
 
     def verify(self) -> list[str]:
         """Consistency problems in the store (empty list when sound): every block has all its layers exactly
-        once, no key/value rows without a block, every document's blocks numbered 0..n-1."""
+        once with blobs of the right size, no key/value rows without a block, no block without its document,
+        and every document's blocks numbered 0..n-1 once each, together holding its tokens."""
         problems = []
         with self.files.engine.connect() as conn:
             counts = dict(conn.execute(sa.select(block_kv.c.block_id, sa.func.count())
                                        .group_by(block_kv.c.block_id)).all())
-            seqs = conn.execute(sa.select(blocks.c.doc_id, sa.func.count(), sa.func.max(blocks.c.seq))
-                                .group_by(blocks.c.doc_id)).all()
+            docs = dict(conn.execute(sa.select(documents.c.id, documents.c.n_tokens)).all())
+            per_doc = conn.execute(sa.select(
+                blocks.c.doc_id, sa.func.count(), sa.func.count(sa.distinct(blocks.c.seq)), sa.func.min(blocks.c.seq),
+                sa.func.max(blocks.c.seq), sa.func.sum(blocks.c.n_tokens)).group_by(blocks.c.doc_id)).all()
             block_ids = set(conn.execute(sa.select(blocks.c.id)).scalars())
+            sizes = conn.execute(sa.select(blocks.c.id, blocks.c.n_tokens, sa.func.length(blocks.c.repr),
+                                           sa.func.length(block_kv.c.k), sa.func.length(block_kv.c.v))
+                                 .join(block_kv, block_kv.c.block_id == blocks.c.id)).all()
         problems += [f"block {b} has {counts.get(b, 0)} layers of {self.layers}"
                      for b in sorted(block_ids) if counts.get(b, 0) != self.layers]
         problems += [f"orphan key/value rows for missing block {b}" for b in sorted(set(counts) - block_ids)]
-        problems += [f"document {d} has {n} blocks numbered up to {top}" for d, n, top in seqs if top != n - 1]
+        for doc, n, distinct, low, high, tokens in per_doc:
+            if doc not in docs:
+                problems.append(f"orphan blocks of missing document {doc}")
+            elif n != distinct or low != 0 or high != n - 1:
+                problems.append(f"document {doc} has {n} blocks numbered {low}..{high} ({distinct} distinct)")
+            elif tokens != docs[doc]:
+                problems.append(f"document {doc} has {docs[doc]} tokens but its blocks hold {tokens}")
+        repr_bytes = 2 * self.layers * self.settings.repr_keys * self.kv_heads * self.head_dim
+        damaged = sorted({b for b, n, r, k, v in sizes if r != repr_bytes or k != v or
+                          k != codec.encoded_size((n, self.kv_heads, self.head_dim), self.settings.codec)})
+        problems += [f"block {b} has damaged keys, values or representative keys" for b in damaged]
         return problems
 
     def compact(self) -> None:

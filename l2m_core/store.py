@@ -1,10 +1,15 @@
 """The cold tier and the store directory: a manifest plus a database reached through SQLAlchemy.
 
 A store is a directory holding `manifest.json` (format version, model fingerprint, settings) and, by
-default, `memory.db` (SQLite in WAL mode); any SQLAlchemy URL can hold the tables instead. Tables:
-`mem_documents` (one row per ingested source), `mem_blocks` (provenance, text and representative
-keys of each block) and `mem_block_kv` (each block's compressed keys and values, one row per layer).
-Every write of a document happens in one transaction: a store is never left half-written.
+default, `memory.db` (SQLite in WAL mode); any SQLAlchemy URL (PostgreSQL for a team store) can hold
+the tables instead. Tables: `mem_documents` (one row per ingested source), `mem_blocks` (provenance,
+text and representative keys of each block) and `mem_block_kv` (each block's compressed keys and
+values, one row per layer). Every write of a document happens in one transaction: a store is never
+left half-written. The directory is 0700 and every file in it 0600.
+
+Concurrency: SQLite runs in WAL mode, so readers never block the one writer; a writer waits for the
+lock (busy timeout) and `transient` retries what still fails because of a lock, a deadlock or a lost
+connection. Other errors are not retried.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from l2m_core.errors import L2MError
 from l2m_core.settings import MemorySettings
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+DATABASE = "memory.db"
+BUSY_TIMEOUT_MS = 30_000
 
 metadata = sa.MetaData()
 documents = sa.Table(
@@ -55,22 +62,53 @@ block_kv = sa.Table(
     sa.Column("v", sa.LargeBinary, nullable=False),
 )
 
-transient = retry(retry=retry_if_exception_type(sa.exc.OperationalError), stop=stop_after_attempt(6),
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+_PG_RETRYABLE = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error may go away on its own: a lock or busy database, a serialization
+    failure or deadlock, a dropped connection. Integrity errors, missing tables, full disks are not."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE
+
+
+transient = retry(retry=retry_if_exception(is_transient), stop=stop_after_attempt(6),
                   wait=wait_exponential(multiplier=0.1, max=3), reraise=True)
 
 
 def make_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url)
+    """An engine for `url`; SQLite connections get WAL, a busy timeout and foreign keys.
+    A malformed URL or a missing driver is an `L2MError`."""
+    try:
+        engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    except sa.exc.ArgumentError:
+        raise L2MError(f"not a valid database URL: {_shown(url)}") from None
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        hint = " (pip install 'psycopg[binary]')" if url.startswith("postgres") else ""
+        raise L2MError(f"no database driver for {_shown(url)}: {exc}{hint}") from None
     if engine.dialect.name == "sqlite":
         @sa.event.listens_for(engine, "connect")
         def _pragmas(conn, _record):
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
     return engine
+
+
+def create_private_file(path: Path) -> None:
+    """Make sure `path` exists and is readable by its owner only (0600), with no moment when it is not."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
 
 
 class StoreFiles:
@@ -85,44 +123,60 @@ class StoreFiles:
 
     @classmethod
     def create(cls, path: Path, model_info: dict, settings: MemorySettings, url: str | None = None) -> StoreFiles:
+        """A new store at `path` (its tables in `url`, else in the directory's own SQLite file). The manifest
+        is written last, so a store whose creation was interrupted is simply created again."""
         if (path / MANIFEST).exists():
             raise L2MError(f"{path} is already a memory store")
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
-        db_url = url or f"sqlite:///{path / 'memory.db'}"
+        if url is None:
+            create_private_file(path / DATABASE)
+        engine = make_engine(url or _sqlite_url(path))
+        try:
+            metadata.create_all(engine)
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            raise L2MError(f"cannot create the store's tables in {_shown(engine.url)}: "
+                           f"{_first_line(exc.orig)}") from None
         manifest = {"format": FORMAT_VERSION, "created_at": time.time(), "database": url,
                     "settings": settings.to_dict(), **model_info}
-        engine = make_engine(db_url)
-        metadata.create_all(engine)
-        if url is None:
-            os.chmod(path / "memory.db", 0o600)
         _write_manifest(path, manifest)
         return cls(path, manifest, engine)
 
     @classmethod
     def open(cls, path: Path) -> StoreFiles:
+        """The store at `path`; `L2MError` when it is missing, damaged, of another format or unreachable."""
         if not path.is_dir():
             raise L2MError(f"no memory store at {path} (run `l2m ingest` first)")
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise L2MError(f"{path} is not a memory store (no {MANIFEST})") from None
-        except ValueError:
-            raise L2MError(f"{path / MANIFEST} is damaged (not valid JSON)") from None
-        if manifest.get("format") != FORMAT_VERSION:
-            raise L2MError(f"{path} has store format {manifest.get('format')}; this l2m reads {FORMAT_VERSION}")
-        url = manifest.get("database") or f"sqlite:///{path / 'memory.db'}"
-        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-            raise L2MError(f"{path} is missing its database file memory.db")
+        manifest = _read_manifest(path)
+        url = manifest.get("database") or _sqlite_url(path)
+        if url == _sqlite_url(path):
+            if not (path / DATABASE).is_file():
+                raise L2MError(f"{path} is missing its database file {DATABASE}")
+            if not (path / DATABASE).stat().st_size:
+                raise L2MError(f"the database file of store {path} is empty")
         engine = make_engine(url)
         try:
             with engine.connect() as conn:
+                missing = {t.name for t in metadata.sorted_tables} - set(sa.inspect(conn).get_table_names())
+                if missing:
+                    raise L2MError(f"the database of store {path} lacks the tables {', '.join(sorted(missing))}")
                 conn.execute(sa.select(sa.func.count()).select_from(documents)).scalar_one()
                 if engine.dialect.name == "sqlite" and conn.exec_driver_sql("PRAGMA quick_check").scalar() != "ok":
                     raise sa.exc.DatabaseError("quick_check failed", None, Exception())
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            if engine.dialect.name == "sqlite":
+                raise L2MError(f"the database of store {path} is damaged or unreadable (OperationalError)") from None
+            raise L2MError(f"cannot reach the database of store {path} ({_shown(engine.url)}): "
+                           f"{_first_line(exc.orig)}") from None
         except sa.exc.DatabaseError as exc:
+            engine.dispose()
             reason = type(exc.orig).__name__
             raise L2MError(f"the database of store {path} is damaged or unreadable ({reason})") from None
+        except L2MError:
+            engine.dispose()
+            raise
         return cls(path, manifest, engine)
 
     def update_manifest(self, **changes) -> None:
@@ -130,9 +184,53 @@ class StoreFiles:
         _write_manifest(self.path, self.manifest)
 
 
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path / DATABASE}"
+
+
+def _read_manifest(path: Path) -> dict:
+    """The manifest, checked for the fields a store cannot work without."""
+    file = path / MANIFEST
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise L2MError(f"{path} is not a memory store (no {MANIFEST})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise L2MError(f"{file} is damaged (not valid JSON)") from None
+    if not isinstance(manifest, dict):
+        raise L2MError(f"{file} is damaged (not a JSON object)")
+    if manifest.get("format") != FORMAT_VERSION:
+        raise L2MError(f"{path} has store format {manifest.get('format')}; this l2m reads {FORMAT_VERSION}")
+    if not isinstance(manifest.get("database"), str | None):
+        raise L2MError(f"{file} is damaged (database is not a URL)")
+    settings = manifest.get("settings")
+    try:
+        if not isinstance(settings, dict):
+            raise TypeError("not an object")
+        MemorySettings.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        raise L2MError(f"{file} is damaged (bad settings: {exc})") from None
+    return manifest
+
+
 def _write_manifest(path: Path, manifest: dict) -> None:
+    """Replace the manifest atomically (write a private temporary file, flush it to disk, rename)."""
     tmp = path / (MANIFEST + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path / MANIFEST)
+
+
+def _shown(url: str | sa.URL) -> str:
+    """A URL safe to print: its password masked."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparsable URL>"
+
+
+def _first_line(exc: BaseException | None) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -23,7 +23,8 @@ class MemorySink(Protocol):
     """Where ingested documents go. `source` is the file's path relative to the corpus root (posix)."""
 
     def ingest_document(self, text: str, source: str) -> list[BlockSpan]:
-        """Write one whole document into memory and return the blocks written, with their line spans."""
+        """Write one whole document into memory and return the blocks written, with their line spans.
+        When memory already holds exactly this text for `source`, return those blocks without writing."""
         ...
 
     def retire_document(self, source: str) -> int:

@@ -3,7 +3,8 @@
 Crash safety: every file is written in its own transaction, so an interrupted run leaves each file
 fully indexed or untouched. Memory is written outside any index transaction (the store may share the
 database file), then the block map is committed; a file whose map was not committed is simply
-ingested again on the next run, after retiring whatever blocks memory holds for it. Memory's own
+ingested again on the next run: memory hands back the blocks it already holds for that text (so their
+ids, which order the read set, are those of an uninterrupted run); older text is retired first. Memory's own
 `live_sources()` is the truth about what it holds, which makes every run resume where the last stopped.
 """
 
@@ -312,7 +313,7 @@ class Updater:
                 continue
             tokens = estimate_tokens(text)
             try:
-                if path in live:
+                if path in live and live[path] != row.sha256:  # the same text is kept, with its block ids
                     report.blocks_retired += memory.retire_document(path)
                 spans = memory.ingest_document(text, path)
             except Exception as exc:  # one document the engine rejects must not stop the others

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Engine,
     Float,
@@ -32,8 +33,8 @@ files = Table(
     Column("id", Integer, primary_key=True),
     Column("path", Text, nullable=False, unique=True),
     Column("sha256", String(64), nullable=False),  # of the text as indexed and handed to memory
-    Column("size", Integer, nullable=False),
-    Column("mtime_ns", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),  # 64-bit on PostgreSQL too: sizes over 2 GiB,
+    Column("mtime_ns", BigInteger, nullable=False),  # and nanosecond times, overflow a 32-bit integer
     Column("language", String(32), nullable=False),
     Column("lines", Integer, nullable=False),
     Column("indexed_at", Float, nullable=False),

@@ -221,7 +221,6 @@ def test_store_files_are_user_only(tiny, tmp_path):
 
 
 def test_verify_finds_damage_and_compact_keeps_answers(tiny, tmp_path):
-    import sqlalchemy as sa
 
     from l2m_core.store import block_kv
 
