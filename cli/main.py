@@ -12,6 +12,7 @@ from cli.chat_cmd import chat
 from cli.common import L2MGroup
 from cli.corpus_cmd import ask, ingest
 from cli.edit_cmd import edit, plan, undo
+from cli.eval_cmd import eval_group
 from cli.memory_cmd import memory
 from cli.model_cmd import model
 from cli.train_cmd import train
@@ -23,7 +24,7 @@ def cli() -> None:
     """L2M: an agent whose long-horizon state is a Large Memory Model's memory."""
 
 
-for command in (ingest, ask, chat, plan, edit, undo, batch, memory, model, train):
+for command in (ingest, ask, chat, plan, edit, undo, batch, memory, model, train, eval_group):
     cli.add_command(command)
 
 

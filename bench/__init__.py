@@ -1,0 +1,1 @@
+"""Benchmarks of L2M against its baselines; `bench.evals` holds the long-context evaluation suite."""

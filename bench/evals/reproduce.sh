@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Reproduce bench/results/*.json, bench/RESULTS.md and its plots with the default model on CPU.
+# Hours on 2 cores: ingesting the haystacks into the l2m base stores dominates the first run; later
+# runs reuse the stores ($L2M_HOME/eval-stores) while the model and memory-engine code are unchanged.
+# `--threads 1` because the published runs shared their 2 cores with other work (see NOTES.md).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+l2m="${L2M:-.venv/bin/l2m}"
+
+$l2m eval passkey --lengths 4K,16K,32K,64K --samples 5 --threads 1 --out bench/results/passkey.json
+$l2m eval niah --variants single,multikey --lengths 4K,16K,32K --samples 5 --threads 1 --out bench/results/niah.json
+$l2m eval babilong --tasks qa1,qa2,qa3,qa4,qa5 --lengths 0K,4K,16K --samples 5 --threads 1 \
+    --out bench/results/babilong.json
+$l2m eval babilong --tasks qa1 --lengths 32K,64K --samples 5 --threads 1 --out bench/results/babilong-qa1-long.json
+$l2m eval niah --variants multivalue,multiquery --lengths 4K,16K --samples 5 --threads 1 \
+    --out bench/results/niah-multi.json
+$l2m eval report

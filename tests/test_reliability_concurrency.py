@@ -1,0 +1,101 @@
+"""Concurrent sessions: two `l2m batch` processes answer while a third `l2m ingest`s into the same store.
+
+No "database is locked" (or any error) may reach a user, the askers must see the new files once they are
+in, and the store must hold every block exactly once. `bench/concurrency.py` runs more rounds.
+"""
+
+from __future__ import annotations
+
+from bench.concurrency import block_count_problems, round_problems, session_round, setup
+from bench.crash import STORE, check_store
+from l2m_core.loading import load_model
+
+
+def test_two_askers_and_an_ingest_share_one_store(tmp_path, tiny_model_dir):
+    lm = load_model(tiny_model_dir, device="cpu")
+    root = setup(tmp_path, lm)
+    result = session_round(root, tiny_model_dir, first_new=10, new_files=2)
+    assert round_problems(result) == [], result
+    assert all(a["answered"] >= 4 for a in result["askers"])
+    check = check_store(root / STORE, lm, questions=[])
+    assert check.verify == [] and check.block_map == []
+    assert block_count_problems(root / STORE, lm.config.num_hidden_layers) == []
+
+
+def test_a_question_in_flight_when_another_process_retires_its_blocks(tmp_path, tiny_model_dir):
+    """The window between a reader loading its index and reading the blocks: a writer replaces the document
+    right then (as `l2m ingest` of a changed file does). The reader answers from the new blocks."""
+    from l2m_core.memory import Memory
+    from l2m_core.settings import MemorySettings
+
+    lm = load_model(tiny_model_dir, device="cpu")
+    text = "\n".join(f"Line {i}: the lamp number {i * 7} glows." for i in range(1, 40))
+    settings = MemorySettings(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, hot_budget_mb=4)
+    with Memory.create(tmp_path / "s", lm, settings) as writer:
+        writer.ingest_document(text, "lamps.txt")
+        reader = Memory.open(tmp_path / "s", lm)
+        chosen, replaced = reader._shared_read_set, []
+
+        def read_set_then_writer_replaces(query, pins):
+            ids = chosen(query, pins)
+            if not replaced:  # once: the retry after reloading the index must succeed
+                replaced.append(writer.ingest_document(text + "\nLine 40: the lamp was changed.", "lamps.txt"))
+            return ids
+
+        reader._shared_read_set = read_set_then_writer_replaces
+        answer = reader.ask("lamp number 70", max_new_tokens=2)
+        assert set(answer.lexical) <= set(writer.blocks_for("lamps.txt"))
+        reader.close()
+
+
+def test_a_writer_waits_for_a_held_lock_instead_of_failing(tmp_path, tiny_model_dir):
+    import sqlite3
+    import threading
+
+    from l2m_core.memory import Memory
+    from l2m_core.settings import MemorySettings
+
+    lm = load_model(tiny_model_dir, device="cpu")
+    settings = MemorySettings(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, hot_budget_mb=4)
+    with Memory.create(tmp_path / "s", lm, settings) as memory:
+        holder = sqlite3.connect(tmp_path / "s" / "memory.db", check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")  # another process writing
+        release = threading.Timer(1.0, holder.rollback)
+        release.start()
+        memory.ingest_document("The lock was held for a second.\n" * 4, "waited.txt")
+        release.join()
+        holder.close()
+        assert set(memory.live_sources()) == {"waited.txt"} and memory.verify() == []
+
+
+def test_only_lock_errors_count_as_transient(tmp_path):
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from l2m_core.store import is_transient
+
+    db = tmp_path / "x.db"
+    holder = sqlite3.connect(db)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    engine = sa.create_engine(f"sqlite:///{db}", connect_args={"timeout": 0})
+    errors = []
+
+    def failing(statement: str) -> None:
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(statement)
+        except sa.exc.DBAPIError as exc:
+            errors.append(exc)
+
+    failing("INSERT INTO t VALUES (1)")  # locked by the holder
+    holder.rollback()
+    failing("SELECT * FROM no_such_table")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE UNIQUE INDEX one ON t (x)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    failing("INSERT INTO t VALUES (1)")  # a duplicate
+    engine.dispose()
+    holder.close()
+    assert [is_transient(e) for e in errors] == [True, False, False]
