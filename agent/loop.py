@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from agent.replies import first_json
 from agent.session import Session
 from l2m_core.errors import L2MError
 from l2m_core.memory import Answer, Citation, Memory
@@ -48,14 +49,9 @@ class TurnResult:
 
 
 def parse_tool_call(reply: str) -> tuple[str, dict] | None:
-    """(tool, arguments) when the reply is a JSON tool call, else None."""
-    start, end = reply.find("{"), reply.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    try:
-        call = json.loads(reply[start:end + 1])
-    except json.JSONDecodeError:
-        return None
+    """(tool, arguments) when the reply holds a JSON tool call, else None."""
+    found = first_json(reply)
+    call = found[0] if found else None
     if not isinstance(call, dict) or not isinstance(call.get("tool"), str):
         return None
     arguments = call.get("arguments", {})

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.replies import first_json
 from l2m_core.errors import L2MError
 from tools.plan import ACTIONS, PlanStep, make_plan
 from tools.symbols import SymbolIndex
@@ -85,13 +86,8 @@ def scripted(task: str) -> list[dict] | None:
 
 def from_model_reply(reply: str) -> list[dict] | None:
     """The first JSON list in a model's reply, if it is a list of steps."""
-    start, end = reply.find("["), reply.rfind("]")
-    if start < 0 or end <= start:
-        return None
-    try:
-        steps = json.loads(reply[start:end + 1])
-    except json.JSONDecodeError:
-        return None
+    found = first_json(reply, "[")
+    steps = found[0] if found else None
     ok = isinstance(steps, list) and steps and all(isinstance(s, dict) and s.get("action") in ACTIONS for s in steps)
     return steps if ok else None
 
