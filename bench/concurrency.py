@@ -85,7 +85,7 @@ def session_round(root: Path, model_dir: Path, first_new: int, new_files: int, a
     cmd = [sys.executable, "-m", "cli"]
     askers = [subprocess.Popen([*cmd, "batch", str(questions(root.parent / f"q-{first_new}-{i}.jsonl", vaults, 20_000)),
                                 "--out", str(out), "--store", str(root / STORE)], cwd=root, env=cli_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
               for i, out in enumerate(outs)]
     wait_until(lambda: all(lines_in(o) for o in outs), timeout, askers)
     ingest_started = time.time()
@@ -101,7 +101,7 @@ def session_round(root: Path, model_dir: Path, first_new: int, new_files: int, a
     for proc in askers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-    finished = [proc.communicate(timeout=timeout) for proc in askers]
+    finished = [_finish(proc) for proc in askers]
     sessions = []
     for proc, (_stdout, stderr), out in zip(askers, finished, outs, strict=True):
         records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -112,6 +112,21 @@ def session_round(root: Path, model_dir: Path, first_new: int, new_files: int, a
     return {"ingest": {"status": ingest.returncode, "stderr": ingest_err.strip()[-500:],
                        "ingested": report.get("ingested", []), "seconds": round(ingest_ended - ingest_started, 2)},
             "askers": sessions, "new_files": new, "changed_files": [changed.name]}
+
+
+def _interruptible() -> None:
+    """In the child: Ctrl-C as at a terminal, even when this script runs in the background (where the shell
+    made the children ignore SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _finish(proc: subprocess.Popen, grace: float = 120.0) -> tuple[str, str]:
+    """The output of an interrupted asker; one that does not stop within `grace` seconds is killed."""
+    try:
+        return proc.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
 
 
 def summarise(records: list[dict], status: int, stderr: str, new: list[str]) -> dict:

@@ -2,7 +2,8 @@
 
 One uninterrupted ingest of a small corpus gives the reference answers and the length of its writing
 phase. Then, for each kill, a fresh copy of the corpus is ingested and the process is sent SIGKILL at a
-random moment of that phase. Right after the kill the store must hold only whole documents (nothing
+random moment of its memory writes (after a random number of committed documents, a random part of one
+document's writing time). Right after the kill the store must hold only whole documents (nothing
 half-written); the rerun must finish the ingest; `l2m memory verify` must pass; a deeper check of the
 block map (`block_map_problems`) must find nothing; and the answers must equal the reference ones.
 A tiny random model keeps it fast: the mechanics, not the model, are under test.
@@ -176,15 +177,18 @@ def documents_in(store: Path) -> int:
         engine.dispose()
 
 
-def kill_and_resume(corpus: Path, scratch: Path, model_dir: Path, lm: LoadedModel, delay: float,
-                    reference: list[dict], cli_verify: bool) -> dict:
-    """One trial: copy the corpus, kill an ingest `delay` seconds into its writing phase, rerun, check."""
+def kill_and_resume(corpus: Path, scratch: Path, model_dir: Path, lm: LoadedModel, after_documents: int,
+                    delay: float, reference: list[dict], cli_verify: bool) -> dict:
+    """One trial: copy the corpus, start an ingest, kill it `delay` seconds after memory committed
+    `after_documents` documents, rerun, check."""
     root = scratch / "corpus"
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(corpus, root)
     started = time.monotonic()
     proc = start_ingest(root, model_dir)
     wait_for_store(proc, root)
+    while documents_in(root / STORE) < after_documents and proc.poll() is None:
+        time.sleep(0.01)
     time.sleep(delay)
     killed = proc.poll() is None
     if killed:
@@ -197,7 +201,8 @@ def kill_and_resume(corpus: Path, scratch: Path, model_dir: Path, lm: LoadedMode
     verified = l2m("memory", "verify", "--json", cwd=root) if cli_verify else None
     check = check_store(store, lm)
     return {
-        "delay_s": round(delay, 3), "killed": killed, "documents_at_kill": at_kill["documents"],
+        "after_documents": after_documents, "delay_s": round(delay, 3), "killed": killed,
+        "documents_at_kill": at_kill["documents"],
         "half_written": at_kill["memory_problems"] or [],
         "rerun_status": rerun.returncode, "rerun_error": rerun.stderr.strip()[-500:] if rerun.returncode else "",
         "rerun_ingested": report.get("ingested", []),
@@ -227,18 +232,19 @@ def run(kills: int, seed: int, files: int, chars: int) -> dict:
         reference = check_store(reference_root / STORE, lm)
         if reference.verify or reference.block_map:
             raise RuntimeError(f"the uninterrupted ingest is inconsistent: {reference.verify + reference.block_map}")
+        tokens = reference_tokens(reference_root)
         trials = []
         for number in range(kills):
-            trial = kill_and_resume(corpus, scratch, model_dir, lm, rng.uniform(0, window), reference.answers,
-                                    cli_verify=True)
+            after, delay = random_moment(rng, files + 1, window)
+            trial = kill_and_resume(corpus, scratch, model_dir, lm, after, delay, reference.answers, cli_verify=True)
             trials.append(trial)
-            print(f"kill {number + 1}/{kills}: {'ok' if passed(trial) else 'FAILED'} "
-                  f"(at {trial['delay_s']:.2f} s, {trial['documents_at_kill']} documents)", file=sys.stderr)
+            print(f"kill {number + 1}/{kills}: {'ok' if passed(trial) else 'FAILED'} (after {after} documents "
+                  f"+ {delay:.2f} s: {trial['documents_at_kill']} committed)", file=sys.stderr)
     return {
         "benchmark": "kill -9 during `l2m ingest`, then rerun",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "model": "tiny random Llama (2 layers, hidden 64, byte tokenizer)",
-        "corpus": {"files": files + 1, "chars_per_text_file": chars, "tokens": reference_tokens(reference_root)},
+        "corpus": {"files": files + 1, "chars_per_text_file": chars, "tokens": tokens},
         "writing_phase_seconds": round(window, 2), "seed": seed,
         "kills": len(trials), "killed_mid_ingest": sum(t["killed"] for t in trials),
         "passed": sum(passed(t) for t in trials),
@@ -246,6 +252,12 @@ def run(kills: int, seed: int, files: int, chars: int) -> dict:
         "answers_equal": sum(t["answers_equal"] for t in trials),
         "trials": trials,
     }
+
+
+def random_moment(rng: random.Random, documents: int, window: float) -> tuple[int, float]:
+    """A moment inside the memory writes: after a random number of committed documents, a random part of
+    the time one document takes."""
+    return rng.randrange(documents), rng.uniform(0, window / documents)
 
 
 def reference_tokens(root: Path) -> int:
@@ -263,13 +275,13 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     trials = result["trials"]
+    per_document = result["writing_phase_seconds"] / result["corpus"]["files"]
     figure, axis = plt.subplots(figsize=(7, 4))
     for ok, colour, label in ((True, "#55a868", "consistent, same answers"), (False, "#c44e52", "failed")):
         chosen = [t for t in trials if passed(t) == ok]
-        axis.scatter([t["delay_s"] for t in chosen], [t["documents_at_kill"] for t in chosen], color=colour,
-                     label=f"{label} ({len(chosen)})")
-    axis.axvline(result["writing_phase_seconds"], color="grey", linestyle="--", label="uninterrupted ingest ends")
-    axis.set_xlabel("kill -9 at (seconds after the store was created)")
+        axis.scatter([t["after_documents"] + t["delay_s"] / per_document for t in chosen],
+                     [t["documents_at_kill"] for t in chosen], color=colour, label=f"{label} ({len(chosen)})")
+    axis.set_xlabel("kill -9 at (documents committed + fraction of one document's writing time)")
     axis.set_ylabel("documents committed at the kill")
     axis.set_title(f"{result['kills']} kills during `l2m ingest` of {result['corpus']['files']} files: "
                    f"{result['passed']} recovered")

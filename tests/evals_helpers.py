@@ -63,13 +63,13 @@ class FakeMemory:
         return sources.index(source) * 100_000 + char_offset // BLOCK_CHARS
 
     def ask(self, question, instruction=None, max_new_tokens=32, hops=1):
-        """Reads the block with the pass key: layer 0 reads it, layer 1 reads nothing."""
+        """Reads the blocks of the pass-key needle: layer 0 reads them, layer 1 reads nothing."""
         CALLS.append(("ask", question, instruction))
         for source, text in self.docs.items():
-            found = re.search(r"The pass key is (\d+)", text)
+            found = re.search(r"The pass key is (\d+)\. Remember it\. \1 is the pass key\.", text)
             if found:
-                block = self.block_at(source, found.start())
-                return FakeAnswer(f"The pass key is {found.group(1)}.", {0: [block], 1: []}, [block])
+                blocks = sorted({self.block_at(source, i) for i in range(found.start(), found.end())})
+                return FakeAnswer(f"The pass key is {found.group(1)}.", {0: blocks, 1: []}, blocks)
         return FakeAnswer("I do not know.", {0: [], 1: []}, [])
 
     def close(self):

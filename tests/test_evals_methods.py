@@ -225,6 +225,18 @@ def test_l2m_reuses_the_parts_a_longer_haystack_shares(lm, tmp_path):
     assert base_build.count("ingest") == len(new_parts) - shared
 
 
+def test_a_needle_straddling_two_blocks_counts_half_read_when_one_is(tmp_path):
+    from bench.evals.methods import _mean_read, _needle_blocks
+
+    memory = FakeMemory.create(tmp_path / "store", None)
+    memory.ingest_document("x" * 300, source="doc")
+    straddling = _needle_blocks(memory, "doc", 50, 40)   # characters 50..89: blocks 0 and 1
+    inside = _needle_blocks(memory, "doc", 130, 20)      # characters 130..149: block 2
+    assert straddling == [0, 1] and inside == [2]
+    assert _mean_read([straddling, inside], {1, 2}) == 0.75
+    assert _mean_read([straddling], set()) == 0.0
+
+
 def test_l2m_gives_the_answer_prefix_to_engines_that_take_it(lm, long_samples, tmp_path):
     class PrefixMemory(FakeMemory):
         def ask(self, question, instruction=None, max_new_tokens=32, hops=1, answer_prefix=""):

@@ -19,6 +19,7 @@ from bench.crash import (
     check_store,
     kill_and_resume,
     passed,
+    random_moment,
     write_corpus,
     writing_phase_seconds,
 )
@@ -55,8 +56,8 @@ def test_the_uninterrupted_ingest_is_consistent(reference):
 def test_kill_9_at_random_moments_then_rerun(reference, tmp_path, tiny_model_dir, lm):
     corpus, _, window, check = reference
     rng = random.Random(7)
-    trials = [kill_and_resume(corpus, tmp_path, tiny_model_dir, lm, rng.uniform(0.1, 0.9) * window, check.answers,
-                              cli_verify=number == KILLS - 1)
+    trials = [kill_and_resume(corpus, tmp_path, tiny_model_dir, lm, *random_moment(rng, FILES + 1, window),
+                              check.answers, cli_verify=number == KILLS - 1)
               for number in range(KILLS)]
     for trial in trials:
         assert passed(trial), trial

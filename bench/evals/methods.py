@@ -6,8 +6,9 @@
 - `rag`: BM25 over ~128-token chunks of the context, the top k pasted in, in their original order;
 - `l2m`: the memory engine reading the haystack from a store (see `stores`).
 Every reply says how much of what the answer needs the model could see (`visible`): for the baselines
-the fraction of key needles in the text they kept; for l2m the fraction of layers whose read set held
-the key needles' blocks (the lexically addressed fraction is in `detail`). Accuracy next to
+the fraction of key needles in the text they kept; for l2m the share of the key needles' blocks (a
+needle can straddle two) in each layer's read set, averaged over layers (the share addressed
+lexically is in `detail`). Accuracy next to
 `visible` tells retrieval misses from misreadings.
 """
 
@@ -235,14 +236,14 @@ class L2M(Method):
             clock.append(time.perf_counter())
             ans = self._ask(fork, sample)
             clock.append(time.perf_counter())
-            blocks = [fork.block_at(source, offset)
-                      for (source, offset), ins in zip(patched.locations, sample.insertions, strict=True) if ins.key]
+            needles = [_needle_blocks(fork, source, offset, len(ins.text))
+                       for (source, offset), ins in zip(patched.locations, sample.insertions, strict=True) if ins.key]
         finally:
             if fork is not None:
                 fork.close()
             shutil.rmtree(work, ignore_errors=True)
-        lexical = _fraction([b is not None and b in ans.lexical for b in blocks])
-        layers = [_fraction([b is not None and b in read for b in blocks]) for read in ans.read_set.values()]
+        lexical = _mean_read(needles, set(ans.lexical))
+        layers = [_mean_read(needles, set(read)) for read in ans.read_set.values()]
         layer_share = sum(layers) / len(layers) if layers else 0.0
         fork_s, patch_s, ask_s = (round(b - a, 3) for a, b in zip(clock, clock[1:], strict=False))
         return Reply(ans.text, visible=layer_share, detail={
@@ -275,6 +276,18 @@ class L2M(Method):
         if self._base is not None:
             self._base[1].close()
             self._base = None
+
+
+def _needle_blocks(memory: Any, source: str, offset: int, length: int) -> list[int | None]:
+    """The blocks holding a needle's text (a needle can straddle a block border)."""
+    points = [*range(offset, offset + length, 16), offset + length - 1]
+    return list(dict.fromkeys(memory.block_at(source, p) for p in points))
+
+
+def _mean_read(needles: list[list[int | None]], read: set[int]) -> float:
+    """Over the needles, the mean fraction of each needle's blocks in `read`."""
+    return _fraction([]) if not needles else sum(
+        sum(b in read for b in blocks) / len(blocks) for blocks in needles) / len(needles)
 
 
 def _read_size(read_set: dict) -> float:

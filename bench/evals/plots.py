@@ -30,12 +30,13 @@ def plot_accuracy(results: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(3.6 * max(len(variants), 1) + 0.8, 3.4),
                              squeeze=False, sharey=True)
     for ax, variant in zip(axes[0], variants, strict=False):
-        for method in methods:
+        for i, method in enumerate(methods):
             rows = sorted((r for r in summary if r["variant"] == variant and r["method"] == method
                            and r["accuracy"] is not None), key=lambda r: r["length"])
             color, marker = STYLE.get(method, (None, "o"))
-            ax.plot([lengths.index(r["length"]) for r in rows], [100 * r["accuracy"] for r in rows],
-                    marker=marker, color=color, label=method)
+            shift = 0.06 * (i - (len(methods) - 1) / 2)  # equal curves stay visible side by side
+            ax.plot([lengths.index(r["length"]) + shift for r in rows], [100 * r["accuracy"] for r in rows],
+                    marker=marker, color=color, label=method, alpha=0.85)
         ax.set_title(f"{results['task']} {variant}" if variant != results["task"] else variant)
         ax.set_xticks(range(len(lengths)), [format_length(n) for n in lengths])
         ax.set_xlabel("context length (tokens)")
