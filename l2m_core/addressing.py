@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import islice
 
 import torch
 from rank_bm25 import BM25Okapi
@@ -66,9 +67,11 @@ class LexicalIndex:
         if self._bm25 is None:
             self._ids = list(self._docs)
             self._bm25 = BM25Okapi([self._docs[i] or ["_"] for i in self._ids])
-        scores = torch.from_numpy(self._bm25.get_scores(words))
-        best = torch.topk(scores, min(k, len(self._ids)))
-        return [self._ids[i] for s, i in zip(best.values.tolist(), best.indices.tolist(), strict=True) if s > 0]
+        # Blocks sharing a word with the query, best first. Not "score > 0": in a store of a few blocks
+        # BM25's idf of a word found in most of them is zero or negative.
+        wanted = set(words)
+        order = torch.argsort(torch.from_numpy(self._bm25.get_scores(words)), descending=True).tolist()
+        return list(islice((self._ids[i] for i in order if wanted.intersection(self._docs[self._ids[i]])), k))
 
 
 class ReprBank:

@@ -388,6 +388,8 @@ class Memory:
     def _shared_read_set(self, query: str, pins: list[int]) -> list[int]:
         """Blocks every layer reads: pins, the best lexical matches and their right neighbours."""
         s = self.settings
+        if len(self.meta) <= s.max_read_blocks:  # the whole memory fits the budget: read all of it
+            return sorted(self.meta)
         lexical = self.lexical.top(query, s.lexical_top_k)
         extra = neighbours(lexical, self.meta, self.by_position, s.neighbours)
         return fuse(pins, lexical, extra, [], s.max_read_blocks)

@@ -97,6 +97,26 @@ def test_ask_reads_lexical_blocks_in_every_layer_and_cites_them(tiny, tmp_path):
     assert answer.citations and {c.source for c in answer.citations} >= {"vault.txt"}
 
 
+def test_a_store_within_the_read_budget_is_read_whole(tiny, tmp_path):
+    mem = Memory.create(tmp_path / "s", tiny, small(max_read_blocks=6))
+    mem.ingest_document("Mary went to the garden. John moved to the kitchen.", "story.txt")
+    answer = mem.ask("Which colour is it?", max_new_tokens=1)  # no word in common
+    assert all(set(ids) == set(mem.meta) for ids in answer.read_set.values())
+
+
+def test_lexical_addressing_finds_a_word_most_blocks_share():
+    """In a store of two blocks BM25 gives a word found in both an idf of zero or less; still a match."""
+    from l2m_core.addressing import LexicalIndex
+
+    index = LexicalIndex()
+    index.add(1, "Daniel went to the garden.", "a.txt")
+    index.add(2, "Daniel moved to the office. Sandra left.", "a.txt")
+    index.add(3, "The weather was fine.", "b.txt")
+    assert set(index.top("Where is Daniel?", 2)) == {1, 2}
+    assert index.top("Where is Daniel?", 5) == index.top("Where is Daniel?", 2)
+    assert index.top("zebra", 3) == []
+
+
 def test_pins_are_read_by_every_layer(tiny, tmp_path):
     mem = Memory.create(tmp_path / "s", tiny, small())
     mem.ingest_document(TEXT, "lamps.txt")
