@@ -7,6 +7,10 @@ text and representative keys of each block) and `mem_block_kv` (each block's com
 values, one row per layer). Every write of a document happens in one transaction: a store is never
 left half-written. The directory is 0700 and every file in it 0600.
 
+The manifest records a database URL without its password. Opening takes the password from
+`$L2M_DATABASE_URL` when that names the same database, else the driver finds it (PostgreSQL:
+`$PGPASSWORD`, `~/.pgpass`).
+
 Concurrency: SQLite runs in WAL mode, so readers never block the one writer; a writer waits for the
 lock (busy timeout) and `transient` retries what still fails because of a lock, a deadlock or a lost
 connection. Other errors are not retried.
@@ -28,6 +32,7 @@ from l2m_core.settings import MemorySettings
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DATABASE = "memory.db"
+DATABASE_URL_ENV = "L2M_DATABASE_URL"
 BUSY_TIMEOUT_MS = 30_000
 
 metadata = sa.MetaData()
@@ -138,32 +143,34 @@ class StoreFiles:
             engine.dispose()
             raise L2MError(f"cannot create the store's tables in {_shown(engine.url)}: "
                            f"{_first_line(exc.orig)}") from None
-        manifest = {"format": FORMAT_VERSION, "created_at": time.time(), "database": url,
+        manifest = {"format": FORMAT_VERSION, "created_at": time.time(), "database": url and _without_password(url),
                     "settings": settings.to_dict(), **model_info}
         _write_manifest(path, manifest)
         return cls(path, manifest, engine)
 
     @classmethod
     def open(cls, path: Path) -> StoreFiles:
-        """The store at `path`; `L2MError` when it is missing, damaged, of another format or unreachable."""
+        """The store at `path`; `L2MError` when it is missing, damaged, of another format or unreachable.
+        Only cheap checks run here (SQLite refuses a file shorter than its header says on the first read);
+        the full integrity check is `Memory.verify`."""
         if not path.is_dir():
             raise L2MError(f"no memory store at {path} (run `l2m ingest` first)")
         manifest = _read_manifest(path)
-        url = manifest.get("database") or _sqlite_url(path)
-        if url == _sqlite_url(path):
+        own_file = not manifest.get("database")
+        if own_file:
             if not (path / DATABASE).is_file():
                 raise L2MError(f"{path} is missing its database file {DATABASE}")
             if not (path / DATABASE).stat().st_size:
                 raise L2MError(f"the database file of store {path} is empty")
-        engine = make_engine(url)
+        engine = make_engine(_sqlite_url(path) if own_file else _with_password(manifest["database"]))
         try:
             with engine.connect() as conn:
                 missing = {t.name for t in metadata.sorted_tables} - set(sa.inspect(conn).get_table_names())
                 if missing:
                     raise L2MError(f"the database of store {path} lacks the tables {', '.join(sorted(missing))}")
                 conn.execute(sa.select(sa.func.count()).select_from(documents)).scalar_one()
-                if engine.dialect.name == "sqlite" and conn.exec_driver_sql("PRAGMA quick_check").scalar() != "ok":
-                    raise sa.exc.DatabaseError("quick_check failed", None, Exception())
+                if own_file and (path / DATABASE).stat().st_size % conn.exec_driver_sql("PRAGMA page_size").scalar():
+                    raise L2MError(f"the database of store {path} is damaged or unreadable (truncated)")
         except sa.exc.OperationalError as exc:
             engine.dispose()
             if engine.dialect.name == "sqlite":
@@ -186,6 +193,19 @@ class StoreFiles:
 
 def _sqlite_url(path: Path) -> str:
     return f"sqlite:///{path / DATABASE}"
+
+
+def _without_password(url: str) -> str:
+    return sa.make_url(url)._replace(password=None).render_as_string(hide_password=False)
+
+
+def _with_password(recorded: str) -> str:
+    """The manifest's URL, or `$L2M_DATABASE_URL` (with its password) when that names the same database."""
+    given = os.environ.get(DATABASE_URL_ENV, "")
+    try:
+        return given if _without_password(given) == _without_password(recorded) else recorded
+    except sa.exc.ArgumentError:
+        return recorded
 
 
 def _read_manifest(path: Path) -> dict:

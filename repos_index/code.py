@@ -3,6 +3,8 @@
 Definitions (classes, functions, methods, types, ...) become chunks spanning their decorators, export
 keywords and leading doc comments; top-level code between them becomes `module` chunks, so the file's
 header (docstring, imports) is a chunk too. Definitions local to a function body are left inside it.
+A file nested deeper than `MAX_DEPTH` syntax-tree levels (generated or hostile code: its analysis would
+grow with the square of the depth) is cut into line windows instead, with no symbols.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from dataclasses import dataclass
 from tree_sitter import Node
 
 from repos_index.grammars import CONTAINER_KINDS, FUNCTION_KINDS, SPECS, Grammar, grammar, text
+from repos_index.prose import analyze_lines
 from repos_index.records import Chunk, FileAnalysis, Import, LineTable, Reference, Symbol, ordered
 
 CODE_LANGUAGES = frozenset(SPECS)
 _TITLE_CHARS = 200
+MAX_DEPTH = 1000  # syntax-tree levels: real code stays under 100 (a chain of n `else if`s takes 2n)
 
 
 def first_line(node: Node) -> int:
@@ -44,6 +48,8 @@ def analyze_code(source: str, language: str) -> FileAnalysis:
     g = grammar(language)
     data = source.encode("utf-8")
     root = g.parser().parse(data).root_node
+    if _deeper_than(root, MAX_DEPTH):
+        return analyze_lines(source, language)
     lines = LineTable(source)
 
     definitions = _definitions(g, root)
@@ -84,6 +90,18 @@ def analyze_code(source: str, language: str) -> FileAnalysis:
         references=_references(g, root, owner, defined_at),
         imports=_imports(g, root),
     )
+
+
+def _deeper_than(root: Node, limit: int) -> bool:
+    """Whether any node lies more than `limit` levels below `root` (a walk that stops as soon as one does)."""
+    cursor = root.walk()
+    while cursor.depth <= limit:
+        if cursor.goto_first_child():
+            continue
+        while not cursor.goto_next_sibling():
+            if not cursor.goto_parent():
+                return False
+    return True
 
 
 def _definitions(g: Grammar, root: Node) -> list[_Definition]:

@@ -84,6 +84,17 @@ def test_deep_nesting_and_huge_lines(language):
     check_analysis("x" * 300_000 + "\n" + "(" * 5_000 + "\n", language)
 
 
+@pytest.mark.parametrize("language, text", [
+    ("python", "x = " + "[\n" * 5_000 + "1\n" + "]\n" * 5_000),
+    ("javascript", nested("javascript", 5_000)),
+    ("typescript", nested("typescript", 5_000)),
+], ids=["python-brackets", "javascript-functions", "typescript-namespaces"])
+def test_code_nested_5000_deep_is_cut_into_line_windows(language, text):
+    check_analysis(text, language)
+    chunks = analyze(text, language).chunks
+    assert len(chunks) > 1 and {c.kind for c in chunks} == {"lines"}
+
+
 ENCODINGS = ["utf-8", "latin-1", "utf-16-le", "cp1252", "shift_jis"]
 segments = st.tuples(st.text(max_size=200), st.sampled_from(ENCODINGS)).map(
     lambda pair: pair[0].encode(pair[1], errors="replace"))

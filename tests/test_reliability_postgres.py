@@ -17,11 +17,12 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from l2m_core import store as store_module
 from l2m_core.errors import L2MError
 from l2m_core.loading import LoadedModel, load_model
 from l2m_core.memory import Memory
 from l2m_core.settings import MemorySettings
-from l2m_core.store import StoreFiles, block_kv
+from l2m_core.store import DATABASE_URL_ENV, StoreFiles, block_kv
 
 TEXT = "\n".join(f"Line {i}: the {['red', 'green', 'blue'][i % 3]} lamp number {i * 7} glows." for i in range(1, 40))
 VAULT = "The zebra quartz vault opens with code 4417.\n" * 3
@@ -38,8 +39,9 @@ def tiny(tiny_model_dir) -> LoadedModel:
 
 
 @pytest.fixture
-def pg_url():
-    """The URL of a new, empty database on the test server; dropped afterwards."""
+def pg_url(monkeypatch):
+    """The URL of a new, empty database on the test server, also in $L2M_DATABASE_URL (where opening a store
+    finds the password its manifest leaves out); dropped afterwards."""
     server = os.environ.get("L2M_TEST_POSTGRES_URL")
     if not server:
         pytest.skip("L2M_TEST_POSTGRES_URL is not set (run scripts/postgres.sh to start a server and get one)")
@@ -47,8 +49,10 @@ def pg_url():
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
     try:
-        yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
@@ -137,6 +141,29 @@ def test_an_unreachable_server_is_one_clear_error(tiny, tmp_path):
     with pytest.raises(L2MError, match=r"cannot reach the database|no database driver") as info:
         StoreFiles.open(store)
     assert "s3cret" not in str(info.value)
+
+
+def test_the_manifest_never_holds_the_password(tiny, tmp_path, monkeypatch):
+    """The manifest records the URL without its password; opening takes the password from $L2M_DATABASE_URL
+    when that names the same database, else leaves it to the driver. (A SQLite file stands in for the
+    server: the engine factory is redirected, so no server is needed.)"""
+    url, recorded = "postgresql+psycopg://l2m:s3cret@db.example:5432/team", "postgresql+psycopg://l2m@db.example:5432/team"
+    asked = []
+
+    def stand_in(given: str) -> sa.Engine:
+        asked.append(given)
+        return sa.create_engine(f"sqlite:///{tmp_path / 'stand-in.db'}")
+
+    monkeypatch.setattr(store_module, "make_engine", stand_in)
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    Memory.create(tmp_path / "s", tiny, small(), database_url=url).close()
+    manifest = (tmp_path / "s" / "manifest.json").read_text()
+    assert "s3cret" not in manifest and json.loads(manifest)["database"] == recorded
+    for env in (None, url, url.replace("/team", "/other")):
+        if env:
+            monkeypatch.setenv(DATABASE_URL_ENV, env)
+        StoreFiles.open(tmp_path / "s").engine.dispose()
+    assert asked == [url, recorded, url, recorded]
 
 
 @pytest.mark.parametrize("url, message", [("not a url", "not a valid database URL"),

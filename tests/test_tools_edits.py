@@ -150,6 +150,16 @@ def test_apply_writes_all_and_undo_restores_bytes(edits):
         edits.journal.undo(edits.ws)
 
 
+def test_the_journal_is_user_only(edits):
+    edits.journal.directory.mkdir(parents=True, mode=0o755)
+    edits.str_replace("main.py", "value = 1", "value = 2")
+    edits.create("new.py", "x = 1\n")
+    edits.apply()
+    journal = edits.journal.directory
+    for path in [journal, *journal.rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, path
+
+
 def test_apply_refuses_files_changed_on_disk_and_writes_nothing(edits):
     edits.str_replace("main.py", "value = 1", "value = 2")
     edits.str_replace("util.py", "A = 1", "A = 2")

@@ -2,18 +2,21 @@
 
 Entries live on disk (`<root>/.l2m/undo/000001/...` by default), so a later process can undo what an
 earlier one applied. An entry is undone only while its files still hold exactly what it wrote; a file
-changed since is reported and nothing is touched.
+changed since is reported and nothing is touched. The journal holds file contents, so it is user-only:
+directories 0700, files 0600.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from l2m_core.errors import L2MError
+from l2m_core.store import create_private_file
 from tools.workspace import Workspace, sha256, write_atomic
 
 MANIFEST = "manifest.json"
@@ -48,11 +51,11 @@ class UndoJournal:
             blob = None
             if change.before is not None:
                 blob = f"{i}.before"
-                (entry / blob).write_bytes(change.before)
+                _write_private(entry / blob, change.before)
             after = None if change.after is None else sha256(change.after)
             files[change.path] = {"before": blob, "after": after}
         manifest = {"files": files, "dirs": list(created_dirs)}
-        (entry / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        _write_private(entry / MANIFEST, json.dumps(manifest, indent=1).encode())
         return entry.name
 
     def discard(self, entry_id: str) -> None:
@@ -103,13 +106,19 @@ class UndoJournal:
 
     def _new_entry_dir(self) -> Path:
         """A fresh numbered entry; `mkdir` is atomic, so two processes never share one."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)  # also a journal made before it was user-only
         existing = [int(p.name) for p in self.directory.iterdir() if p.name.isdigit()]
         number = max(existing, default=0) + 1
         while True:
             entry = self.directory / f"{number:06d}"
             try:
-                entry.mkdir()
+                entry.mkdir(mode=0o700)
                 return entry
             except FileExistsError:
                 number += 1
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    create_private_file(path)
+    path.write_bytes(data)
