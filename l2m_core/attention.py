@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -69,6 +70,24 @@ def attend_over(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, s
     return out.reshape(1, n_heads, q_len, dim), probs
 
 
+def received_attention(query: torch.Tensor, keys: torch.Tensor, scaling: float, stride: int = 8) -> torch.Tensor:
+    """Mean attention each of the queries' own tokens receives from the queries that see it: `[Hkv, q]`.
+
+    Only every `stride`-th query row (ending at the last) is scored: this ranks keys for representatives,
+    and the full probability matrix would cost as much as the attention itself.
+    """
+    _, n_heads, q_len, dim = query.shape
+    kv_heads, total = keys.shape[1], keys.shape[2]
+    rows = torch.arange(q_len - 1, -1, -stride, device=query.device)
+    q = query[0][:, rows].reshape(kv_heads, n_heads // kv_heads, len(rows), dim)
+    scores = torch.einsum("kgqd,ktd->kgqt", q, keys[0]).float() * scaling
+    first = total - q_len
+    later = torch.arange(total, device=query.device)[None, :] > (first + rows)[:, None]  # [rows, T]
+    probs = scores.masked_fill(later, float("-inf")).softmax(dim=-1)[..., first:]
+    seen_by = (rows[:, None] >= torch.arange(q_len, device=query.device)[None, :]).sum(dim=0)
+    return probs.sum(dim=(1, 2)) / seen_by.clamp(min=1)
+
+
 class RecordPlan:
     """Attend to a fixed prefix plus the current tokens; record the current un-rotated keys and values.
 
@@ -91,13 +110,14 @@ class RecordPlan:
             keys, values = torch.cat([pk, key], dim=2), torch.cat([self.prefix_v[layer], value], dim=2)
         else:
             keys, values = key, value
-        out, probs = attend_over(query, keys, values, scaling)
+        q_len, total = query.shape[2], keys.shape[2]
+        visible = torch.ones(q_len, total, dtype=torch.bool, device=query.device).tril(total - q_len)
+        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=visible, scale=scaling,
+                                             enable_gqa=True)
         self.keys[layer] = self.rotary.unrotate(key, self.positions)
         self.values[layer] = value
         if self.track_received:
-            q_len = key.shape[2]
-            seen_by = torch.arange(q_len, 0, -1, device=key.device, dtype=probs.dtype)  # queries that see key j
-            self.received[layer] = probs[..., -q_len:].sum(dim=(1, 2)) / seen_by       # [Hkv, q]
+            self.received[layer] = received_attention(query, keys, scaling)
         return out
 
 
