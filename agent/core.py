@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from agent.names import name_pins
+from l2m_core.address_head import AddressHead, load_address_head
 from l2m_core.errors import L2MError
 from l2m_core.loading import DEFAULT_MODEL, LoadedModel, load_model
 from l2m_core.memory import Answer, BlockSpan, Memory
@@ -47,8 +48,10 @@ class Agent:
 
     @classmethod
     def open(cls, root: str | Path = ".", store: str | Path | None = None, model: str | LoadedModel | None = None,
-             create: bool = True, settings: MemorySettings | None = None, device: str = "auto") -> Agent:
-        """Open (or create, when `create`) the store of `root`; `model` defaults to the store's own model."""
+             create: bool = True, settings: MemorySettings | None = None, device: str = "auto",
+             address_head: str | Path | AddressHead | None = None) -> Agent:
+        """Open (or create, when `create`) the store of `root`; `model` defaults to the store's own model.
+        `address_head` (a trained head or its directory) joins BM25 in addressing memory."""
         root = Path(root).expanduser().resolve()
         if not root.is_dir():
             raise L2MError(f"not a directory: {root}")
@@ -57,13 +60,17 @@ class Agent:
         if not exists and not create:
             raise L2MError(f"no memory store at {store}; run `l2m ingest` first")
         lm = model if isinstance(model, LoadedModel) else load_model(model or _manifest_model(store), device=device)
+        if address_head is not None and not isinstance(address_head, AddressHead):
+            address_head = load_address_head(address_head, lm.model)
         memory = Memory.open(store, lm) if exists else Memory.create(store, lm, settings)
+        memory.address_head = address_head
         if memory.files.manifest.get("root") is None:
             memory.files.update_manifest(root=str(root))
         return cls(root, memory, CorpusIndex(memory.files.engine, root))
 
     @classmethod
-    def from_store(cls, store: str | Path, model: str | LoadedModel | None = None, device: str = "auto") -> Agent:
+    def from_store(cls, store: str | Path, model: str | LoadedModel | None = None, device: str = "auto",
+                   address_head: str | Path | AddressHead | None = None) -> Agent:
         """Open an existing store; its corpus root comes from the store's manifest."""
         store = Path(store)
         manifest = store / "manifest.json"
@@ -73,7 +80,7 @@ class Agent:
             raise L2MError(f"no memory store at {store}; run `l2m ingest` first") from None
         except ValueError:
             raise L2MError(f"{manifest} is damaged (not valid JSON)") from None
-        return cls.open(root, store, model, create=False, device=device)
+        return cls.open(root, store, model, create=False, device=device, address_head=address_head)
 
     def close(self) -> None:
         self.memory.close()

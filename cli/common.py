@@ -43,14 +43,14 @@ def find_store(explicit: str | None) -> Path | None:
     return None
 
 
-def open_agent(store: str | None, model: str | None, device: str = "auto"):
-    """The agent of an existing store (`--store` or the nearest `.l2m/`)."""
+def open_agent(store: str | None, model: str | None, device: str = "auto", address_head: Path | None = None):
+    """The agent of an existing store (`--store` or the nearest `.l2m/`), with a learned address head if given."""
     from agent import Agent
 
     path = find_store(store)
     if path is None:
         raise L2MError("no memory store here or in any parent directory; run `l2m ingest PATH` first or pass --store")
-    return Agent.from_store(path, model, device=device)
+    return Agent.from_store(path, model, device=device, address_head=address_head)
 
 
 def store_options(func):

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import click
 
 from cli.common import STORE_DIR, emit, find_store, open_agent, store_options
+from l2m_core.errors import L2MError
+from l2m_core.store import DATABASE_URL_ENV
+
+if TYPE_CHECKING:
+    from l2m_core.loading import LoadedModel
+    from l2m_core.settings import MemorySettings
 
 
 @click.command()
@@ -16,10 +25,15 @@ from cli.common import STORE_DIR, emit, find_store, open_agent, store_options
               help="Corpus root for a new store (default: the current directory).")
 @click.option("--codec", type=click.Choice(["int8", "int4", "fp16", "fp32"]), default=None,
               help="Cold-tier compression for a new store (default int8).")
+@click.option("--database-url", envvar=DATABASE_URL_ENV, default=None,
+              help="SQLAlchemy URL of the database for a new store's tables, e.g. postgresql+psycopg://user@host/db "
+                   f"(default: SQLite in the store directory). Also read from ${DATABASE_URL_ENV}; a password goes "
+                   "there or in $PGPASSWORD, never on the command line.")
 @store_options
-def ingest(paths, root, codec, store, model_spec, device, as_json) -> None:
+def ingest(paths, root, codec, database_url, store, model_spec, device, as_json) -> None:
     """Index PATHS (default: the whole root) and write new or changed files into memory."""
     from agent import Agent
+    from l2m_core.loading import load_model
     from l2m_core.settings import MemorySettings
 
     existing = find_store(store)
@@ -27,8 +41,12 @@ def ingest(paths, root, codec, store, model_spec, device, as_json) -> None:
         agent = Agent.from_store(existing, model_spec, device=device)
     else:
         base = (root or Path.cwd()).resolve()
+        path = Path(store) if store else base / STORE_DIR
         settings = MemorySettings(codec=codec) if codec else None
-        agent = Agent.open(base, store or base / STORE_DIR, model_spec, settings=settings, device=device)
+        lm = load_model(model_spec, device=device)
+        if database_url:
+            _create_on_database(base, path, lm, settings, database_url)
+        agent = Agent.open(base, path, lm, settings=settings, device=device)
     with agent:
         report = agent.ingest([p.absolute() for p in paths] or None, progress=sys.stderr.isatty() and not as_json)
         stats = agent.memory.stats()
@@ -44,6 +62,18 @@ def ingest(paths, root, codec, store, model_spec, device, as_json) -> None:
         raise SystemExit(1)
 
 
+def _create_on_database(root: Path, store: Path, lm: LoadedModel, settings: MemorySettings | None, url: str) -> None:
+    """A new store whose tables live in the database at `url` (`Agent.open` creates stores in SQLite)."""
+    from l2m_core.memory import Memory
+
+    if urlsplit(url).password and url != os.environ.get(DATABASE_URL_ENV):
+        raise L2MError(f"put the database password in ${DATABASE_URL_ENV} or $PGPASSWORD, not on the command line: "
+                       "other users can read it there, and later commands look for it in the environment")
+    if not root.is_dir():
+        raise L2MError(f"not a directory: {root}")
+    Memory.create(store, lm, settings, url).close()
+
+
 @click.command()
 @click.argument("question")
 @click.option("--max-tokens", default=96, show_default=True, help="Longest answer, in tokens.")
@@ -52,10 +82,12 @@ def ingest(paths, root, codec, store, model_spec, device, as_json) -> None:
               help="Read these lines in every layer (repeatable).")
 @click.option("--memory-adapter", type=click.Path(exists=True, path_type=Path), default=None,
               help="Answer with a trained LM2 learned memory (l2m train) that reads the stored documents.")
+@click.option("--address-head", type=click.Path(path_type=Path), default=None,
+              help="Address memory with this trained head (l2m train --task address-head) fused with BM25.")
 @store_options
-def ask(question, max_tokens, hops, pins, memory_adapter, store, model_spec, device, as_json) -> None:
+def ask(question, max_tokens, hops, pins, memory_adapter, address_head, store, model_spec, device, as_json) -> None:
     """Answer QUESTION from memory, citing the file lines the model read."""
-    with open_agent(store, model_spec, device) as agent:
+    with open_agent(store, model_spec, device, address_head) as agent:
         if memory_adapter is not None:
             text = _learned_memory_answer(agent, memory_adapter, question, max_tokens)
             emit({"answer": text, "citations": [], "memory": "learned"}, as_json,
@@ -78,8 +110,6 @@ def _learned_memory_answer(agent, adapter: Path, question: str, max_tokens: int)
 
 
 def _pin_blocks(agent, spec: str) -> list[int]:
-    from l2m_core.errors import L2MError
-
     path, _, lines = spec.partition(":")
     start, _, end = lines.partition("-")
     try:

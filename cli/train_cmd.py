@@ -1,4 +1,5 @@
-"""`l2m train`: train an LM2 memory adapter on a beyond-the-window task (register with `cli.add_command(train)`)."""
+"""`l2m train`: train an LM2 memory adapter on a beyond-the-window task, or (`--task address-head`) the
+memory engine's learned addressing head (register with `cli.add_command(train)`)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,10 @@ def _progress(event: dict) -> None:
 
 
 @click.command()
-@click.option("--task", default="babi-qa1", show_default=True, help="kv (key-value recall) or babi-qa1..babi-qa5.")
+@click.option("--task", default="babi-qa1", show_default=True,
+              help="kv (key-value recall), babi-qa1..babi-qa5, or address-head (the memory engine's learned "
+                   "addressing; uses --steps, --batch-size, --lr, --layers, --eval-examples, --samples, "
+                   "--haystack-tokens, --time-budget, --seed).")
 @click.option("--model", "model_spec", default=None,
               help="Hub id, local directory or .gguf path (default: the embedded model), or 'tiny' for a tiny "
                    "random Llama (use with --end-to-end).")
@@ -68,6 +72,9 @@ def _progress(event: dict) -> None:
 @click.option("--time-budget", type=float, default=None, help="Stop after this many seconds (and save).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
 @click.option("--baseline", is_flag=True, help="Also evaluate the same model without memory.")
+@click.option("--samples", default=120, show_default=True, help="address-head: training samples per family.")
+@click.option("--haystack-tokens", default=8192, show_default=True,
+              help="address-head: novel tokens in the store every sample competes with.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
@@ -76,12 +83,20 @@ def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path
           batch_size: int, lr: float, segment_len: int | None, gap: int, facts: int, tbptt: int, slots: int,
           heads: int, attn_dim: int | None, layers: str, aux_weight: float, lora_rank: int, end_to_end: bool,
           eval_every: int, eval_examples: int, checkpoint_every: int, time_budget: float | None, resume: bool,
-          baseline: bool, seed: int, device: str, dtype: str, as_json: bool) -> None:
+          baseline: bool, samples: int, haystack_tokens: int, seed: int, device: str, dtype: str,
+          as_json: bool) -> None:
     """Train the learned (LM2) memory segment by segment; save checkpoints and a safetensors adapter.
 
     The question of every example sits segments after the facts it needs, beyond the attention window,
     so only the memory can carry them. Progress (loss, eval accuracy) goes to stderr.
+
+    With `--task address-head`, OUT receives address_head.safetensors/.json instead: a head that ranks memory
+    blocks from the model's keys, for `l2m ask --address-head OUT`.
     """
+    if task == "address-head":
+        _train_address_head(model_spec, out_dir, steps, batch_size, lr, layers, eval_examples, samples,
+                            haystack_tokens, time_budget, seed, device, dtype, as_json)
+        return
     from l2m_core.lm2 import MemoryConfig, TrainConfig, Trainer, attach_memory, make_task
 
     model, tokenizer, name = _load_base(model_spec, device, dtype, seed)
@@ -111,4 +126,24 @@ def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path
         data["base"] = str(out_dir / "base")
     if baseline:
         data["accuracy_without_memory"] = round(trainer.evaluate(use_memory=False), 4)
+    emit(data, as_json, "\n".join(f"{k:24} {v}" for k, v in data.items()))
+
+
+def _train_address_head(model_spec: str | None, out_dir: Path, steps: int, batch_size: int, lr: float, layers: str,
+                        eval_examples: int, samples: int, haystack_tokens: int, time_budget: float | None, seed: int,
+                        device: str, dtype: str, as_json: bool) -> None:
+    """Train the learned addressing head on needle samples (address_training.py) and save it in OUT."""
+    from l2m_core.address_training import train_address_head
+    from l2m_core.loading import LoadedModel, fingerprint
+
+    model, tokenizer, name = _load_base(model_spec, device, dtype, seed)
+    lm = LoadedModel(model, tokenizer, name, fingerprint(model), next(model.parameters()).device, 0.0)
+    torch.manual_seed(seed)
+    summary = train_address_head(lm, out_dir, per_family=samples, eval_per_family=eval_examples // 2,
+                                 haystack_tokens=haystack_tokens, layers=_layers(layers) or 6, steps=steps,
+                                 batch_size=batch_size, lr=lr, seed=seed, time_budget=time_budget, progress=_progress)
+    data = {"task": "address-head", "model": name, "steps": summary["steps"], "seconds": summary["seconds"],
+            "loss": summary["loss"], "head": str(out_dir)}
+    for family, table in summary.get("held_apart", {}).items():
+        data[f"recall_{family}"] = {m: table[m] for m in ("bm25", "untrained", "head", "fused_head")}
     emit(data, as_json, "\n".join(f"{k:24} {v}" for k, v in data.items()))

@@ -94,14 +94,24 @@ class ReprBank:
     def nbytes(self) -> int:
         return sum(r.numel() * 2 for r in self._reprs.values())
 
+    def __len__(self) -> int:
+        return len(self._reprs)
+
+    def __getitem__(self, block_id: int) -> torch.Tensor:
+        return self._reprs[block_id]
+
+    def stacked(self) -> tuple[list[int], torch.Tensor]:
+        """Block ids and their representative keys stacked `[L, N, r, Hkv, D]` (built once per change)."""
+        if self._stack is None:
+            self._ids = list(self._reprs)
+            self._stack = torch.stack([self._reprs[i] for i in self._ids], dim=1)
+        return self._ids, self._stack
+
     def top(self, layer: int, query_raw: torch.Tensor, k: int, exclude: set[int]) -> list[int]:
         """Blocks whose representative keys best match any question query of this layer."""
         if not self._reprs or k <= 0:
             return []
-        if self._stack is None:
-            self._ids = list(self._reprs)
-            self._stack = torch.stack([self._reprs[i] for i in self._ids], dim=1)  # [L, N, r, Hkv, D]
-        bank = self._stack[layer]
+        bank = self.stacked()[1][layer]
         _, n_heads, q_len, dim = query_raw.shape
         kv_heads = bank.shape[2]
         q = query_raw[0].reshape(kv_heads, n_heads // kv_heads, q_len, dim).to(torch.float32).cpu()
@@ -134,3 +144,13 @@ def fuse(pinned: list[int], lexical: list[int], extra: list[int], attention: lis
             chosen.append(block_id)
     return sorted(chosen[:budget])
 
+
+def rrf(rankings: list[list[int]], k: int = 60) -> list[int]:
+    """Reciprocal rank fusion (Cormack et al. 2009): each id scores the sum of `1 / (k + rank)` over the
+    rankings that hold it. Rank-based, so BM25 scores and key scores need no common scale; ties keep the
+    order in which ids were first seen."""
+    score: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, block_id in enumerate(ranking, 1):
+            score[block_id] = score.get(block_id, 0.0) + 1.0 / (k + rank)
+    return sorted(score, key=lambda b: -score[b])

@@ -26,8 +26,9 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import torch
@@ -41,6 +42,9 @@ from l2m_core.loading import LoadedModel
 from l2m_core.rope import Rotary
 from l2m_core.settings import MemorySettings
 from l2m_core.store import StoreFiles, block_kv, blocks, create_private_file, documents, transient
+
+if TYPE_CHECKING:
+    from l2m_core.address_head import AddressHead
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 MEMORY_SLOT = "\x00L2M-MEMORY\x00"
@@ -69,6 +73,15 @@ class Citation:
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line_start}-{self.line_end}"
+
+
+@dataclass(frozen=True)
+class _EncodedBlock:
+    """A block ready to be written: provenance, text, representative keys, each layer's compressed (k, v)."""
+    meta: BlockMeta
+    text: str
+    reprs: torch.Tensor
+    kv: list[tuple[bytes, bytes]]
 
 
 @dataclass
@@ -104,6 +117,7 @@ class Memory:
         self.by_position: dict[tuple[int, int], int] = {}
         self.lexical = LexicalIndex()
         self.reprs = ReprBank()
+        self.address_head: AddressHead | None = None  # optional learned addressing, fused with BM25
         self._load_index()
 
     # ---- opening -----------------------------------------------------------------------------------
@@ -226,30 +240,40 @@ class Memory:
         with self.files.engine.connect() as conn:
             return dict(conn.execute(sa.select(documents.c.source, documents.c.sha256)).all())
 
-    @transient
     def _write_document(self, text: str, source: str, sha: str, old_doc: int | None) -> list[BlockSpan]:
+        """Encode the whole document (blocks compressed, in memory), then write it in one short transaction:
+        the database's write lock is not held while the model runs."""
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
         newlines = [i for i, ch in enumerate(text) if ch == "\n"]
-        pending = []
+        ready = []
+        for seq, (start, end, keys, values, received) in enumerate(self._encode_blocks(ids)):
+            char_start = offsets[start][0] if start else 0
+            char_end = offsets[end][0] if end < len(ids) else len(text)
+            meta = BlockMeta(0, seq, source, end - start, char_start, char_end,  # doc_id: known once written
+                             bisect.bisect_right(newlines, char_start - 1) + 1,
+                             bisect.bisect_right(newlines, max(char_end - 2, char_start - 1)) + 1)
+            ready.append(_EncodedBlock(meta, text[char_start:char_end], self._representatives(keys, received),
+                                       [(codec.encode(keys[layer].transpose(0, 1), self.settings.codec),
+                                         codec.encode(values[layer].transpose(0, 1), self.settings.codec))
+                                        for layer in range(self.layers)]))
+        return self._store_document(source, sha, len(ids), old_doc, ready)
+
+    @transient
+    def _store_document(self, source: str, sha: str, n_tokens: int, old_doc: int | None,
+                        ready: list[_EncodedBlock]) -> list[BlockSpan]:
+        """Replace document `old_doc` (if any) by the encoded blocks, atomically."""
         with self.files.engine.begin() as conn:
             removed = self._delete_document(conn, old_doc) if old_doc is not None else set()
             doc_id = conn.execute(documents.insert().values(
-                source=source, sha256=sha, n_tokens=len(ids), created_at=time.time())).inserted_primary_key[0]
-            for seq, (start, end, keys, values, received) in enumerate(self._encode_blocks(ids)):
-                char_start = offsets[start][0] if start else 0
-                char_end = offsets[end][0] if end < len(ids) else len(text)
-                meta = BlockMeta(doc_id, seq, source, end - start, char_start, char_end,
-                                 bisect.bisect_right(newlines, char_start - 1) + 1,
-                                 bisect.bisect_right(newlines, max(char_end - 2, char_start - 1)) + 1)
-                reprs = self._representatives(keys, received)
-                block_id = self._insert_block(conn, meta, text[char_start:char_end], reprs, keys, values)
-                pending.append((block_id, meta, text[char_start:char_end], reprs))
+                source=source, sha256=sha, n_tokens=n_tokens, created_at=time.time())).inserted_primary_key[0]
+            written = [(self._insert_block(conn, doc_id, block), replace(block.meta, doc_id=doc_id), block)
+                       for block in ready]
         self._forget(removed & self.meta.keys())
-        for block_id, meta, block_text, reprs in pending:
-            self._remember(block_id, meta, block_text, reprs)
+        for block_id, meta, block in written:
+            self._remember(block_id, meta, block.text, block.reprs)
         self._loaded_generation = self._generation()
-        return [BlockSpan(b, m.line_start, m.line_end) for b, m, _, _ in pending]
+        return [BlockSpan(block_id, meta.line_start, meta.line_end) for block_id, meta, _ in written]
 
     def _encode_blocks(self, ids: Sequence[int]) -> Iterable[tuple]:
         """Run the document through the model chunk by chunk; yield finished blocks as
@@ -311,15 +335,14 @@ class Memory:
         picked = torch.gather(keys, 2, top[..., None].expand(-1, -1, -1, keys.shape[-1]))  # [L, Hkv, r, D]
         return picked.permute(0, 2, 1, 3).contiguous()
 
-    def _insert_block(self, conn, meta: BlockMeta, text: str, reprs, keys, values) -> int:
+    def _insert_block(self, conn, doc_id: int, block: _EncodedBlock) -> int:
+        meta = block.meta
         block_id = conn.execute(blocks.insert().values(
-            doc_id=meta.doc_id, seq=meta.seq, n_tokens=meta.n_tokens, char_start=meta.char_start,
-            char_end=meta.char_end, line_start=meta.line_start, line_end=meta.line_end, text=text,
-            repr=reprs.to("cpu", torch.float16).numpy().tobytes())).inserted_primary_key[0]
-        name = self.settings.codec
-        conn.execute(block_kv.insert(), [
-            {"block_id": block_id, "layer": layer, "k": codec.encode(keys[layer].transpose(0, 1), name),
-             "v": codec.encode(values[layer].transpose(0, 1), name)} for layer in range(self.layers)])
+            doc_id=doc_id, seq=meta.seq, n_tokens=meta.n_tokens, char_start=meta.char_start,
+            char_end=meta.char_end, line_start=meta.line_start, line_end=meta.line_end, text=block.text,
+            repr=block.reprs.to("cpu", torch.float16).numpy().tobytes())).inserted_primary_key[0]
+        conn.execute(block_kv.insert(), [{"block_id": block_id, "layer": layer, "k": k, "v": v}
+                                         for layer, (k, v) in enumerate(block.kv)])
         return block_id
 
     def _delete_document(self, conn, doc_id: int) -> set[int]:
@@ -390,7 +413,10 @@ class Memory:
         s = self.settings
         if len(self.meta) <= s.max_read_blocks:  # the whole memory fits the budget: read all of it
             return sorted(self.meta)
-        lexical = self.lexical.top(query, s.lexical_top_k)
+        if self.address_head is not None:  # BM25 and the learned head's key scores, fused by rank
+            lexical = self.address_head.fused_top(self, query, s.lexical_top_k)
+        else:
+            lexical = self.lexical.top(query, s.lexical_top_k)
         extra = neighbours(lexical, self.meta, self.by_position, s.neighbours)
         return fuse(pins, lexical, extra, [], s.max_read_blocks)
 
@@ -533,9 +559,14 @@ class Memory:
     def verify(self) -> list[str]:
         """Consistency problems in the store (empty list when sound): every block has all its layers exactly
         once with blobs of the right size, no key/value rows without a block, no block without its document,
-        and every document's blocks numbered 0..n-1 once each, together holding its tokens."""
+        and every document's blocks numbered 0..n-1 once each, together holding its tokens. A SQLite file
+        gets its full integrity check first (opening checks only what is cheap); its damage is reported alone."""
         problems = []
         with self.files.engine.connect() as conn:
+            if self.files.engine.dialect.name == "sqlite":
+                damage = [row for (row,) in conn.exec_driver_sql("PRAGMA integrity_check") if row != "ok"]
+                if damage:
+                    return [f"database file: {row}" for row in damage]
             counts = dict(conn.execute(sa.select(block_kv.c.block_id, sa.func.count())
                                        .group_by(block_kv.c.block_id)).all())
             docs = dict(conn.execute(sa.select(documents.c.id, documents.c.n_tokens)).all())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -71,6 +72,35 @@ def test_missing_path_is_reported_and_the_rest_ingested(tmp_path, tiny_model_dir
     done = l2m("ingest", "real.md", "missing.md", "--model", str(tiny_model_dir), "--json", cwd=tmp_path)
     assert done.returncode == 1 and "missing.md: no such file" in done.stderr and "Traceback" not in done.stderr
     assert json.loads(done.stdout)["ingested"] == ["real.md"]
+
+
+def test_ingest_puts_a_new_store_on_the_database_given(tmp_path, tiny_model_dir):
+    """`--database-url`: the tables live in that database, the store directory holds only the manifest,
+    and later commands find them there."""
+    root, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    shutil.copytree(FIXTURE, root)
+    elsewhere.mkdir()
+    url = f"sqlite:///{elsewhere / 'other.db'}"
+    done = l2m("ingest", "--model", str(tiny_model_dir), "--database-url", url, "--json", cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["memory"]["blocks"] > 0
+    assert [p.name for p in (root / ".l2m").iterdir()] == ["manifest.json"]
+    assert json.loads((root / ".l2m" / "manifest.json").read_text())["database"] == url
+    verified = l2m("memory", "verify", "--json", cwd=root)
+    assert verified.returncode == 0 and json.loads(verified.stdout) == {"ok": True, "problems": []}
+
+
+@pytest.mark.parametrize("url, message", [
+    ("not a url", "not a valid database URL"),
+    ("sqlite:////nonexistent-l2m-folder/other.db", "cannot create the store's tables"),
+    ("postgresql+psycopg://l2m@127.0.0.1:9/nothing", "cannot create the store's tables|no database driver"),
+    ("postgresql+psycopg://l2m:s3cret@127.0.0.1:9/nothing", "password in \\$L2M_DATABASE_URL or \\$PGPASSWORD"),
+], ids=["malformed", "unreachable-sqlite", "unreachable-server", "password-in-argv"])
+def test_a_bad_database_url_is_one_line(tmp_path, tiny_model_dir, url, message):
+    done = l2m("ingest", "--model", str(tiny_model_dir), "--database-url", url, cwd=tmp_path)
+    assert done.returncode == 2 and re.search(message, done.stderr), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "s3cret" not in done.stderr
+    assert not (tmp_path / ".l2m" / "manifest.json").exists()
 
 
 def test_store_of_another_model_is_refused(repo, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -208,15 +209,29 @@ def test_not_a_store(tiny, tmp_path, damage, message):
         Memory.open(path, tiny)
 
 
-def test_truncated_database_is_reported(tiny, tmp_path):
+@pytest.mark.parametrize("keep", [lambda size: size // 3, lambda size: size - 100], ids=["third", "torn-last-page"])
+def test_truncated_database_is_reported(tiny, tmp_path, keep):
     with Memory.create(tmp_path / "s", tiny, small()) as mem:
         mem.ingest_document(TEXT, "lamps.txt")
     db = tmp_path / "s" / "memory.db"
     for extra in ("-wal", "-shm"):
         (tmp_path / "s" / f"memory.db{extra}").unlink(missing_ok=True)
-    db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
+    db.write_bytes(db.read_bytes()[: keep(db.stat().st_size)])
     with pytest.raises(L2MError, match="damaged"):
         Memory.open(tmp_path / "s", tiny)
+
+
+def test_opening_checks_cheaply_and_verify_checks_the_whole_file(tiny, tmp_path):
+    """Damage only a full scan finds (a page no table uses) does not stop opening; `verify` reports it."""
+    with Memory.create(tmp_path / "s", tiny, small()) as mem:
+        mem.ingest_document(TEXT, "lamps.txt")
+    db = tmp_path / "s" / "memory.db"
+    data = bytearray(db.read_bytes())
+    page_size, pages = int.from_bytes(data[16:18], "big"), int.from_bytes(data[28:32], "big")
+    data[28:32] = (pages + 1).to_bytes(4, "big")
+    db.write_bytes(bytes(data) + bytes(page_size))
+    with Memory.open(tmp_path / "s", tiny) as mem:
+        assert any(f"Page {pages + 1} is never used" in p for p in mem.verify())
 
 
 @pytest.mark.parametrize("text, message", [("   \n", "empty"), (b"\xff\xfe bad bytes", "not UTF-8")])
@@ -265,6 +280,30 @@ def test_a_reader_sees_documents_written_by_another_handle(tiny, tmp_path):
     writer.retire_document("lamps.txt")
     answer = reader.ask("zebra quartz vault code", max_new_tokens=2)
     assert set(answer.lexical) <= set(reader.blocks_for("vault.txt")) and answer.lexical
+
+
+def test_the_write_lock_is_free_while_the_model_encodes(tiny, tmp_path):
+    """Another writer takes the database's write lock at once (no waiting) while a document is encoded;
+    the replaced document is still swapped atomically."""
+    mem = Memory.create(tmp_path / "s", tiny, small())
+    mem.ingest_document(TEXT, "lamps.txt")
+    encode, probes = mem._encode_blocks, []
+
+    def encode_while_another_writer_locks(ids):
+        for number, block in enumerate(encode(ids)):
+            if number == 1:
+                other = sqlite3.connect(tmp_path / "s" / "memory.db", timeout=0, isolation_level=None)
+                other.execute("BEGIN IMMEDIATE")  # "database is locked" if the write lock is held
+                other.execute("ROLLBACK")
+                other.close()
+                probes.append(number)
+            yield block
+
+    mem._encode_blocks = encode_while_another_writer_locks
+    spans = mem.ingest_document(TEXT.upper(), "lamps.txt")
+    assert probes == [1] and mem.verify() == []
+    assert sorted(mem.blocks_for("lamps.txt")) == [s.block_id for s in spans]
+    assert mem.block_text(spans[0].block_id).startswith("LINE 1: THE")
 
 
 def test_per_layer_key_scores_add_blocks_within_budget(tiny, tmp_path):
