@@ -170,7 +170,11 @@ def plot(result: dict, path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     ttft = result["first_token_s"]
     a.plot([v["tokens"] / 1024 for v in ttft.values()], [v["seconds"] for v in ttft.values()], marker="o")
-    a.set(xlabel="memory size (K tokens)", ylabel="time to first token (s)", title="Reading", xscale="log")
+    sizes = [v["tokens"] // 1024 for v in ttft.values()]
+    a.set(xlabel="memory size (K tokens)", ylabel="time to first token (s)", title="Reading", xscale="log",
+          ylim=(0, 1.2 * max(v["seconds"] for v in ttft.values())))
+    a.set_xticks(sizes, [f"{k}K" for k in sizes])
+    a.minorticks_off()
     ing = result["ingest"]
     b.bar(["plain forward", "l2m ingest"], [ing["plain_forward_tokens_per_s"], ing["l2m_tokens_per_s"]])
     b.set(ylabel="tokens / s", title=f"Writing ({result['device']})")

@@ -1,7 +1,7 @@
 """Questions with known answers over a real corpus, scored on the answer text and on its citation.
 
-    python bench/qa_eval.py --set dora --out bench/out/qa-dora.json
-    python bench/qa_eval.py --set repo --out bench/out/qa-repo.json
+    python -m bench.qa_eval --set dora --out bench/out/qa-dora.json
+    python -m bench.qa_eval --set repo --out bench/out/qa-repo.json
 
 Sets (`bench/qa/*.jsonl`): `dora` asks which obligation the EU DORA regulation sets (the citation must
 fall inside the expected Article, located by the corpus index), `repo` asks where things are defined in
