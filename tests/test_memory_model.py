@@ -74,5 +74,6 @@ def test_passkey_16k_in_novel_text(haystack_store, default_model, tmp_path):
         mem.close()
     print(f"passkey 16K: with memory {with_memory}/10, addressing recall {addressed}/10, "
           f"same window without memory {without_memory}/10")
-    assert with_memory >= 8  # measured 9/10 (issue note); one sample of slack for numeric noise across CPUs
+    assert with_memory >= 9  # the issue's bar; measured 9/10 (the miss had its needle in the read set)
+    assert addressed >= 9
     assert without_memory <= 2
