@@ -157,7 +157,8 @@ class Memory:
         self.close()
 
     def fork(self, path: str | Path) -> Memory:
-        """A copy of this store at `path` (SQLite only), to modify without touching this one."""
+        """A copy of this store at `path` (SQLite only), to modify without touching this one; it addresses
+        with the same learned head, if any."""
         path = Path(path)
         if self.files.engine.dialect.name != "sqlite" or self.files.manifest.get("database"):
             raise L2MError("fork is only supported for stores in their own SQLite file")
@@ -168,7 +169,9 @@ class Memory:
         with sqlite3.connect(self.files.path / "memory.db") as src, sqlite3.connect(path / "memory.db") as dst:
             src.backup(dst)
         shutil.copy(self.files.path / "manifest.json", path / "manifest.json")
-        return Memory(StoreFiles.open(path), self.lm, self.settings)
+        forked = Memory(StoreFiles.open(path), self.lm, self.settings)
+        forked.address_head = self.address_head
+        return forked
 
     def refresh(self) -> bool:
         """Reload the in-RAM index if another process changed the store since; True when it did."""

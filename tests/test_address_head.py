@@ -128,6 +128,8 @@ def test_memory_with_a_head_reads_the_heads_top_block(tiny, tmp_path):
     top = head.ranking(mem, query)[0]
     answer = mem.ask(query, max_new_tokens=1)
     assert top in answer.lexical and all(top in ids for ids in answer.read_set.values())
+    forked = mem.fork(tmp_path / "fork")
+    assert forked.address_head is head and top in forked.ask(query, max_new_tokens=1).lexical
 
 
 # ---- command line (in-process: a subprocess per call would cost seconds of imports) -----------------
