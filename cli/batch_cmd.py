@@ -6,19 +6,20 @@ from pathlib import Path
 
 import click
 
-from cli.common import emit, open_agent, store_options
+from cli.common import address_head_option, emit, open_agent, store_options
 
 
 @click.command()
 @click.argument("in_path", type=click.Path(path_type=Path))
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="JSONL answers (appended).")
 @click.option("--max-tokens", default=96, show_default=True, help="Longest answer, in tokens.")
+@address_head_option
 @store_options
-def batch(in_path, out_path, max_tokens, store, model_spec, device, as_json) -> None:
+def batch(in_path, out_path, max_tokens, address_head, store, model_spec, device, as_json) -> None:
     """Answer every question of IN_PATH (one JSON object per line); rerun to resume."""
     from agent.batch import run_batch
 
-    with open_agent(store, model_spec, device) as agent:
+    with open_agent(store, model_spec, device, address_head) as agent:
         def ask(question: str, tokens: int) -> dict:
             return agent.ask(question, max_new_tokens=tokens).to_dict()
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from cli.common import emit, open_agent, store_options
+from cli.common import address_head_option, emit, open_agent, store_options
 
 
 @click.command()
@@ -14,15 +14,16 @@ from cli.common import emit, open_agent, store_options
 @click.option("--session", "session_id", default=None, help="Continue the session with this id.")
 @click.option("--max-steps", default=4, show_default=True, help="Tool calls allowed per turn.")
 @click.option("--allow-run", is_flag=True, help="Offer the `run` tool (commands without a shell, with a timeout).")
+@address_head_option
 @store_options
-def chat(resume, session_id, max_steps, allow_run, store, model_spec, device, as_json) -> None:
+def chat(resume, session_id, max_steps, allow_run, address_head, store, model_spec, device, as_json) -> None:
     """Talk to the repository: one message per line on stdin; an empty line or `exit` ends."""
     from agent.loop import READ_TOOLS, AgentLoop
     from agent.session import Session
     from tools.run import RunPolicy
     from tools.toolbox import Toolbox
 
-    with open_agent(store, model_spec, device) as agent:
+    with open_agent(store, model_spec, device, address_head) as agent:
         session = Session.open(agent.memory.files.engine, resume=resume, session_id=session_id)
         toolbox = Toolbox(agent.root, policy=RunPolicy(allow=allow_run))
         tools = (*READ_TOOLS, "run") if allow_run else READ_TOOLS

@@ -53,6 +53,11 @@ def open_agent(store: str | None, model: str | None, device: str = "auto", addre
     return Agent.from_store(path, model, device=device, address_head=address_head)
 
 
+address_head_option = click.option(
+    "--address-head", type=click.Path(path_type=Path), default=None,
+    help="Address memory with this trained head (l2m train --task address-head) fused with BM25.")
+
+
 def store_options(func):
     """--store, --model, --device, --json: shared by every command that works on a store."""
     for option in (

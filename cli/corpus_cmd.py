@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from cli.common import STORE_DIR, emit, find_store, open_agent, store_options
+from cli.common import STORE_DIR, address_head_option, emit, find_store, open_agent, store_options
 from l2m_core.errors import L2MError
 from l2m_core.store import DATABASE_URL_ENV
 
@@ -82,8 +82,7 @@ def _create_on_database(root: Path, store: Path, lm: LoadedModel, settings: Memo
               help="Read these lines in every layer (repeatable).")
 @click.option("--memory-adapter", type=click.Path(exists=True, path_type=Path), default=None,
               help="Answer with a trained LM2 learned memory (l2m train) that reads the stored documents.")
-@click.option("--address-head", type=click.Path(path_type=Path), default=None,
-              help="Address memory with this trained head (l2m train --task address-head) fused with BM25.")
+@address_head_option
 @store_options
 def ask(question, max_tokens, hops, pins, memory_adapter, address_head, store, model_spec, device, as_json) -> None:
     """Answer QUESTION from memory, citing the file lines the model read."""

@@ -176,9 +176,11 @@ def test_cli_trains_a_head_and_ask_uses_it(trained_dir, tiny_model_dir, store):
 
 
 def test_cli_bad_head_is_one_line_exit_2(store):
-    missing = l2m("ask", "anything?", "--address-head", str(store / "nope"), cwd=store)
-    assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1
-    assert "address head not found" in missing.stderr
+    (store / "q.jsonl").write_text('{"question": "anything?"}\n')
+    for command in (["ask", "anything?"], ["batch", "q.jsonl", "--out", "a.jsonl"], ["chat"]):
+        missing = l2m(*command, "--address-head", str(store / "nope"), cwd=store)
+        assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1, command
+        assert "address head not found" in missing.stderr
     other = tiny_llama(seed=1)
     AddressHead.for_model(other).save(store / "other", other, "other-tiny")
     refused = l2m("ask", "anything?", "--address-head", str(store / "other"), cwd=store)
