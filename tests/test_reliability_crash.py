@@ -40,7 +40,7 @@ def lm(tiny_model_dir):
 def reference(tmp_path_factory, tiny_model_dir, lm):
     """A corpus, and an uninterrupted ingest of it: the length of its writing phase and its answers."""
     scratch = tmp_path_factory.mktemp("crash")
-    corpus = write_corpus(scratch / "pristine", files=FILES, chars=1200)
+    corpus = write_corpus(scratch / "pristine", files=FILES, chars=6000)
     root = scratch / "reference"
     shutil.copytree(corpus, root)
     window = writing_phase_seconds(root, tiny_model_dir)
