@@ -295,7 +295,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--files", type=int, default=6, help="text files in the corpus (plus one module)")
-    parser.add_argument("--chars", type=int, default=1500, help="characters per text file (~tokens, byte tokenizer)")
+    parser.add_argument("--chars", type=int, default=6000, help="characters per text file (~tokens, byte tokenizer)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "crash.json")
     args = parser.parse_args()
     result = run(args.kills, args.seed, args.files, args.chars)
