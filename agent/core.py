@@ -49,9 +49,10 @@ class Agent:
     @classmethod
     def open(cls, root: str | Path = ".", store: str | Path | None = None, model: str | LoadedModel | None = None,
              create: bool = True, settings: MemorySettings | None = None, device: str = "auto",
-             address_head: str | Path | AddressHead | None = None) -> Agent:
+             address_head: str | Path | AddressHead | None = None, database_url: str | None = None) -> Agent:
         """Open (or create, when `create`) the store of `root`; `model` defaults to the store's own model.
-        `address_head` (a trained head or its directory) joins BM25 in addressing memory."""
+        `address_head` (a trained head or its directory) joins BM25 in addressing memory; a new store keeps
+        its tables in the database at `database_url` (default: SQLite in the store directory)."""
         root = Path(root).expanduser().resolve()
         if not root.is_dir():
             raise L2MError(f"not a directory: {root}")
@@ -62,7 +63,7 @@ class Agent:
         lm = model if isinstance(model, LoadedModel) else load_model(model or _manifest_model(store), device=device)
         if address_head is not None and not isinstance(address_head, AddressHead):
             address_head = load_address_head(address_head, lm.model)
-        memory = Memory.open(store, lm) if exists else Memory.create(store, lm, settings)
+        memory = Memory.open(store, lm) if exists else Memory.create(store, lm, settings, database_url)
         memory.address_head = address_head
         if memory.files.manifest.get("root") is None:
             memory.files.update_manifest(root=str(root))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
@@ -13,10 +12,6 @@ import click
 from cli.common import STORE_DIR, address_head_option, emit, find_store, open_agent, store_options
 from l2m_core.errors import L2MError
 from l2m_core.store import DATABASE_URL_ENV
-
-if TYPE_CHECKING:
-    from l2m_core.loading import LoadedModel
-    from l2m_core.settings import MemorySettings
 
 
 @click.command()
@@ -33,7 +28,6 @@ if TYPE_CHECKING:
 def ingest(paths, root, codec, database_url, store, model_spec, device, as_json) -> None:
     """Index PATHS (default: the whole root) and write new or changed files into memory."""
     from agent import Agent
-    from l2m_core.loading import load_model
     from l2m_core.settings import MemorySettings
 
     existing = find_store(store)
@@ -43,10 +37,10 @@ def ingest(paths, root, codec, database_url, store, model_spec, device, as_json)
         base = (root or Path.cwd()).resolve()
         path = Path(store) if store else base / STORE_DIR
         settings = MemorySettings(codec=codec) if codec else None
-        lm = load_model(model_spec, device=device)
-        if database_url:
-            _create_on_database(base, path, lm, settings, database_url)
-        agent = Agent.open(base, path, lm, settings=settings, device=device)
+        if database_url and urlsplit(database_url).password and database_url != os.environ.get(DATABASE_URL_ENV):
+            raise L2MError(f"put the database password in ${DATABASE_URL_ENV} or $PGPASSWORD, not on the command "
+                           "line: other users can read it there, and later commands look for it in the environment")
+        agent = Agent.open(base, path, model_spec, settings=settings, device=device, database_url=database_url)
     with agent:
         report = agent.ingest([p.absolute() for p in paths] or None, progress=sys.stderr.isatty() and not as_json)
         stats = agent.memory.stats()
@@ -60,18 +54,6 @@ def ingest(paths, root, codec, database_url, store, model_spec, device, as_json)
         click.echo(f"error: {line}", err=True)
     if problems:
         raise SystemExit(1)
-
-
-def _create_on_database(root: Path, store: Path, lm: LoadedModel, settings: MemorySettings | None, url: str) -> None:
-    """A new store whose tables live in the database at `url` (`Agent.open` creates stores in SQLite)."""
-    from l2m_core.memory import Memory
-
-    if urlsplit(url).password and url != os.environ.get(DATABASE_URL_ENV):
-        raise L2MError(f"put the database password in ${DATABASE_URL_ENV} or $PGPASSWORD, not on the command line: "
-                       "other users can read it there, and later commands look for it in the environment")
-    if not root.is_dir():
-        raise L2MError(f"not a directory: {root}")
-    Memory.create(store, lm, settings, url).close()
 
 
 @click.command()
