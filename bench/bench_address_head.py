@@ -10,9 +10,10 @@ other objects) and bAbI qa1 test stories. Per family it reports addressing recal
 supporting fact among the first k of the ranking over every block of the store) for BM25, the untrained
 head (plain key-key maxima), the trained head, and each head fused with BM25 by reciprocal rank as the
 engine fuses them; trained-head figures are means over the seeds, with their range. Also:
-- the same with 8 other test samples' documents in each store (other needles, other facts);
-- a control: the trained head given another sample's question (same family). If recall barely drops,
-  the head has learnt to spot the inserted sentence, not to read the question;
+- the same with 8 other test samples' documents in each store (other needles, other facts), and how often
+  a method ranks the sample's own supporting block above every distractor's (`needle_choice`): the test
+  that a head reads the question, since a head that only spots inserted sentences scores 1/9 there;
+- a control: every method given another sample's question (same family);
 - the engine's own shared read set (`lexical_top_k` 4 plus neighbours) with and without the head.
 Writes JSON and a PNG beside it. `--features PATH` saves the features (or reuses them: no engine check).
 """
@@ -29,14 +30,17 @@ from pathlib import Path
 
 import torch
 
-from l2m_core.address_head import AddressHead, load_address_head
+from l2m_core.address_head import AddressHead, fuse_rankings, load_address_head
 from l2m_core.address_training import (
     Example,
     Haystack,
+    bm25_rankings,
+    distractors,
     evaluate,
     example,
     features,
     haystack_features,
+    head_rankings,
     make_samples,
     read_novel,
     scratch_store,
@@ -87,6 +91,35 @@ def other_questions(examples: list[Example]) -> list[Example]:
         other = next(o for o in later if o.family == e.family and o.question != e.question)
         out.append(replace(e, question_keys=other.question_keys, question=other.question))
     return out
+
+
+def needle_choice(examples: list[Example], haystack: Haystack, heads: list[AddressHead], extra: int) -> dict:
+    """In stores holding `extra` distractor documents: the share of samples whose own supporting block comes
+    before every distractor's supporting block (other needles, other stories' facts), per family. A method
+    that spots inserted facts without reading the question scores about 1 / (extra + 1)."""
+    n_hay = haystack.blocks.shape[0]
+    own, others = [], []
+    for i, e in enumerate(examples):
+        start, theirs = n_hay + len(e.blocks), set()
+        for j in distractors(examples, i, extra):
+            theirs |= {start + p for p in examples[j].positives}
+            start += len(examples[j].blocks)
+        own.append({n_hay + p for p in e.positives})
+        others.append(theirs)
+
+    def share(rankings: list[list[int]], family: str) -> float:
+        rows = [i for i, e in enumerate(examples) if e.family == family]
+        first = [next((b for b in rankings[i] if b in own[i] | others[i]), None) for i in rows]
+        return round(sum(b in own[i] for b, i in zip(first, rows, strict=True)) / max(1, len(rows)), 4)
+
+    lexical = bm25_rankings(examples, haystack, extra)
+    learned = [head_rankings(h, examples, haystack, extra) for h in heads]
+    fused = [[fuse_rankings(a, b, 8) for a, b in zip(lexical, r, strict=True)] for r in learned]
+    return {family: {"bm25": share(lexical, family),
+                     "head": round(sum(share(r, family) for r in learned) / len(heads), 4),
+                     "fused_head": round(sum(share(r, family) for r in fused) / len(heads), 4),
+                     "question_blind": round(1 / (extra + 1), 4)}
+            for family in sorted({e.family for e in examples})}
 
 
 def over_seeds(tables: list[dict]) -> dict:
@@ -237,12 +270,17 @@ def main(argv: list[str] | None = None) -> dict:
                                       / max(1, len(test_examples)), 1)
     result["held_apart"] = table(test_examples)
     result["held_apart_with_distractors"] = table(test_examples, extra=DISTRACTORS)
+    result["needle_choice"] = needle_choice(test_examples, test_hay, heads, DISTRACTORS)
     result["passkey_by_value_kind"] = table([e for e in test_examples if e.family == "passkey"], groups="kind")
     result["control_other_question"] = table(other_questions(test_examples))
     result["engine_read_set"] = engine
     result["no_supporting_block"] = sum(not e.positives for e in test_examples)
     result["notes"] = {
-        "held_apart_with_distractors": f"each store also holds {DISTRACTORS} other test samples' documents",
+        "held_apart_with_distractors": f"each store also holds {DISTRACTORS} other test samples' documents "
+                                       "(ones that do not name the question's names)",
+        "needle_choice": "with the distractors: share of samples whose own supporting block is ranked above "
+                         "every distractor's supporting block; question_blind is what ranking needles at "
+                         "random among themselves scores (1 / documents); BM25 counts a miss when it ranks none",
         "control_other_question": "every method given another sample's question (same family); a head whose "
                                   "recall barely drops spots the inserted sentence rather than reading the question",
         "engine_read_set": "share of samples whose shared read set (lexical_top_k 4 + right neighbours of the "
@@ -259,6 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
         for family, t in result[key].items():
             log(f"{key:28} {family:8} " + "  ".join(
                 f"{name} " + "/".join(f"{t[name][k]:.2f}" for k in t[name]) for name in show))
+    log(f"needle choice: {result['needle_choice']}")
     log(f"engine read set: {engine}")
     return result
 

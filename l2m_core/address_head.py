@@ -18,10 +18,12 @@ correction. The engine fuses the head's ranking with BM25's by reciprocal rank (
 Saved as `address_head.safetensors` + `address_head.json` with the base model's fingerprint; loading it
 onto another model is refused (its projections were trained on that model's keys).
 
-Measured (bench/bench_address_head.py, default model, held-apart samples): trained heads find the inserted
-fact far more often than plain key scores or BM25 on paraphrased questions, but about as often when given
-another sample's question, and they lose that edge when a store holds several inserted documents. So
-what they learn is mostly "which block looks inserted", not question matching; fusion keeps BM25 in charge.
+Measured (bench/bench_address_head.py, default model, held-apart samples; bench/results/address_head.json):
+fused with BM25, a trained head raises recall@1 over BM25 alone from .30 to .64 on bAbI facts and from .17
+to .33 on paraphrased pass keys. Much of that is "which block looks inserted into the novel": in a store
+holding 9 samples' documents the head puts the asked sample's fact above the other samples' facts 2 to
+2.6 times as often as a question-blind ranking would, but BM25 does far better where names are shared (bAbI).
+Fusion therefore keeps BM25 in charge.
 """
 
 from __future__ import annotations

@@ -236,7 +236,7 @@ def _batch(examples: list[Example], haystack: Haystack, shared_store: bool = Fal
     """Question keys `[B, S, H, T, D]`, their mask `[B, T]`, one candidate bank (haystack, then every
     example's own blocks) and per example the allowed candidates and the positive ones, `[B, N]` each.
     With `shared_store`, the batch's documents sit in one store: another example's blocks are negatives
-    too (other needles: the head must read the question), unless it asks the same question."""
+    too (other needles: the head must read the question), unless they could answer it (`unrelated`)."""
     width = max(e.question_keys.shape[2] for e in examples)
     s, h, _, d = examples[0].question_keys.shape
     q = torch.zeros(len(examples), s, h, width, d)
@@ -253,10 +253,18 @@ def _batch(examples: list[Example], haystack: Haystack, shared_store: bool = Fal
     starts = [n_hay + sum(len(e.blocks) for e in examples[:i]) for i in range(len(examples))]
     for i, e in enumerate(examples):
         for j, other in enumerate(examples):
-            if j == i or (shared_store and other.question != e.question):
+            if j == i or (shared_store and unrelated(other, e.question)):
                 allowed[i, starts[j]:starts[j] + len(other.blocks)] = True
         positive[i, [starts[i] + j for j in e.positives]] = True
     return q, mask, bank, allowed, positive
+
+
+def unrelated(other: Example, question: str) -> bool:
+    """Whether `other`'s document is a fair distractor for `question`: it asks something else and names none
+    of the question's names (bAbI stories share their characters: another story's "Daniel went to the
+    garden." answers "Where is Daniel?" as well as the right one would)."""
+    names = {w for w in re.findall(r"[A-Za-z]+", question)[1:] if w[0].isupper()}
+    return other.question != question and not any(re.search(rf"\b{n}\b", t) for n in names for t in other.texts)
 
 
 def info_nce(scores: torch.Tensor, allowed: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
@@ -269,11 +277,12 @@ def info_nce(scores: torch.Tensor, allowed: torch.Tensor, positive: torch.Tensor
 def train(head: AddressHead, examples: list[Example], haystack: Haystack, steps: int = 300, batch_size: int = 16,
           lr: float = 3e-3, temperature: float = 1.0, weight_decay: float = 0.01, seed: int = 0,
           time_budget: float | None = None, progress: Callable[[dict], None] | None = None,
-          shared_store: bool = False) -> dict:
+          shared_store: bool = True) -> dict:
     """InfoNCE over candidate blocks: positives are the blocks holding a supporting fact, negatives every
-    other block of the store (haystack and the rest of the sample's document; with `shared_store` also the
-    batch's other documents, which did no better on a validation split of the training templates). Returns
-    a summary."""
+    other block of the store: the haystack, the rest of the sample's document and, with `shared_store`, the
+    batch's other documents. Without those a head can score well by spotting which block was inserted into
+    the novel; with them it has to tell one inserted needle from another by the question. Returns a
+    summary."""
     usable = [e for e in examples if e.positives]
     if not usable:
         raise L2MError("no training example has a block holding its supporting fact")
@@ -306,10 +315,10 @@ def train(head: AddressHead, examples: list[Example], haystack: Haystack, steps:
 
 
 def distractors(examples: list[Example], i: int, count: int) -> list[int]:
-    """`count` other examples (the next ones, cyclically) whose question differs from example i's: their
+    """`count` other examples (the next ones, cyclically) that are `unrelated` to example i's question: their
     documents join i's store as distractors (another needle, other facts) without making it ambiguous."""
     others = [j % len(examples) for j in range(i + 1, i + len(examples))]
-    return [j for j in others if examples[j].question != examples[i].question][:count]
+    return [j for j in others if unrelated(examples[j], examples[i].question)][:count]
 
 
 def candidates(examples: list[Example], haystack: Haystack, i: int, extra: int = 0) -> tuple[torch.Tensor, list]:

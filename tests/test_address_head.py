@@ -11,7 +11,17 @@ import pytest
 import torch
 
 from l2m_core.address_head import CONFIG, WEIGHTS, AddressHead, load_address_head, question_keys
-from l2m_core.address_training import Example, Haystack, evaluate, head_rankings, positives, recall_at, train
+from l2m_core.address_training import (
+    Example,
+    Haystack,
+    _batch,
+    distractors,
+    evaluate,
+    head_rankings,
+    positives,
+    recall_at,
+    train,
+)
 from l2m_core.addressing import rrf
 from l2m_core.errors import L2MError
 from l2m_core.loading import LoadedModel, load_model
@@ -89,6 +99,22 @@ def test_training_raises_recall_on_held_apart_toy_samples():
     assert before["@1"] < 0.3 and after["@1"] > before["@1"] + 0.4, (before, after)
     table = evaluate(test_set, hay, {"head": head})
     assert table["all"]["samples"] == 48 and table["all"]["head"]["@1"] == after["@1"]
+
+
+def test_distractors_and_in_batch_negatives_never_answer_the_question():
+    """Another story that names the asked character could answer the question: it is neither a distractor in
+    the benchmark nor a negative in training; an unrelated one is both."""
+    def ex(question: str, text: str) -> Example:
+        return Example(torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 1, 1, 4), [0], [text], question, "babi")
+
+    examples = [ex("Where is Daniel?", "Daniel went to the garden."),
+                ex("Where is Mary?", "Later Daniel moved to the kitchen."),
+                ex("Where is Sandra?", "Sandra journeyed to the office."),
+                ex("Where is Daniel?", "Daniel travelled to the hallway.")]
+    assert distractors(examples, 0, 8) == [2]
+    _, _, _, allowed, positive = _batch(examples, Haystack(torch.zeros(0, 1, 1, 1, 4)), shared_store=True)
+    assert allowed[0].tolist() == [True, False, True, False] and positive[0].tolist() == [True, False, False, False]
+    assert allowed[2].tolist() == [True, True, True, True]  # "Sandra" appears in no other story
 
 
 def test_save_load_round_trip_and_another_model_is_refused(tmp_path):
