@@ -84,6 +84,7 @@ def plot(result: dict, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]})
     left.plot([h["step"] for h in history], [h["accuracy"] for h in history], "o-", label="with learned memory")
     left.axhline(result["chance"]["uniform_chance"], linestyle=":", color="grey", label="uniform chance")
+    left.axhline(result["chance"]["majority_answer"], linestyle="--", color="grey", label="majority answer")
     left.set(xlabel="training step", ylabel="exact match (teacher-forced)", ylim=(0, 1),
              title=f"{result['task']}, {result['segment_len']}-token segments")
     left.legend(fontsize=8)
@@ -98,7 +99,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", default="babi-qa1")
+    ap.add_argument("--task", default="babi-qa1", help="babi-qa1..babi-qa5, or kv (key-value recall)")
     ap.add_argument("--model", default=None, help="model spec (default: the embedded default model)")
     ap.add_argument("--time-budget", type=float, default=1800, help="seconds of training (evaluation comes on top)")
     ap.add_argument("--max-steps", type=int, default=100_000)
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-segments", type=int, default=4)
     ap.add_argument("--slots", type=int, default=16)
     ap.add_argument("--attn-dim", type=int, default=64)
+    ap.add_argument("--layers", default="", help="comma-separated decoder layers that get memory [all]")
+    ap.add_argument("--warmup", type=int, default=20, help="linear learning-rate warm-up steps")
     ap.add_argument("--aux-weight", type=float, default=1.0)
     ap.add_argument("--eval-examples", type=int, default=100)
     ap.add_argument("--eval-every", type=int, default=100)
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench/out/lm2_babi.json"))
     ap.add_argument("--run-dir", type=Path, default=None, help="checkpoint and adapter [$L2M_HOME/runs/bench-lm2]")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run in --run-dir (same options) for another --time-budget")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,25 +130,29 @@ def main(argv: list[str] | None = None) -> dict:
 
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     torch.manual_seed(args.seed)
-    memory = attach_memory(loaded.model, default_config(loaded.model, slots=args.slots, attn_dim=args.attn_dim),
+    memory = attach_memory(loaded.model, default_config(loaded.model, slots=args.slots, attn_dim=args.attn_dim,
+                                                       layers=[int(x) for x in args.layers.split(",") if x]),
                            loaded.tokenizer)
-    task = make_task(args.task, loaded.tokenizer, args.segment_len, max_segments=args.max_segments)
+    task = make_task(args.task, loaded.tokenizer, args.segment_len,
+                     **({} if args.task == "kv" else {"max_segments": args.max_segments}))
     memory.question_template, memory.segment_len = task.question_template, task.segment_len
     config = TrainConfig(steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, aux_weight=args.aux_weight,
                          eval_every=args.eval_every, eval_examples=args.eval_examples, checkpoint_every=0,
-                         time_budget=args.time_budget, seed=args.seed, log_every=5)
+                         time_budget=args.time_budget, seed=args.seed, log_every=5, warmup=args.warmup)
     run_dir = args.run_dir or l2m_home() / "runs" / "bench-lm2"
-    trainer = Trainer(memory, task, config, run_dir, base_name=loaded.name)
+    trainer = Trainer(memory, task, config, run_dir, resume=args.resume, base_name=loaded.name)
     eval_set = task.eval_episodes(args.eval_examples, args.batch_size)
 
     start = time.perf_counter()
     reply = {"frozen_question_only": generated_accuracy(memory, eval_set, "question"),
              "frozen_full_context": generated_accuracy(memory, eval_set, "context")}
     exact = {"frozen_question_only": trainer.evaluate(use_memory=False)}
-    trainer.history.append({"step": 0, "accuracy": round(trainer.evaluate(), 4)})
+    if not trainer.history:
+        trainer.history.append({"step": 0, "accuracy": round(trainer.evaluate(), 4)})
     log(f"baselines ({time.perf_counter() - start:.0f} s): answer in reply {reply}, exact {exact}, "
-        f"memory at step 0 {trainer.history[0]['accuracy']}")
+        f"memory at step {trainer.step} {trainer.history[-1]['accuracy']}")
 
+    first_step = trainer.step
     summary = trainer.train(lambda e: log(" ".join(f"{k}={v}" for k, v in e.items())))
     exact["with_memory"] = summary["accuracy"]
     start = time.perf_counter()
@@ -157,10 +166,10 @@ def main(argv: list[str] | None = None) -> dict:
         "memory": memory.memory.config.to_dict(),
         "memory_parameters": sum(p.numel() for p in memory.memory.parameters()),
         "train": {"steps": summary["steps"], "seconds": summary["seconds"], "step_seconds": summary["step_seconds"],
-                  "batch_size": args.batch_size, "lr": args.lr, "aux_weight": args.aux_weight,
-                  "time_budget": args.time_budget,
-                  "tokens_per_second": round(tokens_per_step * summary["steps"] / max(summary["step_seconds"], 1e-9),
-                                             1)},
+                  "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup, "aux_weight": args.aux_weight,
+                  "time_budget": args.time_budget, "resumed_from_step": first_step,
+                  "tokens_per_second": round(tokens_per_step * (summary["steps"] - first_step)
+                                             / max(summary["step_seconds"], 1e-9), 1)},
         "eval_examples": sum(e.input_ids.shape[0] for e in eval_set),
         "answer_in_reply": {k: round(v, 4) for k, v in reply.items()},
         "exact_match": {k: round(v, 4) for k, v in exact.items()},

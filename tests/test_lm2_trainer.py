@@ -144,3 +144,20 @@ def test_the_trained_memory_of_a_frozen_base_loads_by_adapter_path(tmp_path):
     assert not (tmp_path / "base").exists()
     loaded = attach_memory(tiny_llama(seed=0), tmp_path / "adapter", TOK)
     assert loaded.answer("a1 b2 ", "a", segment_len=8, max_new_tokens=2) is not None
+
+
+def test_lm2_benchmark_runs_resumes_and_writes_json_and_plot(tmp_path, tiny_model_dir):
+    """The benchmark's plumbing on a tiny model: memory on chosen layers, a resumed second run that continues
+    the step count and history, JSON and PNG written."""
+    from bench.bench_lm2 import main
+
+    common = ["--model", str(tiny_model_dir), "--task", "kv", "--segment-len", "12", "--batch-size", "2",
+              "--eval-examples", "4", "--eval-every", "0", "--layers", "1", "--lr", "1e-3", "--warmup", "1",
+              "--run-dir", str(tmp_path / "run"), "--threads", "1"]
+    first = main([*common, "--max-steps", "2", "--out", str(tmp_path / "a.json")])
+    assert first["memory"]["layers"] == [1] and first["train"]["steps"] == 2
+    second = main([*common, "--max-steps", "4", "--resume", "--out", str(tmp_path / "b.json")])
+    assert second["train"]["resumed_from_step"] == 2 and second["train"]["steps"] == 4
+    assert [h["step"] for h in second["history"]] == [0, 2, 4]
+    assert json.loads((tmp_path / "b.json").read_text())["history"] == second["history"]
+    assert (tmp_path / "b.png").stat().st_size > 0
