@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.loop import AgentLoop, parse_tool_call
+from agent.names import candidates
 from agent.session import Session
 from l2m_core.loading import load_model
 from l2m_core.memory import Answer, Memory
@@ -86,3 +87,10 @@ def test_resumed_session_starts_from_its_last_turns(setup):
     last_answer = set(memory.blocks_for(f"session/{first.id}/0002"))
     assert last_answer and last_answer <= set(responder.pins[0])
     assert json.dumps(resumed.history()).count("heliotrope") == 2
+
+
+def test_only_identifier_like_words_are_tried_as_symbol_names():
+    """A plain word ("model") must not pin a same-named symbol (a `model` CLI command) over BM25's blocks."""
+    assert candidates("Which function loads a model from a hub id or a GGUF file?") == ["GGUF"]
+    assert candidates("Does `rotate` call Zebra, load_model or HotTier, and where is MemorySettings.codec?") == [
+        "rotate", "load_model", "HotTier", "MemorySettings.codec", "Zebra"]
