@@ -5,7 +5,8 @@
 
 Sets (`bench/qa/*.jsonl`): `dora` asks which obligation the EU DORA regulation sets (the citation must
 fall inside the expected Article, located by the corpus index), `repo` asks where things are defined in
-this repository (the citation must name the expected file). Methods, same model and questions:
+this repository (the citation must name the expected file); `repo-dev` is a second such set, for trying
+changes before they are measured on `repo`. Methods, same model and questions:
 `l2m` (the agent reading memory), `none` (the question alone), `rag` (BM25 over 128-token chunks of the
 same files, top 4 pasted into the prompt; its citation is the best chunk).
 """
@@ -81,7 +82,7 @@ def cited(citation: tuple[str, int, int] | None, span: tuple[str, int, int]) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", choices=["dora", "repo"], required=True)
+    parser.add_argument("--set", choices=["dora", "repo", "repo-dev"], required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args()
