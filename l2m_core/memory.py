@@ -408,7 +408,7 @@ class Memory:
         first_token = time.perf_counter()
         text = self._decode(plan, logits, len(head) + len(tail["input_ids"]), max_new_tokens)
         done = time.perf_counter()
-        return Answer(text.strip(), self._citations(plan.block_mass()), plan.read_set(), shared,
+        return Answer(text.strip(), self._citations(plan.block_mass(), set(pins)), plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})
 
     def _shared_read_set(self, query: str, pins: list[int]) -> list[int]:
@@ -513,8 +513,11 @@ class Memory:
         device, dtype = self.lm.device, self.model.dtype
         return (k.transpose(0, 1)[None].to(device, dtype), v.transpose(0, 1)[None].to(device, dtype))
 
-    def _citations(self, mass: dict[int, float]) -> list[Citation]:
-        """Read blocks grouped into contiguous runs per document, heaviest first."""
+    def _citations(self, mass: dict[int, float], pinned: set[int]) -> list[Citation]:
+        """Read blocks grouped into contiguous runs per document: runs holding a pinned block first (the
+        question named them, or the user or a tool pinned them: stronger evidence of where the answer
+        lies than attention mass, of which a file's first block draws a share as a sink), then the
+        rest; heaviest first within each group."""
         runs: list[list[int]] = []
         for block_id in sorted(mass, key=lambda b: (self.meta[b].doc_id, self.meta[b].seq)):
             m = self.meta[block_id]
@@ -525,7 +528,7 @@ class Memory:
         total = sum(mass.values()) or 1.0
         cites = [Citation(self.meta[r[0]].source, self.meta[r[0]].line_start, self.meta[r[-1]].line_end,
                           sum(mass[b] for b in r) / total, tuple(r)) for r in runs]
-        return sorted(cites, key=lambda c: -c.weight)
+        return sorted(cites, key=lambda c: (pinned.isdisjoint(c.block_ids), -c.weight))
 
     # ---- name lookups and bookkeeping ---------------------------------------------------------------
 

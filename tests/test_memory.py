@@ -118,12 +118,16 @@ def test_lexical_addressing_finds_a_word_most_blocks_share():
     assert index.top("zebra", 3) == []
 
 
-def test_pins_are_read_by_every_layer(tiny, tmp_path):
+def test_pins_are_read_by_every_layer_and_cited_first(tiny, tmp_path):
     mem = Memory.create(tmp_path / "s", tiny, small())
     mem.ingest_document(TEXT, "lamps.txt")
     pinned = mem.blocks_for("lamps.txt", 30, 31)
     answer = mem.ask("anything at all", max_new_tokens=1, pins=pinned)
     assert all(set(pinned) <= set(ids) for ids in answer.read_set.values())
+    assert set(pinned) <= set(answer.citations[0].block_ids)
+    other = mem.ingest_document("A note on the weather, unrelated to lamps.", "weather.txt")[0].block_id
+    cites = mem._citations({pinned[0]: 0.1, other: 0.9}, set(pinned))  # a pinned block outranks heavier ones
+    assert [c.source for c in cites] == ["lamps.txt", "weather.txt"] and cites[1].weight == 0.9
 
 
 def test_reingest_unchanged_is_free_and_changed_replaces(tiny, tmp_path):
