@@ -30,18 +30,17 @@ from pathlib import Path
 
 import torch
 
-from l2m_core.address_head import AddressHead, fuse_rankings, load_address_head
+from l2m_core.address_head import AddressHead, load_address_head
 from l2m_core.address_training import (
     Example,
     Haystack,
-    bm25_rankings,
     distractors,
     evaluate,
     example,
     features,
     haystack_features,
-    head_rankings,
     make_samples,
+    rankings,
     read_novel,
     scratch_store,
     train,
@@ -112,13 +111,13 @@ def needle_choice(examples: list[Example], haystack: Haystack, heads: list[Addre
         first = [next((b for b in rankings[i] if b in own[i] | others[i]), None) for i in rows]
         return round(sum(b in own[i] for b, i in zip(first, rows, strict=True)) / max(1, len(rows)), 4)
 
-    lexical = bm25_rankings(examples, haystack, extra)
-    learned = [head_rankings(h, examples, haystack, extra) for h in heads]
-    fused = [[fuse_rankings(a, b, 8) for a, b in zip(lexical, r, strict=True)] for r in learned]
-    return {family: {"bm25": share(lexical, family),
-                     "head": round(sum(share(r, family) for r in learned) / len(heads), 4),
-                     "fused_head": round(sum(share(r, family) for r in fused) / len(heads), 4),
-                     "question_blind": round(1 / (extra + 1), 4)}
+    methods = rankings(examples, haystack, {str(i): h for i, h in enumerate(heads)}, extra)
+
+    def mean(prefix: str, family: str) -> float:
+        return round(sum(share(methods[f"{prefix}{i}"], family) for i in range(len(heads))) / len(heads), 4)
+
+    return {family: {"bm25": share(methods["bm25"], family), "head": mean("", family),
+                     "fused_head": mean("fused_", family), "question_blind": round(1 / (extra + 1), 4)}
             for family in sorted({e.family for e in examples})}
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from cli.train_cmd import parse_layers
 from l2m_core.lm2 import MemoryAugmentedModel, TrainConfig, Trainer, attach_memory, make_task
 from l2m_core.lm2.attach import default_config
 from l2m_core.lm2.tasks import IGNORE, Episode
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     torch.manual_seed(args.seed)
     memory = attach_memory(loaded.model, default_config(loaded.model, slots=args.slots, attn_dim=args.attn_dim,
-                                                       layers=[int(x) for x in args.layers.split(",") if x]),
+                                                       layers=parse_layers(args.layers)),
                            loaded.tokenizer)
     task = make_task(args.task, loaded.tokenizer, args.segment_len,
                      **({} if args.task == "kv" else {"max_segments": args.max_segments}))

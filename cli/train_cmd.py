@@ -28,7 +28,8 @@ def _load_base(spec: str | None, device: str, dtype: str, seed: int):
     return loaded.model, loaded.tokenizer, loaded.name
 
 
-def _layers(text: str) -> list[int]:
+def parse_layers(text: str) -> list[int]:
+    """`--layers` ("15,17,19"): decoder layer numbers; empty means the default."""
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError as exc:
@@ -112,7 +113,7 @@ def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path
         else:
             config = MemoryConfig(hidden_size=model.config.hidden_size, num_layers=model.config.num_hidden_layers,
                                   slots=slots, heads=heads, attn_dim=attn_dim or min(model.config.hidden_size, 128),
-                                  layers=_layers(layers))
+                                  layers=parse_layers(layers))
         memory = attach_memory(model, config, tokenizer, lora_rank=lora_rank)
     memory.question_template, memory.segment_len = the_task.question_template, the_task.segment_len
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, tbptt=tbptt, aux_weight=aux_weight,
@@ -140,7 +141,7 @@ def _train_address_head(model_spec: str | None, out_dir: Path, steps: int, batch
     lm = LoadedModel(model, tokenizer, name, fingerprint(model), next(model.parameters()).device, 0.0)
     torch.manual_seed(seed)
     summary = train_address_head(lm, out_dir, per_family=samples, eval_per_family=eval_examples // 2,
-                                 haystack_tokens=haystack_tokens, layers=_layers(layers) or 6, steps=steps,
+                                 haystack_tokens=haystack_tokens, layers=parse_layers(layers) or 6, steps=steps,
                                  batch_size=batch_size, lr=lr, seed=seed, time_budget=time_budget, progress=_progress)
     data = {"task": "address-head", "model": name, "steps": summary["steps"], "seconds": summary["seconds"],
             "loss": summary["loss"], "head": str(out_dir)}

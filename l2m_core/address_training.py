@@ -365,18 +365,26 @@ def recall_at(rankings: list[list[int]], wanted: list[set[int]], ks: tuple[int, 
             for k in ks}
 
 
-def evaluate(examples: list[Example], haystack: Haystack, heads: dict[str, AddressHead],
-             ks: tuple[int, ...] = (1, 2, 4, 8), extra: int = 0, fusion_pool: int = 8,
-             groups: str = "family") -> dict:
-    """Recall@k per group (`family` or `kind`, and `all`) for BM25, each head alone, and each head fused
-    with BM25 as the engine fuses them (`fusion_pool`: twice the engine's `lexical_top_k`). With `extra`,
-    each store also holds that many other samples' documents (other needles and facts)."""
+def rankings(examples: list[Example], haystack: Haystack, heads: dict[str, AddressHead], extra: int = 0,
+             fusion_pool: int = 8) -> dict[str, list[list[int]]]:
+    """Per method, per example, candidate indices best first: `bm25`, each head by its name, and each head
+    fused with BM25 as the engine fuses them as `fused_<name>` (`fusion_pool`: twice the engine's
+    `lexical_top_k`). With `extra`, each store also holds that many other samples' documents."""
     lexical = bm25_rankings(examples, haystack, extra)
     methods = {"bm25": lexical}
     for name, head in heads.items():
         ranked = head_rankings(head, examples, haystack, extra)
         methods[name] = ranked
         methods[f"fused_{name}"] = [fuse_rankings(a, b, fusion_pool) for a, b in zip(lexical, ranked, strict=True)]
+    return methods
+
+
+def evaluate(examples: list[Example], haystack: Haystack, heads: dict[str, AddressHead],
+             ks: tuple[int, ...] = (1, 2, 4, 8), extra: int = 0, fusion_pool: int = 8,
+             groups: str = "family") -> dict:
+    """Recall@k per group (`family` or `kind`, and `all`) for each method of `rankings`. With `extra`,
+    each store also holds that many other samples' documents (other needles and facts)."""
+    methods = rankings(examples, haystack, heads, extra, fusion_pool)
     wanted = positives(examples, haystack)
     out: dict = {}
     for group in sorted({getattr(e, groups) for e in examples}) + ["all"]:
