@@ -70,9 +70,11 @@ class _ReadsMemory(BaseModel):
 
 
 def citation_metadata(citation: Citation) -> dict[str, Any]:
-    """A citation as JSON-friendly provenance: source, line span, attention weight, block ids."""
+    """A citation as JSON-friendly provenance: source, line span, page and heading path (where the source is a
+    PDF, HTML or DOCX document), attention weight, block ids."""
     return {"source": citation.source, "line_start": citation.line_start, "line_end": citation.line_end,
-            "weight": citation.weight, "block_ids": list(citation.block_ids)}
+            "page": citation.page, "heading": citation.heading, "weight": citation.weight,
+            "block_ids": list(citation.block_ids)}
 
 
 # ---- chat model --------------------------------------------------------------------------------------

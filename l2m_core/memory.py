@@ -70,9 +70,13 @@ class Citation:
     line_end: int
     weight: float
     block_ids: tuple[int, ...]
+    page: int | None = None  # the PDF page the cited lines are on (most of them), when the source is a PDF
+    heading: str | None = None  # the headings above the cited lines, when the source is an HTML or DOCX file
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.line_start}-{self.line_end}"
+        page = f" p.{self.page}" if self.page is not None else ""
+        heading = f" [{self.heading}]" if self.heading else ""
+        return f"{self.source}:{self.line_start}-{self.line_end}{page}{heading}"
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,14 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"answer": self.text, "citations": [{"source": c.source, "lines": [c.line_start, c.line_end],
-                                                     "weight": round(c.weight, 4)} for c in self.citations],
+        return {"answer": self.text, "citations": [_citation_dict(c) for c in self.citations],
                 "lexical_blocks": self.lexical, "timings": {k: round(v, 4) for k, v in self.timings.items()}}
+
+
+def _citation_dict(c: Citation) -> dict:
+    """A citation as JSON: `page` and `heading` only where the source has them."""
+    place = {key: value for key, value in (("page", c.page), ("heading", c.heading)) if value is not None}
+    return {"source": c.source, "lines": [c.line_start, c.line_end], **place, "weight": round(c.weight, 4)}
 
 
 class Memory:

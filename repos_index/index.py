@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import Engine, and_, func, or_, select
 
@@ -27,6 +29,16 @@ _LEGAL_WORDS = {
 }
 _LABEL = re.compile(r"^(?P<word>art(?:icles?)?|sec(?:tion)?|chapter|title|part|annex|recital|§)\.?\s*(?P<rest>.+)$",
                     re.IGNORECASE)
+
+
+class _Cited(Protocol):
+    """A citation as `locate` needs it (`l2m_core.memory.Citation` fits): a dataclass with these fields."""
+
+    source: str
+    line_start: int
+    line_end: int
+    page: int | None
+    heading: str | None
 
 
 @dataclass(frozen=True)
@@ -232,6 +244,27 @@ class CorpusIndex:
                 query = query.where(b.c.line_end >= line_start)
             return list(conn.execute(query.order_by(b.c.line_start, b.c.block_id)).scalars())
 
+    def locate(self, citations: Sequence[_Cited]) -> list[_Cited]:
+        """Citations with the page (PDF) and heading path (HTML, DOCX) of their lines: of the most lines when
+        they span several. Citations of other files come back as they are."""
+        p, f = schema.places, schema.files
+        sources = {c.source for c in citations}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(f.c.path, p.c.line_start, p.c.line_end, p.c.page, p.c.heading)
+                                .join(f, f.c.id == p.c.file_id).where(f.c.path.in_(sources))).all()
+        located = []
+        for citation in citations:
+            pages: Counter[int] = Counter()
+            headings: Counter[str] = Counter()
+            for row in rows:
+                overlap = min(row.line_end, citation.line_end) - max(row.line_start, citation.line_start) + 1
+                if row.path == citation.source and overlap > 0:
+                    pages.update({row.page: overlap} if row.page is not None else {})
+                    headings.update({row.heading: overlap} if row.heading is not None else {})
+            located.append(replace(citation, page=_most(pages), heading=_most(headings)) if pages or headings
+                           else citation)
+        return located
+
     def file_graph(self) -> dict[str, set[str]]:
         """path -> the indexed paths it depends on (imports and names used from elsewhere)."""
         return build_graph(load_facts(self.engine))
@@ -302,6 +335,11 @@ class CorpusIndex:
                             .order_by(f.c.path, c.c.ordinal)).all()
         return [Section(r.path, r.name, r.title, r.kind, r.qualname, r.line_start, r.line_end, r.byte_start,
                         r.byte_end, self._chunk_blocks(conn, r.file_id, r.ordinal)) for r in rows]
+
+
+def _most(counts: Counter):
+    """The item with the largest count; the first seen of equals."""
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def _labels(query: str) -> list[str]:

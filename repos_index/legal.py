@@ -105,6 +105,11 @@ def looks_legal(text: str) -> bool:
     return False
 
 
+def is_heading(line: str) -> bool:
+    """Whether a line is a structural heading ("Article 4", "CHAPTER II", "ANNEX")."""
+    return _heading(line.strip()) is not None
+
+
 def _is_clause_title(title: str) -> bool:
     """ "Governing Law." is a clause heading; "The Customer shall pay the Fees within 30 days." is a sentence."""
     title = title.strip()

@@ -23,6 +23,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from repos_index import schema
 from repos_index.chunking import analyze, detect_language
+from repos_index.documents import BadDocument, Converted, convert, is_document
 from repos_index.graph import build_graph, dependency_order, load_facts
 from repos_index.memory import BlockSpan, MemorySink
 from repos_index.progress import BYTES_PER_TOKEN, IngestProgress, estimate_tokens
@@ -32,7 +33,8 @@ from repos_index.scan import DEFAULT_MAX_BYTES, UNREADABLE, ScannedFile, in_scop
 
 @dataclass
 class UpdateReport:
-    """What an update did. `skipped` and `warnings` map a reason to paths; `errors` a path to a message."""
+    """What an update did. `skipped` and `warnings` map a reason to paths; `errors` a path to a message;
+    `bad_documents` a PDF, HTML or DOCX file that yields no text (encrypted, image-only, damaged) to why."""
 
     root: str
     files_seen: int = 0
@@ -50,6 +52,7 @@ class UpdateReport:
     skipped: dict[str, list[str]] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    bad_documents: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     def warn(self, reason: str, path: str) -> None:
@@ -72,6 +75,7 @@ class UpdateReport:
             for reason, paths in sorted(entries.items()):
                 shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
                 lines.append(f"{title} {reason} ({len(paths)}): {shown}")
+        lines.extend(f"warning {path}: {why}; skipped" for path, why in sorted(self.bad_documents.items()))
         lines.extend(f"error {path}: {message}" for path, message in sorted(self.errors.items()))
         return "\n".join(lines)
 
@@ -99,6 +103,18 @@ def decode(data: bytes) -> tuple[str, bool]:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_text(path: Path, relative: str) -> tuple[str, bool, Converted | None]:
+    """The text of a file as indexed: a document (PDF, HTML, DOCX) converted, anything else decoded; whether
+    bytes had to be replaced; the conversion, with its line places, for a document. Raises OSError and
+    BadDocument."""
+    data = path.read_bytes()
+    if is_document(relative):
+        converted = convert(relative, data)
+        return converted.text, False, converted
+    text, lossy = decode(data)
+    return text, lossy, None
 
 
 @dataclass
@@ -156,13 +172,15 @@ class Updater:
                 report.unchanged += 1
                 continue
             try:
-                data = (self.root / item.path).read_bytes()
-            except OSError:
-                report.skipped.setdefault(UNREADABLE, []).append(item.path)
+                text, lossy, _ = load_text(self.root / item.path, item.path)
+            except (OSError, BadDocument) as exc:
+                if isinstance(exc, BadDocument):
+                    report.bad_documents[item.path] = str(exc)
+                else:
+                    report.skipped.setdefault(UNREADABLE, []).append(item.path)
                 if row is not None:
                     known[item.path] = row  # no longer readable: leaves the index like a deleted file
                 continue
-            text, lossy = decode(data)
             if lossy:
                 report.warn("invalid_utf8", item.path)
             sha = sha256_text(text)
@@ -198,29 +216,31 @@ class Updater:
     def _index_file(self, item: _Pending, report: UpdateReport) -> None:
         path = item.scanned.path
         try:
-            text = self._read(path, item.sha)
-            analysis = analyze(text, detect_language(path, text))
+            text, converted = self._read(path, item.sha)
+            analysis = analyze(text, converted.language if converted else detect_language(path, text))
         except Exception as exc:  # an unreadable file or a parser failure must not stop the other files
             report.errors[path] = f"not indexed: {exc}"
             for bucket in (report.added, report.changed):
                 if path in bucket:
                     bucket.remove(path)
             return
-        self._store(item, analysis, text.count("\n") + 1)
+        self._store(item, analysis, text.count("\n") + 1, converted)
         report.chunks_written += len(analysis.chunks)
 
-    def _read(self, path: str, sha: str) -> str:
-        """The file's text, provided it is still the text that was hashed."""
+    def _read(self, path: str, sha: str) -> tuple[str, Converted | None]:
+        """The file's text (and a document's conversion), provided it is still the text that was hashed."""
         try:
-            text, _ = decode((self.root / path).read_bytes())
+            text, _, converted = load_text(self.root / path, path)
         except OSError as exc:
             raise ChangedFile(f"cannot read it: {exc.strerror or exc}") from exc
+        except BadDocument as exc:
+            raise ChangedFile(f"it changed during the update and now yields no text: {exc}") from exc
         if sha256_text(text) != sha:
             raise ChangedFile("it changed during the update; run the update again")
-        return text
+        return text, converted
 
     @_retry_when_locked
-    def _store(self, item: _Pending, analysis: FileAnalysis, lines: int) -> None:
+    def _store(self, item: _Pending, analysis: FileAnalysis, lines: int, converted: Converted | None) -> None:
         values = dict(
             path=item.scanned.path, sha256=item.sha, size=item.scanned.size, mtime_ns=item.scanned.mtime_ns,
             language=analysis.language, lines=lines, indexed_at=time.time(), memory_sha256=None,
@@ -250,6 +270,10 @@ class Updater:
             ])
             _insert(conn, schema.imports, [dict(file_id=file_id, target=i.target, line=i.line)
                                            for i in analysis.imports])
+            _insert(conn, schema.places, [
+                dict(file_id=file_id, line_start=p.line_start, line_end=p.line_end, page=p.page, heading=p.heading)
+                for p in (converted.places if converted else [])
+            ])
             _insert(conn, schema.xrefs, [
                 dict(file_id=file_id, chunk=x.chunk, line=x.line, text=x.text, target=x.target, detail=x.detail,
                      external=x.external)
@@ -306,7 +330,7 @@ class Updater:
         for path in order:
             row = todo[path]
             try:
-                text = self._read(path, row.sha256)
+                text, _ = self._read(path, row.sha256)
             except ChangedFile as exc:
                 report.errors[path] = f"not ingested: {exc}"
                 bar.advance(row.size // BYTES_PER_TOKEN)

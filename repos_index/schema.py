@@ -121,12 +121,21 @@ chunk_blocks = Table(
     Index("idx_chunk_blocks_chunk", "file_id", "chunk"),
 )
 
+places = Table(
+    "idx_places", metadata,  # where the lines of a converted document (PDF, HTML, DOCX) come from
+    Column("file_id", Integer, nullable=False, index=True),
+    Column("line_start", Integer, nullable=False),
+    Column("line_end", Integer, nullable=False),
+    Column("page", Integer),  # 1-based page of a PDF
+    Column("heading", Text),  # the enclosing headings of HTML and DOCX, outermost first
+)
+
 retired = Table(
     "idx_retire_pending", metadata,
     Column("source", Text, primary_key=True),  # left memory's view of the corpus while no memory was attached
 )
 
-PER_FILE_TABLES = (chunks, symbols, references, imports, xrefs, blocks, chunk_blocks)
+PER_FILE_TABLES = (chunks, symbols, references, imports, xrefs, places, blocks, chunk_blocks)
 
 
 def open_engine(db: str | Path | Engine) -> Engine:
