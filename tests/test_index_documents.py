@@ -1,0 +1,165 @@
+"""PDF, HTML and DOCX documents: their text and structure, pages and heading paths, bad documents, re-ingest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from document_fixtures import (
+    ARTICLE_4_DEFINITION,
+    BOILERPLATE_WORDS,
+    EMPTY_HTML,
+    write_broken_docx,
+    write_docx,
+    write_html,
+    write_image_pdf,
+    write_pdf,
+)
+from index_helpers import FakeMemory
+
+from repos_index.documents import Piece, convert, render
+from repos_index.index import CorpusIndex
+
+WRITERS = {"reg.pdf": write_pdf, "reg.html": write_html, "reg.docx": write_docx}
+
+
+@dataclass(frozen=True)
+class Cite:
+    source: str
+    line_start: int
+    line_end: int
+    page: int | None = None
+    heading: str | None = None
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(n for n, line in enumerate(text.split("\n"), start=1) if needle in line)
+
+
+def _place(converted, line: int):
+    return next(p for p in converted.places if p.line_start <= line <= p.line_end)
+
+
+def test_pdf_text_keeps_articles_and_pages_without_running_headers_or_hyphenation(tmp_path):
+    converted = convert("reg.pdf", write_pdf(tmp_path / "reg.pdf").read_bytes())
+    text = converted.text
+    assert converted.language == "legal"
+    assert "Official Journal" not in text
+    assert not any(line.strip().isdigit() for line in text.split("\n"))  # page numbers
+    assert "their operators of trading venues" in text  # "opera-" / "tors" rejoined
+    assert "non-financial subsidiaries" in text and "threat-led penetration" in text  # real hyphens kept
+    assert "1. This Regulation applies to credit institutions" in text  # a paragraph rejoined onto one line
+    assert _place(converted, _line_of(text, "Article 4")).page == 2
+    assert _place(converted, _line_of(text, "Article 3")).page == 1
+    assert _place(converted, _line_of(text, ARTICLE_4_DEFINITION)).page == 2
+
+
+def test_html_drops_boilerplate_and_keeps_headings_and_list_numbers(tmp_path):
+    converted = convert("reg.html", write_html(tmp_path / "reg.html").read_bytes())
+    text = converted.text
+    for word in BOILERPLATE_WORDS:
+        assert word not in text, word
+    lines = text.split("\n")
+    assert "Article 4 Definitions" in lines
+    assert f"(a) {ARTICLE_4_DEFINITION} and information systems;" in lines  # <ol type="a">
+    assert "2. The management body shall bear the ultimate responsibility for managing ICT risk." in lines
+    assert "Credit institution | 4 hours" in lines
+    heading = _place(converted, _line_of(text, ARTICLE_4_DEFINITION)).heading
+    assert heading == ("Regulation (EU) 2099/1 on digital operational resilience > Chapter I General provisions > "
+                       "Article 4 Definitions")
+
+
+def test_docx_headings_make_the_heading_path(tmp_path):
+    converted = convert("reg.docx", write_docx(tmp_path / "reg.docx").read_bytes())
+    text = converted.text
+    assert converted.language == "legal"
+    assert "Credit institution | 4 hours" in text.split("\n")
+    assert _place(converted, _line_of(text, "Article 5 Governance")).heading.endswith(
+        "Chapter II ICT risk management > Article 5 Governance")
+
+
+def test_a_document_that_is_not_legal_becomes_markdown_by_its_headings():
+    converted = render([Piece("Guide", level=1), Piece("Install it."), Piece("Usage", level=2), Piece("Run it.")])
+    assert converted.language == "markdown"
+    assert converted.text == "# Guide\n\nInstall it.\n\n## Usage\n\nRun it.\n"
+    assert _place(converted, 7).heading == "Guide > Usage"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for name, write in WRITERS.items():
+        write(root / name)
+    (root / "notes.txt").write_text("Plain notes about the regulation.\n")
+    write_pdf(root / "locked.pdf", password="secret")
+    write_image_pdf(root / "scan.pdf")
+    write_broken_docx(root / "cut.docx")
+    write_html(root / "empty.html", EMPTY_HTML)
+    return root
+
+
+BAD = {"locked.pdf": "encrypted", "scan.pdf": "no text layer", "cut.docx": "damaged DOCX", "empty.html": "no text"}
+
+
+def test_the_legal_index_finds_the_articles_of_each_format_and_skips_bad_documents(corpus, tmp_path):
+    index = CorpusIndex(tmp_path / "index.db", corpus)
+    memory = FakeMemory()
+    report = index.update(memory, progress=False)
+    assert sorted(report.ingested) == ["notes.txt", "reg.docx", "reg.html", "reg.pdf"]
+    assert not report.errors
+    assert set(report.bad_documents) == set(BAD)
+    for name, why in BAD.items():
+        assert why in report.bad_documents[name]
+    warnings = [line for line in report.summary().split("\n") if line.startswith("warning ")]
+    assert len(warnings) == len(BAD)  # one line each
+    found = {s.path: s for s in index.find_section("Article 4")}
+    assert set(found) == set(WRITERS)
+    for section in found.values():
+        assert section.title == "Definitions" or section.title is None  # HTML/DOCX carry it inline
+        assert section.blocks
+    assert {t.path for t in index.find_symbol("ICT risk")} == set(WRITERS)  # the defined term, in all three
+
+    pdf = found["reg.pdf"]
+    [located] = index.locate([Cite("reg.pdf", pdf.line_start, pdf.line_end)])
+    assert located.page == 2 and located.heading is None
+    html = found["reg.html"]
+    [located] = index.locate([Cite("reg.html", html.line_start, html.line_end)])
+    assert located.page is None and located.heading.endswith("Article 4 Definitions")
+    plain = Cite("notes.txt", 1, 1)
+    assert index.locate([plain]) == [plain]
+
+
+def test_reingest_is_incremental_and_a_reopened_index_still_locates(corpus, tmp_path):
+    index = CorpusIndex(tmp_path / "index.db", corpus)
+    memory = FakeMemory()
+    index.update(memory, progress=False)
+    memory.take_calls()
+
+    again = index.update(memory, progress=False)
+    assert again.unchanged == 4 and not again.ingested and memory.take_calls() == []
+    assert set(again.bad_documents) == set(BAD)  # still skipped, still said
+
+    write_html(corpus / "reg.html", (corpus / "reg.html").read_text().replace("4 hours", "2 hours"))
+    changed = index.update(memory, progress=False)
+    assert changed.changed == ["reg.html"] and changed.ingested == ["reg.html"]
+
+    write_docx(corpus / "cut.docx")  # the broken file replaced by a good one
+    fixed = index.update(memory, progress=False)
+    assert fixed.added == ["cut.docx"] and "cut.docx" not in fixed.bad_documents
+
+    reopened = CorpusIndex(tmp_path / "index.db", corpus)
+    pdf = next(s for s in reopened.find_section("Article 4") if s.path == "reg.pdf")
+    [located] = reopened.locate([Cite("reg.pdf", pdf.line_start, pdf.line_end)])
+    assert located.page == 2
+
+
+def test_a_document_that_turns_bad_leaves_the_index(corpus, tmp_path):
+    index = CorpusIndex(tmp_path / "index.db", corpus)
+    memory = FakeMemory()
+    index.update(memory, progress=False)
+    write_pdf(corpus / "reg.pdf", password="secret")
+    report = index.update(memory, progress=False)
+    assert report.deleted == ["reg.pdf"] and "reg.pdf" in report.bad_documents
+    assert "reg.pdf" not in memory.live_sources()
+    assert {s.path for s in index.find_section("Article 4")} == {"reg.docx", "reg.html"}
