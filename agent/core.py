@@ -100,8 +100,9 @@ class Agent:
         """Answer from memory; symbols and sections the question names are pinned into the read set."""
         limit = self.memory.settings.max_read_blocks // 2
         named = name_pins(self.index, question, limit)
-        answer = self.memory.ask(question, max_new_tokens=max_new_tokens, hops=hops, pins=[*(pins or []), *named])
-        answer.citations = self.index.locate(answer.citations)
+        pins = [*(pins or []), *named]
+        answer = self.memory.ask(question, max_new_tokens=max_new_tokens, hops=hops, pins=pins)
+        answer.citations = self.index.locate(answer.citations, focus=pins)  # pages and headings of documents
         return answer
 
 

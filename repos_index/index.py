@@ -37,6 +37,7 @@ class _Cited(Protocol):
     source: str
     line_start: int
     line_end: int
+    block_ids: tuple[int, ...]
     page: int | None
     heading: str | None
 
@@ -244,23 +245,30 @@ class CorpusIndex:
                 query = query.where(b.c.line_end >= line_start)
             return list(conn.execute(query.order_by(b.c.line_start, b.c.block_id)).scalars())
 
-    def locate(self, citations: Sequence[_Cited]) -> list[_Cited]:
-        """Citations with the page (PDF) and heading path (HTML, DOCX) of their lines: of the most lines when
-        they span several. Citations of other files come back as they are."""
-        p, f = schema.places, schema.files
+    def locate(self, citations: Sequence[_Cited], focus: Iterable[int] = ()) -> list[_Cited]:
+        """Citations with the page (PDF) and heading path (HTML, DOCX) of their lines, of the most lines when
+        they span several. A citation holding some `focus` blocks (those the question named or the user
+        pinned) is placed by those blocks' lines: a run read whole from page 1 to 2 is about Article 4 on
+        page 2 when Article 4 was asked for. Citations of other files come back as they are."""
+        p, f, b = schema.places, schema.files, schema.blocks
         sources = {c.source for c in citations}
+        focus = set(focus)
         with self.engine.connect() as conn:
             rows = conn.execute(select(f.c.path, p.c.line_start, p.c.line_end, p.c.page, p.c.heading)
                                 .join(f, f.c.id == p.c.file_id).where(f.c.path.in_(sources))).all()
+            focused = {row.block_id: (row.line_start, row.line_end) for row in conn.execute(
+                select(b.c.block_id, b.c.line_start, b.c.line_end).where(b.c.block_id.in_(focus)))}
         located = []
         for citation in citations:
+            spans = [focused[block] for block in citation.block_ids if block in focused]
             pages: Counter[int] = Counter()
             headings: Counter[str] = Counter()
-            for row in rows:
-                overlap = min(row.line_end, citation.line_end) - max(row.line_start, citation.line_start) + 1
-                if row.path == citation.source and overlap > 0:
-                    pages.update({row.page: overlap} if row.page is not None else {})
-                    headings.update({row.heading: overlap} if row.heading is not None else {})
+            for first, last in spans or [(citation.line_start, citation.line_end)]:
+                for row in rows:
+                    overlap = min(row.line_end, last) - max(row.line_start, first) + 1
+                    if row.path == citation.source and overlap > 0:
+                        pages.update({row.page: overlap} if row.page is not None else {})
+                        headings.update({row.heading: overlap} if row.heading is not None else {})
             located.append(replace(citation, page=_most(pages), heading=_most(headings)) if pages or headings
                            else citation)
         return located

@@ -28,6 +28,7 @@ class Cite:
     source: str
     line_start: int
     line_end: int
+    block_ids: tuple[int, ...] = ()
     page: int | None = None
     heading: str | None = None
 
@@ -123,6 +124,9 @@ def test_the_legal_index_finds_the_articles_of_each_format_and_skips_bad_documen
     pdf = found["reg.pdf"]
     [located] = index.locate([Cite("reg.pdf", pdf.line_start, pdf.line_end)])
     assert located.page == 2 and located.heading is None
+    whole = Cite("reg.pdf", 1, pdf.line_end, tuple(index.blocks_for("reg.pdf")))  # a run read from page 1 to 2
+    assert index.locate([whole], focus=pdf.blocks)[0].page == 2  # placed by the Article asked for
+    assert index.locate([whole], focus=found["reg.html"].blocks)[0].page == 1  # other blocks: by most lines
     html = found["reg.html"]
     [located] = index.locate([Cite("reg.html", html.line_start, html.line_end)])
     assert located.page is None and located.heading.endswith("Article 4 Definitions")
