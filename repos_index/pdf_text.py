@@ -3,9 +3,10 @@
 A PDF's text comes as the lines laid out on each page. Lines that repeat at the top or bottom of many
 pages (digits aside: "L 333/12", "Page 3 of 9") and bare page numbers are running headers and footers.
 Lines are joined back into paragraphs: a line continues the previous one when that one ran to about
-the full text width and this one does not open a unit of its own (a heading, "1.", "(a)", a bullet),
-across page breaks too; a word split by a hyphen at a line end is rejoined, keeping the hyphen only when
-the document spells the word with one elsewhere ("non-financial").
+the full text width and this one does not open a unit of its own (a short heading, "1.", "(a)", a
+bullet, after a line that ends a sentence or a clause), across page breaks too; a word split by a
+hyphen at a line end is rejoined, keeping the hyphen only when the document spells the word with one
+elsewhere ("non-financial").
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from repos_index.legal import is_heading
 _EDGE_LINES = 3  # lines at the top and at the bottom of a page that may be running headers or footers
 _PAGE_NUMBER = re.compile(r"^(?:page\s+)?[-–—]?\s*\d{1,4}\s*[-–—]?(?:\s*(?:/|of)\s*\d{1,4})?$", re.IGNORECASE)
 _UNIT_START = re.compile(r"^(?:\(\w{1,4}\)|\d+[a-z]?\.(?:\d+\.?)*\s|[•▪◦·*\-–—]\s)")
+_SENTENCE_END = re.compile(r"(?:[.:;!?]|;\s+(?:and|or))[\"'’”)]*$")  # what ends the line before a new unit
 _SPLIT_WORD = re.compile(r"(\w+)-$")
 _FIRST_WORD = re.compile(r"^([a-zß-ÿ]\w*)")
 _FULL_WIDTH = 0.8  # a line this share of the typical full line length (or longer) runs on
+_HEADING_WIDTH = 0.6  # a heading is shorter than this share of it
 
 
 def pdf_pieces(data: bytes) -> list[Piece]:
@@ -92,7 +95,8 @@ def _paragraphs(lines: list[tuple[str, int]]) -> list[Piece]:
             head, tail = split[1], following[1]
             hyphenated = f"{head}-{tail}".lower() in words and f"{head}{tail}".lower() not in words
             text = text[: -1] + ("-" if hyphenated else "") + line
-        elif text and len(last) >= _FULL_WIDTH * full and not is_heading(last) and not _starts_unit(line):
+        elif text and len(last) >= _FULL_WIDTH * full and not is_heading(last) and (
+                not _starts_unit(line, full) or not _SENTENCE_END.search(last)):
             text += " " + line
         else:
             if text:
@@ -103,5 +107,8 @@ def _paragraphs(lines: list[tuple[str, int]]) -> list[Piece]:
     return pieces
 
 
-def _starts_unit(line: str) -> bool:
-    return is_heading(line) or bool(_UNIT_START.match(line))
+def _starts_unit(line: str, full: int) -> bool:
+    """Whether a line opens a paragraph, point or heading. A heading is a short line without a sentence's
+    end: "Article 127(2) TFEU, should be exempted." wrapped onto a line of its own is not one."""
+    heading = is_heading(line) and len(line) < _HEADING_WIDTH * full and not line.endswith((".", ",", ";"))
+    return heading or bool(_UNIT_START.match(line))

@@ -37,7 +37,8 @@ Governance
 
 
 def write_pdf(path: Path, pages: tuple[str, ...] = (PAGE_1, PAGE_2), password: str | None = None) -> Path:
-    """A PDF with one page per text, a running header ("Official Journal ... L 333/N") and a page number."""
+    """A PDF with one page per text (flowing onto more pages when long), a running header ("Official
+    Journal ... L 333/N") and a page number. The texts must be Latin-1 (the PDF core fonts)."""
     from fpdf import FPDF
 
     class Journal(FPDF):

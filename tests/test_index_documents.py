@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from conftest import DATA
 from document_fixtures import (
     ARTICLE_4_DEFINITION,
     BOILERPLATE_WORDS,
@@ -19,6 +20,7 @@ from index_helpers import FakeMemory
 
 from repos_index.documents import Piece, convert, render
 from repos_index.index import CorpusIndex
+from repos_index.legal import analyze_legal
 
 WRITERS = {"reg.pdf": write_pdf, "reg.html": write_html, "reg.docx": write_docx}
 
@@ -53,6 +55,26 @@ def test_pdf_text_keeps_articles_and_pages_without_running_headers_or_hyphenatio
     assert _place(converted, _line_of(text, "Article 4")).page == 2
     assert _place(converted, _line_of(text, "Article 3")).page == 1
     assert _place(converted, _line_of(text, ARTICLE_4_DEFINITION)).page == 2
+
+
+def test_a_regulation_printed_to_pdf_keeps_its_structure(tmp_path):
+    """DORA up to Article 6, flowed over pages of 100-character lines with running headers: the PDF's
+    text has the same Chapters, Articles, recitals, paragraphs and points as the text file."""
+    text = (DATA / "legal" / "eu_dora_2022_2554.txt").read_text(encoding="utf-8")
+    text = text[: text.index("Article 6\n")]
+    for fancy, plain in (("‘’", "'"), ("“”", '"'), ("–—", "-")):
+        for char in fancy:
+            text = text.replace(char, plain)
+    text = text.encode("latin-1", "replace").decode("latin-1")
+    converted = convert("dora.pdf", write_pdf(tmp_path / "dora.pdf", pages=(text,)).read_bytes())
+    assert converted.places[-1].page > 10
+
+    def units(source: str) -> list[tuple[str, str]]:
+        return [(c.kind, c.name) for c in analyze_legal(source).chunks]
+
+    expected = units(text)
+    assert len(expected) > 200
+    assert units(converted.text) == expected
 
 
 def test_html_drops_boilerplate_and_keeps_headings_and_list_numbers(tmp_path):
