@@ -120,3 +120,22 @@ def _extend(places: list[Place], first: int, last: int, page: int | None, headin
         places[-1] = Place(places[-1].line_start, last, page, heading)
     else:
         places.append(Place(first, last, page, heading))
+
+
+def letters(number: int, upper: bool = False) -> str:
+    """A list number as letters: 1 -> "a", 27 -> "aa"."""
+    text = ""
+    while number > 0:
+        number, rest = divmod(number - 1, 26)
+        text = chr(ord("a") + rest) + text
+    return text.upper() if upper else text
+
+
+def roman(number: int, upper: bool = False) -> str:
+    """A list number in roman numerals: 4 -> "iv"."""
+    text = ""
+    for value, symbol in ((1000, "m"), (900, "cm"), (500, "d"), (400, "cd"), (100, "c"), (90, "xc"), (50, "l"),
+                          (40, "xl"), (10, "x"), (9, "ix"), (5, "v"), (4, "iv"), (1, "i")):
+        count, number = divmod(number, value)
+        text += symbol * count
+    return text.upper() if upper else text

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from repos_index.documents import BadDocument, Piece
+from repos_index.documents import BadDocument, Piece, letters, roman
 
 _DROP_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "form",
                         "button", "select", "input", "textarea", "nav", "aside", "dialog", "head"})
@@ -152,24 +152,7 @@ def _list_label(item) -> str | None:
         number = int(item["value"])
     kind = parent.get("type", "1")
     if kind in ("a", "A"):
-        return f"({_letters(number, kind == 'A')})"
+        return f"({letters(number, kind == 'A')})"
     if kind in ("i", "I"):
-        return f"({_roman(number, kind == 'I')})"
+        return f"({roman(number, kind == 'I')})"
     return f"{number}."
-
-
-def _letters(number: int, upper: bool) -> str:
-    text = ""
-    while number > 0:
-        number, rest = divmod(number - 1, 26)
-        text = chr(ord("a") + rest) + text
-    return text.upper() if upper else text
-
-
-def _roman(number: int, upper: bool) -> str:
-    text = ""
-    for value, symbol in ((1000, "m"), (900, "cm"), (500, "d"), (400, "cd"), (100, "c"), (90, "xc"), (50, "l"),
-                          (40, "xl"), (10, "x"), (9, "ix"), (5, "v"), (4, "iv"), (1, "i")):
-        count, number = divmod(number, value)
-        text += symbol * count
-    return text.upper() if upper else text

@@ -133,7 +133,8 @@ def write_html(path: Path, html: str = HTML) -> Path:
 
 
 def write_docx(path: Path) -> Path:
-    """A draft with heading styles (Title, Heading 1, Heading 2), numbered paragraphs, points and a table."""
+    """A draft with heading styles (Title, Heading 1, Heading 2), paragraphs and points numbered by Word
+    (the labels are not in the text) and a table."""
     from docx import Document
 
     document = Document()
@@ -143,17 +144,38 @@ def write_docx(path: Path) -> Path:
     document.add_paragraph("1. This Regulation lays down uniform requirements on the security of network systems.")
     document.add_heading("Article 4 Definitions", 2)
     document.add_paragraph("For the purposes of this Regulation, the following definitions apply:")
-    document.add_paragraph(f"(a) {ARTICLE_4_DEFINITION} and information systems;")
-    document.add_paragraph("(b) 'major incident' means an incident that has a high adverse impact on the network.")
+    points = _letter_list(document)
+    for text in (f"{ARTICLE_4_DEFINITION} and information systems;",
+                 "'major incident' means an incident that has a high adverse impact on the network."):
+        number_pr = document.add_paragraph(text)._p.get_or_add_pPr().get_or_add_numPr()
+        number_pr.get_or_add_numId().val = points
+        number_pr.get_or_add_ilvl().val = 0
     document.add_heading("Chapter II ICT risk management", 1)
     document.add_heading("Article 5 Governance", 2)
-    document.add_paragraph("1. The management body shall define and approve the ICT risk management framework.")
+    document.add_paragraph("The management body shall define and approve the ICT risk management framework.",
+                           style="List Number")
+    document.add_paragraph("The management body shall bear the ultimate responsibility for managing ICT risk.",
+                           style="List Number")
     table = document.add_table(rows=2, cols=2)
     for row, cells in zip(table.rows, (("Entity", "Deadline"), ("Credit institution", "4 hours")), strict=True):
         for cell, text in zip(row.cells, cells, strict=True):
             cell.text = text
     document.save(str(path))
     return path
+
+
+def _letter_list(document, num_id: int = 90) -> int:
+    """Add a list numbered "(a)", "(b)", ... as Word defines one; returns its numId."""
+    from docx.oxml import parse_xml
+    from docx.oxml.ns import nsdecls
+
+    numbering = document.part.numbering_part.element
+    numbering.insert(0, parse_xml(  # abstract definitions come before the lists that use them
+        f'<w:abstractNum {nsdecls("w")} w:abstractNumId="{num_id}"><w:lvl w:ilvl="0"><w:start w:val="1"/>'
+        '<w:numFmt w:val="lowerLetter"/><w:lvlText w:val="(%1)"/></w:lvl></w:abstractNum>'))
+    numbering.append(parse_xml(f'<w:num {nsdecls("w")} w:numId="{num_id}"><w:abstractNumId w:val="{num_id}"/>'
+                               '</w:num>'))
+    return num_id
 
 
 def write_broken_docx(path: Path) -> Path:

@@ -92,11 +92,17 @@ def test_html_drops_boilerplate_and_keeps_headings_and_list_numbers(tmp_path):
                        "Article 4 Definitions")
 
 
-def test_docx_headings_make_the_heading_path(tmp_path):
+def test_docx_headings_make_the_heading_path_and_word_numbers_become_labels(tmp_path):
     converted = convert("reg.docx", write_docx(tmp_path / "reg.docx").read_bytes())
     text = converted.text
     assert converted.language == "legal"
-    assert "Credit institution | 4 hours" in text.split("\n")
+    lines = text.split("\n")
+    assert "Credit institution | 4 hours" in lines
+    assert f"(a) {ARTICLE_4_DEFINITION} and information systems;" in lines  # a lowerLetter "(%1)" list
+    assert "(b) 'major incident' means an incident that has a high adverse impact on the network." in lines
+    assert "2. The management body shall bear the ultimate responsibility for managing ICT risk." in lines
+    units = {c.name for c in analyze_legal(text).chunks}
+    assert {"Article 4, point (a)", "Article 4, point (b)", "Article 5(1)", "Article 5(2)"} <= units
     assert _place(converted, _line_of(text, "Article 5 Governance")).heading.endswith(
         "Chapter II ICT risk management > Article 5 Governance")
 
