@@ -68,6 +68,10 @@ class _ReadsMemory(BaseModel):
             return []
         return name_pins(self.index, question, self.memory.settings.max_read_blocks // 2)
 
+    def _located(self, citations: list[Citation], pins: list[int]) -> list[Citation]:
+        """Citations with the page and heading path of PDF, HTML and DOCX sources, as `Agent.ask` gives them."""
+        return self.index.locate(citations, focus=pins) if self.index is not None else citations
+
 
 def citation_metadata(citation: Citation) -> dict[str, Any]:
     """A citation as JSON-friendly provenance: source, line span, page and heading path (where the source is a
@@ -137,12 +141,14 @@ class L2MChatModel(_ReadsMemory, BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, *, tools: list[dict] | None = None,
                   tool_choice: str | None = None, **kwargs: Any) -> ChatResult:
         question, instruction, pin_query = self._prompt(messages, tools or [], tool_choice)
-        answer = self.memory.ask(question, instruction=instruction, pins=self._pins(pin_query), hops=self.hops,
+        pins = self._pins(pin_query)
+        answer = self.memory.ask(question, instruction=instruction, pins=pins, hops=self.hops,
                                  max_new_tokens=kwargs.get("max_tokens", self.max_tokens))
         text = cut_at_stop(answer.text, self._stops(stop))
         content, calls, invalid = parse_tool_call(text, [t["function"]["name"] for t in tools or []])
+        citations = [citation_metadata(c) for c in self._located(answer.citations, pins)]
         message = AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid, response_metadata={
-            "model_name": self.memory.lm.name, "citations": [citation_metadata(c) for c in answer.citations],
+            "model_name": self.memory.lm.name, "citations": citations,
             "lexical_blocks": answer.lexical, "timings": answer.timings})
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -256,15 +262,17 @@ class L2MRetriever(_ReadsMemory, BaseRetriever):
     The read set is the one `Memory.ask` would attend to (pins, lexical matches and their neighbours,
     plus each layer's own picks), found by running the read without decoding. One Document per citation:
     a run of consecutive blocks of one source, whose text is the blocks' text joined, with metadata
-    source, line_start, line_end, weight (share of the attention mass on memory) and block_ids.
+    source, line_start, line_end, page and heading (PDF, HTML and DOCX sources), weight (share of the
+    attention mass on memory) and block_ids.
     """
 
     k: int = Field(default=4, ge=1)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 k: int | None = None) -> list[Document]:
-        answer = self.memory.ask(query, max_new_tokens=0, pins=self._pins(query))
-        cited = answer.citations[:k or self.k]
+        pins = self._pins(query)
+        answer = self.memory.ask(query, max_new_tokens=0, pins=pins)
+        cited = self._located(answer.citations[:k or self.k], pins)
         texts = block_texts(self.memory, [b for c in cited for b in c.block_ids])
         return [Document(page_content="".join(texts[b] for b in c.block_ids), metadata=citation_metadata(c))
                 for c in cited]

@@ -16,6 +16,7 @@ import pytest
 from document_fixtures import write_docx, write_html, write_image_pdf, write_pdf
 
 from agent import Agent
+from agent.langchain import L2MRetriever
 from l2m_core.loading import load_model
 
 QUESTION = "What does Article 4 define?"
@@ -47,6 +48,9 @@ def test_a_question_naming_an_article_cites_its_page_or_heading_path(tiny, tmp_p
         assert report.ingested == [name]
         answer, first = _pinned_citation(agent, name)
         before = _pinned_citation(agent, name, "Article 3")[1] if name == "reg.pdf" else None
+        [document] = L2MRetriever.from_agent(agent, k=1).invoke(QUESTION)
+    assert {key: document.metadata[key] for key in ("source", "page", "heading")} == {
+        "source": name, "page": first.page, "heading": first.heading}
     cited = answer.to_dict()["citations"][0]
     if name == "reg.pdf":
         assert first.page == 2 and first.heading is None
