@@ -72,9 +72,16 @@ DOCUMENT_SUFFIXES = frozenset(_CONVERTERS)
 _SPACE = re.compile(r"[ \t\u00a0\u2000-\u200b\u202f\u3000]+")
 
 
-def is_document(path: str) -> bool:
-    """Whether `path` is read through a converter rather than as text."""
-    return PurePosixPath(path.lower()).suffix in DOCUMENT_SUFFIXES
+_TEMPLATE = re.compile(rb"\{%|\{\{|<%|<\?php")  # Jinja, Django, Handlebars, Angular, Vue, ERB, JSP, PHP
+
+
+def is_document(path: str, data: bytes | None = None) -> bool:
+    """Whether `path` is read through a converter rather than as text. An HTML template (its content, `data`,
+    has template tags) is source code: it is indexed as written, so its line numbers are the file's."""
+    suffix = PurePosixPath(path.lower()).suffix
+    if suffix not in DOCUMENT_SUFFIXES:
+        return False
+    return data is None or _CONVERTERS[suffix] is not _convert_html or not _TEMPLATE.search(data)
 
 
 def convert(path: str, data: bytes) -> Converted:

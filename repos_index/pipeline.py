@@ -110,7 +110,7 @@ def load_text(path: Path, relative: str) -> tuple[str, bool, Converted | None]:
     bytes had to be replaced; the conversion, with its line places, for a document. Raises OSError and
     BadDocument."""
     data = path.read_bytes()
-    if is_document(relative):
+    if is_document(relative, data):
         converted = convert(relative, data)
         return converted.text, False, converted
     text, lossy = decode(data)

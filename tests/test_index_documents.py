@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pytest
@@ -105,6 +106,18 @@ def test_docx_headings_make_the_heading_path_and_word_numbers_become_labels(tmp_
     assert {"Article 4, point (a)", "Article 4, point (b)", "Article 5(1)", "Article 5(2)"} <= units
     assert _place(converted, _line_of(text, "Article 5 Governance")).heading.endswith(
         "Chapter II ICT risk management > Article 5 Governance")
+
+
+def test_an_html_template_is_source_code_not_a_document(tmp_path):
+    root = tmp_path / "site"
+    root.mkdir()
+    template = "<html><body>\n<nav>{% include 'menu.html' %}</nav>\n<p>Hello {{ user.name }}</p>\n</body></html>\n"
+    (root / "base.html").write_text(template)
+    index = CorpusIndex(tmp_path / "index.db", root)
+    memory = FakeMemory()
+    report = index.update(memory, progress=False)
+    assert report.ingested == ["base.html"] and not report.bad_documents
+    assert memory.live_sources()["base.html"] == hashlib.sha256(template.encode()).hexdigest()  # as written
 
 
 def test_a_document_that_is_not_legal_becomes_markdown_by_its_headings():
