@@ -4,7 +4,8 @@ Dropped: scripts, styles, forms, navigation, headers, footers and asides, hidden
 elements whose role, id or class names a cookie notice, consent dialog, menu, breadcrumb, sidebar or
 share bar. When the page marks its content (`<main>`, `role="main"`, a single `<article>`), only that
 is read. Block elements become pieces; `<h1>`-`<h6>` (and `role="heading"`) are headings; ordered list
-items get their number as the reader sees it ("1.", "(a)"); a table row becomes one line.
+items get their number as the reader sees it ("1.", "(a)"); a table row becomes one line, except a point
+laid out as a row of its label and its text (as EUR-Lex does), which reads "(a) text".
 """
 
 from __future__ import annotations
@@ -81,11 +82,14 @@ class _Walker:
     def __init__(self) -> None:
         self.pieces: list[Piece] = []
         self.parts: list[str] = []
+        self.label: str | None = None  # a list or point label waiting for the text it numbers
 
     def flush(self, level: int | None = None) -> None:
         text = " ".join(" ".join(self.parts).split())
         self.parts = []
         if text:
+            if self.label:
+                text, self.label = f"{self.label} {text}", None
             self.pieces.append(Piece(text, level=level))
 
     def walk(self, node) -> None:
@@ -109,26 +113,34 @@ class _Walker:
         elif tag.name == "br":
             self.flush()
         elif tag.name == "tr":
-            self.flush()
-            cells = [" ".join(cell.get_text(" ").split()) for cell in tag.find_all(["td", "th"], recursive=False)]
-            cells = [cell for cell in cells if cell]
-            if cells:
-                joiner = " " if _POINT_LABEL.match(cells[0]) else " | "
-                self.parts.append(cells[0] + (joiner + " | ".join(cells[1:]) if cells[1:] else ""))
-            self.flush()
+            self._row(tag)
         elif tag.name == "li":
             self.flush()
-            label = _list_label(tag)
-            if label:
-                self.parts.append(label)
+            self.label = _list_label(tag)
             self.walk(tag)
             self.flush()
+            self.label = None  # an empty item numbers nothing
         elif tag.name in _BLOCKS:
             self.flush()
             self.walk(tag)
             self.flush()
         else:
             self.walk(tag)
+
+
+    def _row(self, row) -> None:
+        """A point laid out as a table row ("(a)" | its text, which may hold nested points) is the point's
+        text after its label; any other row is one line of cells joined by " | "."""
+        self.flush()
+        cells = [cell for cell in row.find_all(["td", "th"], recursive=False) if cell.get_text(strip=True)]
+        texts = [" ".join(cell.get_text(" ").split()) for cell in cells]
+        if len(cells) == 2 and _POINT_LABEL.match(texts[0]):
+            self.label = texts[0]
+            self.walk(cells[1])
+        elif texts:
+            self.parts.append(" | ".join(texts))
+        self.flush()
+        self.label = None
 
 
 def _heading_level(tag) -> int | None:

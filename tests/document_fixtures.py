@@ -4,8 +4,12 @@ boilerplate and as a DOCX with heading styles, and the bad documents ingest must
 
 from __future__ import annotations
 
+import html
 import io
+import re
 from pathlib import Path
+
+from conftest import DATA
 
 ARTICLE_4_DEFINITION = "'ICT risk' means any reasonably identifiable circumstance in relation to the use of network"
 PAGE_1 = """REGULATION (EU) 2099/1 OF THE EUROPEAN PARLIAMENT on digital operational resilience
@@ -110,7 +114,7 @@ HTML = f"""<!DOCTYPE html>
 <h2>Chapter II ICT risk management</h2>
 <h3>Article 5 Governance</h3>
 <ol><li>The management body shall define and approve the ICT risk management framework.</li>
-<li>The management body shall bear the ultimate responsibility for managing ICT risk.</li></ol>
+<li><p>The management body shall bear the ultimate responsibility for managing ICT risk.</p></li></ol>
 <table><tr><td>Entity</td><td>Deadline</td></tr><tr><td>Credit institution</td><td>4 hours</td></tr></table>
 </main>
 <aside class="related">Related documents: Directive 2099/2</aside>
@@ -182,3 +186,33 @@ def write_broken_docx(path: Path) -> Path:
     """A DOCX cut short, as by an interrupted download: a broken zip."""
     path.write_bytes(write_docx(path).read_bytes()[:300])
     return path
+
+
+def dora(until: str = "Article 6") -> str:
+    """DORA's text (shared data) up to the heading `until`."""
+    text = (DATA / "legal" / "eu_dora_2022_2554.txt").read_text(encoding="utf-8")
+    return text[: text.index(f"\n{until}\n") + 1]
+
+
+def latin1(text: str) -> str:
+    """Text the PDF core fonts can print: typographic quotes and dashes made plain."""
+    for fancy, plain in (("‘’", "'"), ("“”", '"'), ("–—", "-")):
+        for char in fancy:
+            text = text.replace(char, plain)
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def eurlex_html(text: str) -> str:
+    """A legal text laid out as EUR-Lex pages lay one out: a <p> per line, classes for Article headings, each
+    point a table row of its label and its text; with a cookie notice, navigation and a footer around it."""
+    body = []
+    for line in filter(None, (line.strip() for line in text.split("\n"))):
+        point = re.match(r"^(\(\w{1,4}\))\s+(.*)$", line)
+        if point:
+            body.append(f'<table width="100%"><col width="4%"/><tbody><tr><td><p class="oj-normal">{point[1]}</p>'
+                        f'</td><td><p class="oj-normal">{html.escape(point[2])}</p></td></tr></tbody></table>')
+        else:
+            kind = "oj-ti-art" if re.match(r"^Article \d+\w?$", line) else "oj-normal"
+            body.append(f'<p class="{kind}">{html.escape(line)}</p>')
+    return ('<html><body><div id="cookie-consent">We use cookies <button>OK</button></div><nav>Home | Search</nav>'
+            '<div id="document1">' + "\n".join(body) + "</div><footer>Legal notice</footer></body></html>")

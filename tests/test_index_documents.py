@@ -6,11 +6,13 @@ import hashlib
 from dataclasses import dataclass
 
 import pytest
-from conftest import DATA
 from document_fixtures import (
     ARTICLE_4_DEFINITION,
     BOILERPLATE_WORDS,
     EMPTY_HTML,
+    dora,
+    eurlex_html,
+    latin1,
     write_broken_docx,
     write_docx,
     write_html,
@@ -58,24 +60,28 @@ def test_pdf_text_keeps_articles_and_pages_without_running_headers_or_hyphenatio
     assert _place(converted, _line_of(text, ARTICLE_4_DEFINITION)).page == 2
 
 
+def _units(text: str) -> list[tuple[str, str]]:
+    return [(c.kind, c.name) for c in analyze_legal(text).chunks]
+
+
 def test_a_regulation_printed_to_pdf_keeps_its_structure(tmp_path):
-    """DORA up to Article 6, flowed over pages of 100-character lines with running headers: the PDF's
-    text has the same Chapters, Articles, recitals, paragraphs and points as the text file."""
-    text = (DATA / "legal" / "eu_dora_2022_2554.txt").read_text(encoding="utf-8")
-    text = text[: text.index("Article 6\n")]
-    for fancy, plain in (("‘’", "'"), ("“”", '"'), ("–—", "-")):
-        for char in fancy:
-            text = text.replace(char, plain)
-    text = text.encode("latin-1", "replace").decode("latin-1")
+    """DORA up to Article 6, flowed over pages of 100-character lines with running headers: the PDF's text
+    has the same Chapters, Articles, recitals, paragraphs and points as the text file."""
+    text = latin1(dora("Article 6"))
     converted = convert("dora.pdf", write_pdf(tmp_path / "dora.pdf", pages=(text,)).read_bytes())
     assert converted.places[-1].page > 10
-
-    def units(source: str) -> list[tuple[str, str]]:
-        return [(c.kind, c.name) for c in analyze_legal(source).chunks]
-
-    expected = units(text)
+    expected = _units(text)
     assert len(expected) > 200
-    assert units(converted.text) == expected
+    assert _units(converted.text) == expected
+
+
+def test_a_regulation_as_an_eurlex_page_keeps_its_structure():
+    text = dora("Article 10")
+    converted = convert("dora.html", eurlex_html(text).encode())
+    assert "cookies" not in converted.text and "Legal notice" not in converted.text
+    expected = _units(text)
+    assert len(expected) > 250 and ("point", "Article 3, point (1)") in expected
+    assert _units(converted.text) == expected
 
 
 def test_html_drops_boilerplate_and_keeps_headings_and_list_numbers(tmp_path):
