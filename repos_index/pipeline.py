@@ -65,8 +65,9 @@ class UpdateReport:
         """A few lines for people: what changed, what memory got, what was left out and why."""
         lines = [
             f"{self.files_seen} files: {len(self.added)} added, {len(self.changed)} changed, "
-            f"{len(self.renamed)} renamed, {len(self.deleted)} deleted, {self.unchanged} unchanged "
-            f"({self.chunks_written} chunks written, {self.seconds:.1f} s)"
+            f"{len(self.renamed)} renamed, {len(self.deleted)} deleted, {self.unchanged} unchanged"
+            + (f", {len(self.bad_documents)} bad documents" if self.bad_documents else "")
+            + f" ({self.chunks_written} chunks written, {self.seconds:.1f} s)"
         ]
         if self.ingested or self.retired:
             lines.append(f"memory: {len(self.ingested)} files ingested (~{self.approx_tokens:,} tokens, "

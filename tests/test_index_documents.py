@@ -159,7 +159,9 @@ def test_the_legal_index_finds_the_articles_of_each_format_and_skips_bad_documen
     assert set(report.bad_documents) == set(BAD)
     for name, why in BAD.items():
         assert why in report.bad_documents[name]
-    warnings = [line for line in report.summary().split("\n") if line.startswith("warning ")]
+    summary = report.summary().split("\n")
+    assert summary[0].startswith("8 files: 4 added") and ", 0 unchanged, 4 bad documents (" in summary[0]
+    warnings = [line for line in summary if line.startswith("warning ")]
     assert len(warnings) == len(BAD)  # one line each
     found = {s.path: s for s in index.find_section("Article 4")}
     assert set(found) == set(WRITERS)
