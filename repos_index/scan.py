@@ -21,7 +21,7 @@ from l2m_core.errors import L2MError
 from repos_index.documents import is_document
 
 DEFAULT_MAX_BYTES = 1 << 20
-DOCUMENT_SIZE_FACTOR = 32  # a PDF or DOCX holds far less text than its size: its limit is this many times larger
+DOCUMENT_SIZE_FACTOR = 32  # PDF, DOCX, HTML hold far less text than bytes (fonts, zip, markup): a larger limit
 IGNORE_FILES = (".gitignore", ".l2mignore")
 VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr"})
 VENDORED_DIRS = frozenset(
