@@ -109,7 +109,7 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     assert asks_for("What does match_file return for an excluded file?") is None
     read = ("pkg/util.py", "normalize_file")
     assert named_answer("Which function normalises paths?", "It is fix_path.", *read) == "normalize_file (pkg/util.py)"
-    assert named_answer("Which function normalises paths?", "normalize_file does it.", *read) == "normalize_file does it."
+    assert named_answer("Which function normalises paths?", "normalize_file.", *read) == "normalize_file."
     assert named_answer("In which module is it?", "In utils.", *read) == "pkg/util.py (normalize_file)"
     assert named_answer("What does it return?", "A string.", *read) == "A string."
     assert named_answer("Which function normalises paths?", "fix_path", "pkg/util.py", "") == "fix_path"
