@@ -65,9 +65,11 @@ class Agent:
             address_head = load_address_head(address_head, lm.model)
         memory = Memory.open(store, lm) if exists else Memory.create(store, lm, settings, database_url)
         memory.address_head = address_head
+        index = CorpusIndex(memory.files.engine, root)
+        memory.enclosing = index.enclosing
         if memory.files.manifest.get("root") is None:
             memory.files.update_manifest(root=str(root))
-        return cls(root, memory, CorpusIndex(memory.files.engine, root))
+        return cls(root, memory, index)
 
     @classmethod
     def from_store(cls, store: str | Path, model: str | LoadedModel | None = None, device: str = "auto",
@@ -100,10 +102,7 @@ class Agent:
         """Answer from memory; symbols and sections the question names are pinned into the read set."""
         limit = self.memory.settings.max_read_blocks // 2
         named = name_pins(self.index, question, limit)
-        pins = [*(pins or []), *named]
-        answer = self.memory.ask(question, max_new_tokens=max_new_tokens, hops=hops, pins=pins)
-        answer.citations = self.index.locate(answer.citations, focus=pins)  # pages and headings of documents
-        return answer
+        return self.memory.ask(question, max_new_tokens=max_new_tokens, hops=hops, pins=[*(pins or []), *named])
 
 
 def _manifest_model(store: Path) -> str | None:

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from agent.core import Agent
 from agent.names import name_pins
 from l2m_core.errors import L2MError
-from l2m_core.memory import DEFAULT_INSTRUCTION, Citation, Memory
+from l2m_core.memory import Citation, Memory
 from l2m_core.store import blocks
 from repos_index.index import CorpusIndex
 from tools.toolbox import Toolbox
@@ -68,16 +68,12 @@ class _ReadsMemory(BaseModel):
             return []
         return name_pins(self.index, question, self.memory.settings.max_read_blocks // 2)
 
-    def _located(self, citations: list[Citation], pins: list[int]) -> list[Citation]:
-        """Citations with the page and heading path of PDF, HTML and DOCX sources, as `Agent.ask` gives them."""
-        return self.index.locate(citations, focus=pins) if self.index is not None else citations
-
 
 def citation_metadata(citation: Citation) -> dict[str, Any]:
-    """A citation as JSON-friendly provenance: source, line span, page and heading path (where the source is a
-    PDF, HTML or DOCX document), attention weight, block ids."""
+    """A citation as JSON-friendly provenance: source, line span, enclosing symbol or section, page and heading
+    path (where the source is a PDF, HTML or DOCX document), attention weight, block ids."""
     return {"source": citation.source, "line_start": citation.line_start, "line_end": citation.line_end,
-            "page": citation.page, "heading": citation.heading, "weight": citation.weight,
+            "label": citation.label, "page": citation.page, "heading": citation.heading, "weight": citation.weight,
             "block_ids": list(citation.block_ids)}
 
 
@@ -88,11 +84,12 @@ class L2MChatModel(_ReadsMemory, BaseChatModel):
     """A chat model whose answers read the L2M memory (greedy decoding; no sampling).
 
     The last human message is the question; system messages, `instruction` and the earlier turns go into
-    the instruction the model reads before the memory; tool calls and results after the question follow
-    it. `stop` sequences cut the answer where they first occur.
+    the instruction the model reads beside the question, after the memory (the memory's own reading
+    instruction always comes before it); tool calls and results after the question follow it. `stop`
+    sequences cut the answer where they first occur.
     """
 
-    instruction: str = DEFAULT_INSTRUCTION
+    instruction: str = ""
     max_tokens: int = Field(default=128, ge=1)
     temperature: float = 0.0
     stop: list[str] | None = None
@@ -141,14 +138,12 @@ class L2MChatModel(_ReadsMemory, BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, *, tools: list[dict] | None = None,
                   tool_choice: str | None = None, **kwargs: Any) -> ChatResult:
         question, instruction, pin_query = self._prompt(messages, tools or [], tool_choice)
-        pins = self._pins(pin_query)
-        answer = self.memory.ask(question, instruction=instruction, pins=pins, hops=self.hops,
+        answer = self.memory.ask(question, instruction=instruction, pins=self._pins(pin_query), hops=self.hops,
                                  max_new_tokens=kwargs.get("max_tokens", self.max_tokens))
         text = cut_at_stop(answer.text, self._stops(stop))
         content, calls, invalid = parse_tool_call(text, [t["function"]["name"] for t in tools or []])
-        citations = [citation_metadata(c) for c in self._located(answer.citations, pins)]
         message = AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid, response_metadata={
-            "model_name": self.memory.lm.name, "citations": citations,
+            "model_name": self.memory.lm.name, "citations": [citation_metadata(c) for c in answer.citations],
             "lexical_blocks": answer.lexical, "timings": answer.timings})
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -262,7 +257,7 @@ class L2MRetriever(_ReadsMemory, BaseRetriever):
     The read set is the one `Memory.ask` would attend to (pins, lexical matches and their neighbours,
     plus each layer's own picks), found by running the read without decoding. One Document per citation:
     a run of consecutive blocks of one source, whose text is the blocks' text joined, with metadata
-    source, line_start, line_end, page and heading (PDF, HTML and DOCX sources), weight (share of the
+    source, line_start, line_end, label, page and heading (PDF, HTML and DOCX sources), weight (share of the
     attention mass on memory) and block_ids.
     """
 
@@ -270,9 +265,8 @@ class L2MRetriever(_ReadsMemory, BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 k: int | None = None) -> list[Document]:
-        pins = self._pins(query)
-        answer = self.memory.ask(query, max_new_tokens=0, pins=pins)
-        cited = self._located(answer.citations[:k or self.k], pins)
+        answer = self.memory.ask(query, max_new_tokens=0, pins=self._pins(query))
+        cited = answer.citations[:k or self.k]
         texts = block_texts(self.memory, [b for c in cited for b in c.block_ids])
         return [Document(page_content="".join(texts[b] for b in c.block_ids), metadata=citation_metadata(c))
                 for c in cited]

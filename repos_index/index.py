@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy import Engine, and_, func, or_, select
 
 from l2m_core.errors import L2MError
+from l2m_core.memory import Enclosing
 from repos_index import schema
 from repos_index.graph import build_graph, dependency_order, load_facts
 from repos_index.memory import MemorySink
@@ -23,23 +22,16 @@ SECTION_KINDS = (
     "preamble", "recital", "part", "title", "chapter", "subchapter", "section", "subsection", "article",
     "annex", "appendix", "schedule", "exhibit", "paragraph", "point", "heading",
 )
+# What a citation names: the innermost definition of code, the innermost of these legal units (not a
+# paragraph or point: "Article 33" is what a reader looks up), or a prose heading.
+_NAMED_KINDS = frozenset({"class", "function", "method", "heading", "article", "annex", "recital", "section",
+                          "subsection", "schedule", "appendix", "exhibit"})
 _LEGAL_WORDS = {
     "art": "Article", "article": "Article", "articles": "Article", "§": "§", "sec": "Section", "section": "Section",
     "chapter": "Chapter", "title": "Title", "part": "Part", "annex": "Annex", "recital": "Recital",
 }
 _LABEL = re.compile(r"^(?P<word>art(?:icles?)?|sec(?:tion)?|chapter|title|part|annex|recital|§)\.?\s*(?P<rest>.+)$",
                     re.IGNORECASE)
-
-
-class _Cited(Protocol):
-    """A citation as `locate` needs it (`l2m_core.memory.Citation` fits): a dataclass with these fields."""
-
-    source: str
-    line_start: int
-    line_end: int
-    block_ids: tuple[int, ...]
-    page: int | None
-    heading: str | None
 
 
 @dataclass(frozen=True)
@@ -245,33 +237,36 @@ class CorpusIndex:
                 query = query.where(b.c.line_end >= line_start)
             return list(conn.execute(query.order_by(b.c.line_start, b.c.block_id)).scalars())
 
-    def locate(self, citations: Sequence[_Cited], focus: Iterable[int] = ()) -> list[_Cited]:
-        """Citations with the page (PDF) and heading path (HTML, DOCX) of their lines, of the most lines when
-        they span several. A citation holding some `focus` blocks (those the question named or the user
-        pinned) is placed by those blocks' lines: a run read whole from page 1 to 2 is about Article 4 on
-        page 2 when Article 4 was asked for. Citations of other files come back as they are."""
-        p, f, b = schema.places, schema.files, schema.blocks
-        sources = {c.source for c in citations}
-        focus = set(focus)
+    def enclosing(self, block_ids: Iterable[int]) -> dict[int, Enclosing]:
+        """For each memory block, the definition or section it lies in (the innermost named chunk holding the
+        block's middle line): its name and the block holding its first line, where the heading is; and, in a
+        converted document, the page (PDF) or heading path (HTML, DOCX) of that middle line."""
+        b, c, p = schema.blocks, schema.chunks, schema.places
+        wanted = set(block_ids)
+        out: dict[int, Enclosing] = {}
         with self.engine.connect() as conn:
-            rows = conn.execute(select(f.c.path, p.c.line_start, p.c.line_end, p.c.page, p.c.heading)
-                                .join(f, f.c.id == p.c.file_id).where(f.c.path.in_(sources))).all()
-            focused = {row.block_id: (row.line_start, row.line_end) for row in conn.execute(
-                select(b.c.block_id, b.c.line_start, b.c.line_end).where(b.c.block_id.in_(focus)))}
-        located = []
-        for citation in citations:
-            spans = [focused[block] for block in citation.block_ids if block in focused]
-            pages: Counter[int] = Counter()
-            headings: Counter[str] = Counter()
-            for first, last in spans or [(citation.line_start, citation.line_end)]:
-                for row in rows:
-                    overlap = min(row.line_end, last) - max(row.line_start, first) + 1
-                    if row.path == citation.source and overlap > 0:
-                        pages.update({row.page: overlap} if row.page is not None else {})
-                        headings.update({row.heading: overlap} if row.heading is not None else {})
-            located.append(replace(citation, page=_most(pages), heading=_most(headings)) if pages or headings
-                           else citation)
-        return located
+            rows = conn.execute(select(b).where(b.c.block_id.in_(wanted))).all() if wanted else []
+            for file_id in {r.file_id for r in rows}:
+                spans = conn.execute(select(b.c.block_id, b.c.line_start, b.c.line_end)
+                                     .where(b.c.file_id == file_id).order_by(b.c.line_start, b.c.block_id)).all()
+                named = conn.execute(select(c.c.kind, c.c.name, c.c.qualname, c.c.line_start, c.c.line_end)
+                                     .where(c.c.file_id == file_id, c.c.kind.in_(_NAMED_KINDS))).all()
+                places = conn.execute(select(p).where(p.c.file_id == file_id)).all()
+                for row in (r for r in rows if r.file_id == file_id):
+                    middle = (row.line_start + row.line_end) // 2
+                    place = next((pl for pl in places if pl.line_start <= middle <= pl.line_end), None)
+                    page, path = (place.page, place.heading) if place is not None else (None, None)
+                    holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end]
+                    if not holding:
+                        if place is not None:
+                            out[row.block_id] = Enclosing("", None, page, path)
+                        continue
+                    chunk = min(holding, key=lambda ch: ch.line_end - ch.line_start)
+                    heading = next((s.block_id for s in spans if s.line_start <= chunk.line_start <= s.line_end),
+                                   None)
+                    label = chunk.qualname if chunk.kind in ("class", "function", "method") else chunk.name
+                    out[row.block_id] = Enclosing(label or chunk.name or "", heading, page, path)
+        return out
 
     def file_graph(self) -> dict[str, set[str]]:
         """path -> the indexed paths it depends on (imports and names used from elsewhere)."""
@@ -343,11 +338,6 @@ class CorpusIndex:
                             .order_by(f.c.path, c.c.ordinal)).all()
         return [Section(r.path, r.name, r.title, r.kind, r.qualname, r.line_start, r.line_end, r.byte_start,
                         r.byte_end, self._chunk_blocks(conn, r.file_id, r.ordinal)) for r in rows]
-
-
-def _most(counts: Counter):
-    """The item with the largest count; the first seen of equals."""
-    return counts.most_common(1)[0][0] if counts else None
 
 
 def _labels(query: str) -> list[str]:

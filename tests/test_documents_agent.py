@@ -52,9 +52,10 @@ def test_a_question_naming_an_article_cites_its_page_or_heading_path(tiny, tmp_p
     assert {key: document.metadata[key] for key in ("source", "page", "heading")} == {
         "source": name, "page": first.page, "heading": first.heading}
     cited = answer.to_dict()["citations"][0]
+    assert first.label.startswith("Article 4")  # the lead's label: the enclosing Article (or its point)
     if name == "reg.pdf":
         assert first.page == 2 and first.heading is None
-        assert f"{name}:{first.line_start}-{first.line_end} p.2" == str(first)
+        assert f"{name}:{first.line_start}-{first.line_end} p.2 {first.label}" == str(first)
         assert cited["page"] == 2 and "heading" not in cited
         assert before.page == 1
     else:
@@ -88,5 +89,5 @@ def test_the_default_model_answers_from_the_pdf_citing_page_and_article(default_
         article = next(s for s in agent.index.find_section("Article 4") if s.path == "reg.pdf")
         answer = agent.ask(QUESTION, max_new_tokens=48)
     first = answer.citations[0]
-    assert first.source == "reg.pdf" and first.page == 2
+    assert first.source == "reg.pdf" and first.page == 2 and first.label.startswith("Article 4")
     assert first.line_start <= article.line_end and first.line_end >= article.line_start  # cites Article 4

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import pytest
 from document_fixtures import (
@@ -20,7 +19,9 @@ from document_fixtures import (
     write_pdf,
 )
 from index_helpers import FakeMemory
+from sqlalchemy import select
 
+from repos_index import schema
 from repos_index.documents import Piece, convert, render
 from repos_index.index import CorpusIndex
 from repos_index.legal import analyze_legal
@@ -28,14 +29,19 @@ from repos_index.legal import analyze_legal
 WRITERS = {"reg.pdf": write_pdf, "reg.html": write_html, "reg.docx": write_docx}
 
 
-@dataclass(frozen=True)
-class Cite:
-    source: str
-    line_start: int
-    line_end: int
-    block_ids: tuple[int, ...] = ()
-    page: int | None = None
-    heading: str | None = None
+def _inside(index: CorpusIndex, section) -> dict:
+    """What `enclosing` says of the section's blocks whose middle line lies in it (not of a neighbour's)."""
+    middles = {b: (first + last) // 2 for b, first, last in _block_spans(index, section.path)}
+    inside = [b for b in section.blocks if section.line_start <= middles[b] <= section.line_end]
+    assert inside
+    return index.enclosing(inside)
+
+
+def _block_spans(index: CorpusIndex, path: str) -> list[tuple[int, int, int]]:
+    b, f = schema.blocks, schema.files
+    with index.engine.connect() as conn:
+        return conn.execute(select(b.c.block_id, b.c.line_start, b.c.line_end).join(f, f.c.id == b.c.file_id)
+                            .where(f.c.path == path)).all()
 
 
 def _line_of(text: str, needle: str) -> int:
@@ -170,20 +176,19 @@ def test_the_legal_index_finds_the_articles_of_each_format_and_skips_bad_documen
         assert section.blocks
     assert {t.path for t in index.find_symbol("ICT risk")} == set(WRITERS)  # the defined term, in all three
 
-    pdf = found["reg.pdf"]
-    [located] = index.locate([Cite("reg.pdf", pdf.line_start, pdf.line_end)])
-    assert located.page == 2 and located.heading is None
-    whole = Cite("reg.pdf", 1, pdf.line_end, tuple(index.blocks_for("reg.pdf")))  # a run read from page 1 to 2
-    assert index.locate([whole], focus=pdf.blocks)[0].page == 2  # placed by the Article asked for
-    assert index.locate([whole], focus=found["reg.html"].blocks)[0].page == 1  # other blocks: by most lines
-    html = found["reg.html"]
-    [located] = index.locate([Cite("reg.html", html.line_start, html.line_end)])
-    assert located.page is None and located.heading.endswith("Article 4 Definitions")
-    plain = Cite("notes.txt", 1, 1)
-    assert index.locate([plain]) == [plain]
+    # what a citation of these blocks says: label, page (PDF), heading path (HTML, DOCX)
+    assert {(e.label.split(",")[0], e.page, e.heading) for e in _inside(index, found["reg.pdf"]).values()} == {
+        ("Article 4", 2, None)}
+    for name in ("reg.html", "reg.docx"):
+        for e in _inside(index, found[name]).values():
+            assert e.label.startswith("Article 4") and e.page is None
+            assert e.heading.endswith("Chapter I General provisions > Article 4 Definitions")
+    article_3 = index.find_section("Article 3")[0]
+    assert {e.page for e in _inside(index, article_3).values()} == {1}
+    assert all(e.page is None and e.heading is None for e in index.enclosing(index.blocks_for("notes.txt")).values())
 
 
-def test_reingest_is_incremental_and_a_reopened_index_still_locates(corpus, tmp_path):
+def test_reingest_is_incremental_and_a_reopened_index_still_knows_pages(corpus, tmp_path):
     index = CorpusIndex(tmp_path / "index.db", corpus)
     memory = FakeMemory()
     index.update(memory, progress=False)
@@ -203,8 +208,7 @@ def test_reingest_is_incremental_and_a_reopened_index_still_locates(corpus, tmp_
 
     reopened = CorpusIndex(tmp_path / "index.db", corpus)
     pdf = next(s for s in reopened.find_section("Article 4") if s.path == "reg.pdf")
-    [located] = reopened.locate([Cite("reg.pdf", pdf.line_start, pdf.line_end)])
-    assert located.page == 2
+    assert {e.page for e in _inside(reopened, pdf).values()} == {2}
 
 
 def test_a_document_that_turns_bad_leaves_the_index(corpus, tmp_path):
