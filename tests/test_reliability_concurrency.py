@@ -118,3 +118,17 @@ def test_only_lock_errors_count_as_transient(tmp_path):
     engine.dispose()
     holder.close()
     assert [is_transient(e) for e in errors] == [True, False, False]
+
+
+def test_the_index_sharing_the_store_database_waits_as_long_for_a_lock(tmp_path, tiny_model_dir):
+    """One database, one lock wait: the index's engine hooks must not shorten the store's busy timeout."""
+    from l2m_core.memory import Memory
+    from l2m_core.store import BUSY_TIMEOUT_MS
+    from repos_index.index import CorpusIndex
+
+    lm = load_model(tiny_model_dir, device="cpu")
+    with Memory.create(tmp_path / "s", lm) as memory:
+        CorpusIndex(memory.files.engine, tmp_path)
+        memory.files.engine.dispose()  # the next connection is a new one, set up by every hook
+        with memory.files.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == BUSY_TIMEOUT_MS
