@@ -161,7 +161,7 @@ def summarise(records: list[dict], status: int, stderr: str, new: list[str]) -> 
 
 def block_count_problems(store: Path, layers: int) -> list[str]:
     """Lost or duplicated blocks: each document holds ceil(tokens / block size) blocks, each with all layers."""
-    manifest = json.loads((store / "manifest.json").read_text())
+    manifest = json.loads((store / mem_tables.MANIFEST).read_text())
     block_size = manifest["settings"]["block_size"]
     engine = sa.create_engine(f"sqlite:///{store / mem_tables.DATABASE}")
     with engine.connect() as conn:

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import pathspec
 
 from l2m_core.errors import L2MError
+from l2m_core.store import STORE_DIR
 
 DEFAULT_MAX_BYTES = 1 << 20
 IGNORE_FILES = (".gitignore", ".l2mignore")
@@ -28,7 +29,7 @@ VENDORED_DIRS = frozenset(
 )
 GENERATED_DIRS = frozenset(
     {"__pycache__", "build", "dist", "target", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache",
-     ".gradle", ".next", ".nuxt", "htmlcov", ".eggs", ".l2m"}
+     ".gradle", ".next", ".nuxt", "htmlcov", ".eggs", STORE_DIR}
 )
 GENERATED_FILES = frozenset(
     {"package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "Pipfile.lock", "Cargo.lock",
