@@ -31,7 +31,7 @@ from pathlib import Path
 from rank_bm25 import BM25Okapi
 
 from agent import Agent
-from bench.evals.decoding import GreedyDecoder
+from agent.evals.decoding import GreedyDecoder
 from l2m_core.addressing import terms
 from l2m_core.loading import load_model
 from l2m_core.memory import MEMORY_SLOT, prompt_text
