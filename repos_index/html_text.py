@@ -1,8 +1,8 @@
 """HTML -> paragraphs and headings (BeautifulSoup on lxml), without the page's boilerplate.
 
-Dropped: scripts, styles, forms, navigation, headers, footers and asides, hidden elements, and
-elements whose role, id or class names a cookie notice, consent dialog, menu, breadcrumb, sidebar or
-share bar. When the page marks its content (`<main>`, `role="main"`, a single `<article>`), only that
+Dropped: scripts, styles, forms, navigation, asides, the page's header and footer (an article's own stay), hidden
+elements, and elements whose role, id or class names a cookie notice, consent dialog, menu, breadcrumb,
+sidebar or share bar. When the page marks its content (`<main>`, `role="main"`, a single `<article>`), only that
 is read. Block elements become pieces; `<h1>`-`<h6>` (and `role="heading"`) are headings; ordered list
 items get their number as the reader sees it ("1.", "(a)"); a table row becomes one line, except a point
 laid out as a row of its label and its text (as EUR-Lex does), which reads "(a) text".
