@@ -37,6 +37,7 @@ from l2m_core import codec
 from l2m_core.addressing import BlockMeta, LexicalIndex, ReprBank, fuse, neighbours
 from l2m_core.attention import ReadPlan, RecordPlan, active
 from l2m_core.errors import L2MError
+from l2m_core.families import check_supported
 from l2m_core.hot_tier import HotTier
 from l2m_core.loading import LoadedModel
 from l2m_core.rope import Rotary
@@ -46,7 +47,6 @@ from l2m_core.store import StoreFiles, block_kv, blocks, create_private_file, do
 if TYPE_CHECKING:
     from l2m_core.address_head import AddressHead
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 MEMORY_SLOT = "\x00L2M-MEMORY\x00"
 DEFAULT_INSTRUCTION = "Answer the question using the context. Answer briefly."
 
@@ -125,7 +125,7 @@ class Memory:
     @classmethod
     def create(cls, path: str | Path, lm: LoadedModel, settings: MemorySettings | None = None,
                database_url: str | None = None) -> Memory:
-        _check_architecture(lm)
+        check_supported(lm.model.config)
         settings = settings or MemorySettings()
         files = StoreFiles.create(Path(path), _model_info(lm), settings, database_url)
         return cls(files, lm, settings)
@@ -133,7 +133,7 @@ class Memory:
     @classmethod
     def open(cls, path: str | Path, lm: LoadedModel, **overrides) -> Memory:
         """Open an existing store; `overrides` change read-time settings (top-k, budgets) for this session."""
-        _check_architecture(lm)
+        check_supported(lm.model.config)
         files = StoreFiles.open(Path(path))
         if files.manifest.get("fingerprint") != lm.fingerprint:
             raise L2MError(f"store {path} was built with model {files.manifest.get('model')} "
@@ -406,7 +406,7 @@ class Memory:
         shared = self._shared_read_set(query, pins)
         plan, logits = self._prefill(head, tail["input_ids"], slice(q_tokens[0], q_tokens[-1] + 1), shared, pins)
         first_token = time.perf_counter()
-        text = self._decode(plan, logits, len(head) + len(tail["input_ids"]), max_new_tokens)
+        text = self._decode(plan, logits, plan.memory_end + len(tail["input_ids"]), max_new_tokens)
         done = time.perf_counter()
         return Answer(text.strip(), self._citations(plan.block_mass(), set(pins)), plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})
@@ -434,7 +434,10 @@ class Memory:
         s, device = self.settings, self.lm.device
         head_k, head_v = self._record_head(head)
         staged = self._prefetch(shared)
-        memory_end = len(head) + s.max_read_blocks * s.block_size
+        if s.attention_top_k:  # layers add picks of their own: blocks end where the largest read set would
+            memory_end = len(head) + s.max_read_blocks * s.block_size
+        else:  # every layer reads the same blocks: they follow the head, the question follows them, no gap
+            memory_end = len(head) + sum(self.meta[b].n_tokens for b in fuse(pins, shared, [], [], s.max_read_blocks))
 
         def select(layer: int, query_raw: torch.Tensor) -> list[int]:
             attention = self.reprs.top(layer, query_raw, s.attention_top_k, exclude=set(shared))
@@ -461,9 +464,9 @@ class Memory:
         return [plan.keys[i] for i in range(self.layers)], [plan.values[i] for i in range(self.layers)]
 
     def _decode(self, plan: ReadPlan, logits: torch.Tensor, position: int, max_new_tokens: int) -> str:
-        """Greedy decoding against the plan's per-layer caches (the read set stays fixed)."""
+        """Greedy decoding against the plan's per-layer caches (the read set stays fixed); the first generated
+        token sits at `position`."""
         device = self.lm.device
-        position += self.settings.max_read_blocks * self.settings.block_size
         stop = _stop_ids(self.tokenizer, self.model)
         out: list[int] = []
         for _ in range(max_new_tokens):
@@ -605,13 +608,6 @@ class Memory:
             with self.files.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
                 conn.exec_driver_sql("VACUUM")
-
-
-def _check_architecture(lm: LoadedModel) -> None:
-    arch = lm.model.config.model_type
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise L2MError(f"the memory engine does not support {arch!r} models yet "
-                       f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
 
 
 def _model_info(lm: LoadedModel) -> dict:

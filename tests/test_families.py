@@ -1,0 +1,110 @@
+"""Every supported decoder family, on tiny random models: the read path is exact (all blocks read with the fp32
+codec give the plain model's next-token logits, with and without a prompt head), the CLI ingests and answers
+with `--model DIR`, and a store refuses another model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli.main import cli
+from l2m_core.errors import L2MError
+from l2m_core.families import FAMILIES, check_supported
+from l2m_core.loading import LoadedModel
+from l2m_core.memory import Memory
+from l2m_core.settings import MemorySettings
+from l2m_core.tiny import TINY_FAMILIES, byte_tokenizer, save_tiny_model, tiny_model
+
+DOC = "\n".join(f"Line {i}: the {['red', 'green', 'blue'][i % 3]} lamp number {i * 7} glows." for i in range(1, 9))
+HEAD = "<|im_start|>system\nYou read memory.<|im_end|>\n"
+TAIL = " and then the lamp"
+EXACT = MemorySettings(block_size=16, chunk_size=32, sink=16, local=4096, max_read_blocks=64, codec="fp32",
+                       hot_budget_mb=4)
+
+
+def test_every_tiny_family_is_a_supported_family():
+    assert {tiny_model(family).config.model_type for family in TINY_FAMILIES} == set(FAMILIES)
+
+
+def plain_logits(model, head: list[int], doc: list[int], tail: list[int]) -> torch.Tensor:
+    """The plain model over `head + doc + tail` at contiguous positions, where the document does not see the
+    head (memory is written without it): a 4-D mask per layer type, with the family's sliding window."""
+    ids, h, d = head + doc + tail, len(head), len(doc)
+    pos = torch.arange(len(ids))
+    seen = pos[None, :] <= pos[:, None]
+    seen[h:h + d, :h] = False
+    window = getattr(model.config, "sliding_window", None)
+
+    def additive(limit: int | None) -> torch.Tensor:
+        ok = seen & (pos[None, :] > pos[:, None] - limit) if limit else seen
+        return torch.zeros(ok.shape).masked_fill(~ok, torch.finfo(torch.float32).min)[None, None]
+
+    types = getattr(model.config, "layer_types", None)
+    if types:  # the model picks each layer's mask by its type
+        mask = {"full_attention": additive(None), "sliding_attention": additive(window)}
+    else:
+        mask = additive(window)
+    with torch.inference_mode():
+        return model(torch.tensor([ids]), attention_mask=mask, position_ids=pos[None]).logits[0, -1]
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_reading_every_block_equals_the_plain_model(family, tmp_path):
+    tokenizer = byte_tokenizer()
+    model = tiny_model(family, seed=1)
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    head, doc, tail = encode(HEAD), encode(DOC), encode(TAIL)
+    assert len(doc) > 4 * (getattr(model.config, "sliding_window", None) or 48)  # windows bind
+    with torch.inference_mode():
+        plain = model(torch.tensor([doc + tail])).logits[0, -1]     # the model's own attention and masks
+    plain_head = plain_logits(model, head, doc, tail)
+    mem = Memory.create(tmp_path / "s", LoadedModel(model, tokenizer, family, "x", torch.device("cpu"), 0.0), EXACT)
+    mem.ingest_document(DOC, "doc.txt")
+    pins = mem.blocks_for("doc.txt")
+    ours = mem.logits(tail, pins=pins)
+    assert torch.allclose(ours, plain, atol=1e-4), (ours - plain).abs().max()
+    ours_head = mem.logits(tail, head=head, pins=pins)
+    assert torch.allclose(ours_head, plain_head, atol=1e-4), (ours_head - plain_head).abs().max()
+    # the tolerance tells reading apart: without the last block (inside every window) the logits move by more
+    assert not torch.allclose(ours_head, mem.logits(tail, head=head, pins=pins[:-1]), atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+def test_the_engine_keeps_the_plain_model_exact_outside_a_read(family):
+    """Once the engine's attention is set, the bare model still applies sliding windows and soft-capping."""
+    model = tiny_model(family, seed=2)
+    ids = torch.tensor([byte_tokenizer()(DOC)["input_ids"]])
+    with torch.inference_mode():
+        before = model(ids).logits[0, -1]
+        model.set_attn_implementation("l2m")
+        after = model(ids).logits[0, -1]
+    assert torch.allclose(before, after, atol=1e-4), (before - after).abs().max()
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_cli_ingests_and_answers_and_refuses_another_model(family, tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "lamps.txt").write_text(DOC + "\n")
+    model_dir = save_tiny_model(tmp_path / "model", seed=1, family=family)
+    other = save_tiny_model(tmp_path / "other", seed=2, family=family)
+    monkeypatch.chdir(repo)
+    runner = CliRunner()
+    ingest = runner.invoke(cli, ["ingest", "--model", str(model_dir), "--json"])
+    assert ingest.exit_code == 0, ingest.output
+    ask = runner.invoke(cli, ["ask", "Which lamp is blue?", "--max-tokens", "3", "--json"])
+    assert ask.exit_code == 0, ask.output
+    assert [c["source"] for c in json.loads(ask.stdout)["citations"]] == ["lamps.txt"]
+    refused = runner.invoke(cli, ["ask", "Which lamp is blue?", "--model", str(other)])
+    assert refused.exit_code == 2 and "was built with model" in refused.stderr, refused.output
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "cohere", "gemma3"])
+def test_unsupported_families_are_refused_in_one_line(model_type):
+    config = type("Config", (), {"model_type": model_type})()
+    with pytest.raises(L2MError, match=f"does not support '{model_type}' models yet") as err:
+        check_supported(config)
+    assert "\n" not in str(err.value)
