@@ -21,6 +21,7 @@ from l2m_core.tiny import TINY_FAMILIES, byte_tokenizer, save_tiny_model, tiny_m
 DOC = "\n".join(f"Line {i}: the {['red', 'green', 'blue'][i % 3]} lamp number {i * 7} glows." for i in range(1, 9))
 HEAD = "<|im_start|>system\nYou read memory.<|im_end|>\n"
 TAIL = " and then the lamp"
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 EXACT = MemorySettings(block_size=16, chunk_size=32, sink=16, local=4096, max_read_blocks=64, codec="fp32",
                        hot_budget_mb=4)
 
@@ -33,14 +34,14 @@ def plain_logits(model, head: list[int], doc: list[int], tail: list[int]) -> tor
     """The plain model over `head + doc + tail` at contiguous positions, where the document does not see the
     head (memory is written without it): a 4-D mask per layer type, with the family's sliding window."""
     ids, h, d = head + doc + tail, len(head), len(doc)
-    pos = torch.arange(len(ids))
+    pos = torch.arange(len(ids), device=model.device)
     seen = pos[None, :] <= pos[:, None]
     seen[h:h + d, :h] = False
     window = getattr(model.config, "sliding_window", None)
 
     def additive(limit: int | None) -> torch.Tensor:
         ok = seen & (pos[None, :] > pos[:, None] - limit) if limit else seen
-        return torch.zeros(ok.shape).masked_fill(~ok, torch.finfo(torch.float32).min)[None, None]
+        return torch.zeros(ok.shape, device=ok.device).masked_fill(~ok, torch.finfo(torch.float32).min)[None, None]
 
     types = getattr(model.config, "layer_types", None)
     if types:  # the model picks each layer's mask by its type
@@ -48,20 +49,22 @@ def plain_logits(model, head: list[int], doc: list[int], tail: list[int]) -> tor
     else:
         mask = additive(window)
     with torch.inference_mode():
-        return model(torch.tensor([ids]), attention_mask=mask, position_ids=pos[None]).logits[0, -1]
+        out = model(torch.tensor([ids], device=model.device), attention_mask=mask, position_ids=pos[None])
+    return out.logits[0, -1]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
-def test_reading_every_block_equals_the_plain_model(family, tmp_path):
+def test_reading_every_block_equals_the_plain_model(family, device, tmp_path):
     tokenizer = byte_tokenizer()
-    model = tiny_model(family, seed=1)
+    model = tiny_model(family, seed=1).to(device)
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     head, doc, tail = encode(HEAD), encode(DOC), encode(TAIL)
     assert len(doc) > 4 * (getattr(model.config, "sliding_window", None) or 48)  # windows bind
     with torch.inference_mode():
-        plain = model(torch.tensor([doc + tail])).logits[0, -1]     # the model's own attention and masks
+        plain = model(torch.tensor([doc + tail], device=device)).logits[0, -1]     # the model's own attention and masks
     plain_head = plain_logits(model, head, doc, tail)
-    mem = Memory.create(tmp_path / "s", LoadedModel(model, tokenizer, family, "x", torch.device("cpu"), 0.0), EXACT)
+    mem = Memory.create(tmp_path / "s", LoadedModel(model, tokenizer, family, "x", torch.device(device), 0.0), EXACT)
     mem.ingest_document(DOC, "doc.txt")
     pins = mem.blocks_for("doc.txt")
     ours = mem.logits(tail, pins=pins)

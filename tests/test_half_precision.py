@@ -82,3 +82,15 @@ def test_default_gguf_is_dequantized_straight_to_bf16(default_model, tmp_path):
     assert abs(size(fresh) / size(fp32) - 0.5) < 0.01
     with safe_open(str(next(fresh.glob("*.safetensors"))), "pt") as weights:
         assert weights.get_tensor(next(iter(weights.keys()))).dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_on_cuda_auto_loads_half_precision_and_the_hot_tier_is_on_the_gpu(shaped_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(loading.DTYPE_ENV, raising=False)
+    lm = load_model(shaped_dir)  # device and dtype auto
+    assert lm.device.type == "cuda" and lm.model.dtype in (torch.bfloat16, torch.float16)
+    mem = Memory.create(tmp_path / "s", lm, MemorySettings(block_size=16, chunk_size=32, hot_budget_mb=4))
+    spans = mem.ingest_document("The blue lamp is in the hall.\n" * 12, "lamps.txt")
+    assert mem.ask("Where is the blue lamp?", max_new_tokens=2).citations
+    keys, _ = mem.hot.get((spans[0].block_id, 0))
+    assert keys.device.type == "cuda"
