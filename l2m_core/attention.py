@@ -52,14 +52,17 @@ AttentionMaskInterface.register("l2m", sdpa_mask)  # plain use gets the masks SD
 
 def _softcapped(query, key, value, attention_mask, traits: LayerTraits) -> torch.Tensor:
     """Plain attention for soft-capped families (SDPA cannot cap logits), any batch; `attention_mask` is SDPA's
-    boolean mask or None for plain causal attention."""
+    boolean mask, an additive float mask passed by the caller, or None for plain causal attention."""
     groups = query.shape[1] // key.shape[1]
     key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     scores = traits.logits(query @ key.transpose(2, 3))
     if attention_mask is None:
         q_len, total = scores.shape[-2:]
         attention_mask = torch.ones(q_len, total, dtype=torch.bool, device=query.device).tril(total - q_len)
-    scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    if attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + attention_mask
     return (scores.softmax(dim=-1).to(value.dtype) @ value).transpose(1, 2).contiguous()
 
 

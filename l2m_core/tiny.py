@@ -41,7 +41,7 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
         "rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
         "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
     "mistral": ("MistralConfig", {"sliding_window": 48}),
-    "qwen2": ("Qwen2Config", {}),
+    "qwen2": ("Qwen2Config", {"use_sliding_window": True, "sliding_window": 48, "max_window_layers": 1}),
     "qwen3": ("Qwen3Config", {"head_dim": 16}),
     "gemma": ("GemmaConfig", {"head_dim": 16}),
     "gemma2": ("Gemma2Config", {"head_dim": 16, "sliding_window": 48, "query_pre_attn_scalar": 24,

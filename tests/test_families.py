@@ -77,13 +77,17 @@ def test_reading_every_block_equals_the_plain_model(family, device, tmp_path):
 
 @pytest.mark.parametrize("family", ["mistral", "gemma2"])
 def test_the_engine_keeps_the_plain_model_exact_outside_a_read(family):
-    """Once the engine's attention is set, the bare model still applies sliding windows and soft-capping."""
+    """Once the engine's attention is set, the bare model still applies sliding windows, soft-capping and a
+    caller's padding mask."""
     model = tiny_model(family, seed=2)
-    ids = torch.tensor([byte_tokenizer()(DOC)["input_ids"]])
+    ids = byte_tokenizer()(DOC)["input_ids"]
+    batch = torch.tensor([ids, [0] * 7 + ids[:-7]])            # the second row left-padded
+    padding = torch.ones_like(batch)
+    padding[1, :7] = 0
     with torch.inference_mode():
-        before = model(ids).logits[0, -1]
+        before = model(batch, attention_mask=padding).logits[:, -1]
         model.set_attn_implementation("l2m")
-        after = model(ids).logits[0, -1]
+        after = model(batch, attention_mask=padding).logits[:, -1]
     assert torch.allclose(before, after, atol=1e-4), (before - after).abs().max()
 
 
