@@ -115,3 +115,16 @@ def test_unsupported_families_are_refused_in_one_line(model_type):
     with pytest.raises(L2MError, match=f"does not support '{model_type}' models yet") as err:
         check_supported(config)
     assert "\n" not in str(err.value)
+
+
+def test_cli_refuses_an_unsupported_family_in_one_line(tmp_path, monkeypatch):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model_dir = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=300)).save_pretrained(model_dir)
+    byte_tokenizer().save_pretrained(model_dir)
+    (tmp_path / "a.txt").write_text(DOC)
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(cli, ["ingest", "--model", str(model_dir)])
+    assert done.exit_code == 2 and done.stderr.strip().count("\n") == 0
+    assert "does not support 'gpt2' models yet" in done.stderr and "Traceback" not in done.output
