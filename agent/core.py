@@ -65,9 +65,11 @@ class Agent:
             address_head = load_address_head(address_head, lm.model)
         memory = Memory.open(store, lm) if exists else Memory.create(store, lm, settings, database_url)
         memory.address_head = address_head
+        index = CorpusIndex(memory.files.engine, root)
+        memory.enclosing = index.enclosing
         if memory.files.manifest.get("root") is None:
             memory.files.update_manifest(root=str(root))
-        return cls(root, memory, CorpusIndex(memory.files.engine, root))
+        return cls(root, memory, index)
 
     @classmethod
     def from_store(cls, store: str | Path, model: str | LoadedModel | None = None, device: str = "auto",

@@ -1,10 +1,11 @@
 """Every supported decoder family, on tiny random models: the read path is exact (all blocks read with the fp32
-codec give the plain model's next-token logits, with and without a prompt head), the CLI ingests and answers
+codec give the plain model's next-token logits, with and without a reading head), the CLI ingests and answers
 with `--model DIR`, and a store refuses another model."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from l2m_core.settings import MemorySettings
 from l2m_core.tiny import TINY_FAMILIES, byte_tokenizer, save_tiny_model, tiny_model
 
 DOC = "\n".join(f"Line {i}: the {['red', 'green', 'blue'][i % 3]} lamp number {i * 7} glows." for i in range(1, 9))
-HEAD = "<|im_start|>system\nYou read memory.<|im_end|>\n"
+HEAD = "<|im_start|>user\nAnswer the question using the context.\n\nContext:\n"
 TAIL = " and then the lamp"
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 EXACT = MemorySettings(block_size=16, chunk_size=32, sink=16, local=4096, max_read_blocks=64, codec="fp32",
@@ -30,49 +31,27 @@ def test_every_tiny_family_is_a_supported_family():
     assert {tiny_model(family).config.model_type for family in TINY_FAMILIES} == set(FAMILIES)
 
 
-def plain_logits(model, head: list[int], doc: list[int], tail: list[int]) -> torch.Tensor:
-    """The plain model over `head + doc + tail` at contiguous positions, where the document does not see the
-    head (memory is written without it): a 4-D mask per layer type, with the family's sliding window."""
-    ids, h, d = head + doc + tail, len(head), len(doc)
-    pos = torch.arange(len(ids), device=model.device)
-    seen = pos[None, :] <= pos[:, None]
-    seen[h:h + d, :h] = False
-    window = getattr(model.config, "sliding_window", None)
-
-    def additive(limit: int | None) -> torch.Tensor:
-        ok = seen & (pos[None, :] > pos[:, None] - limit) if limit else seen
-        return torch.zeros(ok.shape, device=ok.device).masked_fill(~ok, torch.finfo(torch.float32).min)[None, None]
-
-    types = getattr(model.config, "layer_types", None)
-    if types:  # the model picks each layer's mask by its type
-        mask = {"full_attention": additive(None), "sliding_attention": additive(window)}
-    else:
-        mask = additive(window)
-    with torch.inference_mode():
-        out = model(torch.tensor([ids], device=model.device), attention_mask=mask, position_ids=pos[None])
-    return out.logits[0, -1]
-
-
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("head", ["", HEAD], ids=["bare", "reading-head"])
 @pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
-def test_reading_every_block_equals_the_plain_model(family, device, tmp_path):
+def test_reading_every_block_equals_the_plain_model(family, head, device, tmp_path):
+    """Blocks written after a head and read after it (at contiguous positions) give the plain model's logits
+    over `[head | document | tail]`, with the model's own attention and masks (windows crossed)."""
     tokenizer = byte_tokenizer()
     model = tiny_model(family, seed=1).to(device)
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    head, doc, tail = encode(HEAD), encode(DOC), encode(TAIL)
+    doc, tail = encode(DOC), encode(TAIL)
     assert len(doc) > 4 * (getattr(model.config, "sliding_window", None) or 48)  # windows bind
     with torch.inference_mode():
-        plain = model(torch.tensor([doc + tail], device=device)).logits[0, -1]     # the model's own attention and masks
-    plain_head = plain_logits(model, head, doc, tail)
-    mem = Memory.create(tmp_path / "s", LoadedModel(model, tokenizer, family, "x", torch.device(device), 0.0), EXACT)
+        plain = model(torch.tensor([encode(head) + doc + tail], device=device)).logits[0, -1]
+    lm = LoadedModel(model, tokenizer, family, "x", torch.device(device), 0.0)
+    mem = Memory.create(tmp_path / "s", lm, replace(EXACT, reading_head=head))
     mem.ingest_document(DOC, "doc.txt")
     pins = mem.blocks_for("doc.txt")
-    ours = mem.logits(tail, pins=pins)
+    ours = mem.logits(tail, pins=pins, head=head)
     assert torch.allclose(ours, plain, atol=1e-4), (ours - plain).abs().max()
-    ours_head = mem.logits(tail, head=head, pins=pins)
-    assert torch.allclose(ours_head, plain_head, atol=1e-4), (ours_head - plain_head).abs().max()
     # the tolerance tells reading apart: without the last block (inside every window) the logits move by more
-    assert not torch.allclose(ours_head, mem.logits(tail, head=head, pins=pins[:-1]), atol=1e-4)
+    assert not torch.allclose(ours, mem.logits(tail, pins=pins[:-1], head=head), atol=1e-4)
 
 
 @pytest.mark.parametrize("family", ["mistral", "gemma2"])
