@@ -8,10 +8,12 @@ family has them, `softcap` and `sliding_window` keyword arguments. What is left 
   `query_pre_attn_scalar`), soft-capped attention logits (Gemma 2), sliding windows (Mistral on every layer,
   Gemma 2/3 and Qwen on the layers typed `sliding_attention`);
 - the rotary embedding of a layer (`rotary_for`): Gemma 3 has a local and a global one, chosen by layer type;
-  partial rotary (Phi-3) is seen in the width of the model's cos/sin and handled in rope.py.
+  SmolLM3 has layers with none (stored keys there are position-free as they are); partial rotary (Phi-3) is
+  seen in the width of the model's cos/sin and handled in rope.py.
 
 Fused q/k/v projections (Phi-3), q/k norms (Qwen3, Gemma 3), embedding and final-logit scaling (Gemma) all
-happen inside the model, before or after the attention function, and need nothing here.
+happen inside the model, before or after the attention function, and need nothing here. Families that rotate
+interleaved channel pairs (Helium, Cohere) are not supported: rope.py rotates halves.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ FAMILIES: dict[str, str] = {
     "olmo2": "q/k norms over all heads",
     "granite": "attention and residual multipliers",
     "starcoder2": "sliding window, biases",
+    "mixtral": "sliding window, mixture of experts (outside attention)",
+    "qwen3_moe": "q/k norms, mixture of experts (outside attention)",
+    "smollm3": "SmolLM3: layers without rotary positions (NoPE)",
 }
 
 
@@ -78,8 +83,18 @@ def layer_traits(module, scaling: float | None, kwargs: dict) -> LayerTraits:
 
 def rotary_for(model) -> Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
     """`f(probe, position_ids, layer) -> (cos, sin)` with the model's own rotary module for that layer."""
-    module = model.model.rotary_emb
+    module, config = model.model.rotary_emb, model.config
     if "layer_type" in inspect.signature(module.forward).parameters:  # Gemma 3: one rotary per layer type
-        types = model.config.layer_types
-        return lambda probe, positions, layer: module(probe, positions, types[layer])
-    return lambda probe, positions, layer: module(probe, positions)
+        def call(probe, positions, layer):
+            return module(probe, positions, config.layer_types[layer])
+    else:
+        def call(probe, positions, layer):
+            return module(probe, positions)
+    rope_layers = getattr(config, "no_rope_layers", None)  # SmolLM3: 1 where a layer rotates, 0 where it does not
+    if rope_layers is None:
+        return call
+
+    def maybe_none(probe, positions, layer):
+        cos, sin = call(probe, positions, layer)
+        return (cos, sin) if rope_layers[layer] else (torch.ones_like(cos), torch.zeros_like(sin))
+    return maybe_none

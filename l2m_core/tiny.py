@@ -53,6 +53,10 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
     "granite": ("GraniteConfig", {"attention_multiplier": 0.5, "residual_multiplier": 0.7,
                                   "embedding_multiplier": 2.0, "logits_scaling": 3.0}),
     "starcoder2": ("Starcoder2Config", {"sliding_window": 48}),
+    "mixtral": ("MixtralConfig", {"sliding_window": 48, "num_local_experts": 2, "num_experts_per_tok": 1}),
+    "qwen3_moe": ("Qwen3MoeConfig", {"head_dim": 16, "num_experts": 2, "num_experts_per_tok": 1,
+                                     "moe_intermediate_size": 32}),
+    "smollm3": ("SmolLM3Config", {"no_rope_layers": [1, 0]}),
 }
 
 

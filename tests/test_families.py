@@ -12,10 +12,12 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import cli
+from l2m_core.attention import RecordPlan, active
 from l2m_core.errors import L2MError
 from l2m_core.families import FAMILIES, check_supported
 from l2m_core.loading import LoadedModel
 from l2m_core.memory import Memory
+from l2m_core.rope import Rotary
 from l2m_core.settings import MemorySettings
 from l2m_core.tiny import TINY_FAMILIES, byte_tokenizer, save_tiny_model, tiny_model
 
@@ -54,6 +56,26 @@ def test_reading_every_block_equals_the_plain_model(family, head, device, tmp_pa
     assert not torch.allclose(ours, mem.logits(tail, pins=pins[:-1], head=head), atol=1e-4)
 
 
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_stored_keys_do_not_depend_on_where_they_were_written(family):
+    """Un-rotating with the layer's rotary (per layer type in Gemma 3, none in SmolLM3's NoPE layers, partial in
+    Phi-3) leaves the same keys whatever positions the text was written at. The exactness test cannot see a
+    wrong rotary: reading everything puts blocks back at the positions they were written at."""
+    model = tiny_model(family, seed=1)
+    model.set_attn_implementation("l2m")
+    rotary = Rotary(model)
+    ids = torch.tensor([byte_tokenizer()(DOC[:40], add_special_tokens=False)["input_ids"]])
+
+    def recorded(start: int) -> list[torch.Tensor]:
+        plan = RecordPlan(rotary, None, None, torch.arange(start, start + ids.shape[1]))
+        with torch.inference_mode(), active(plan):
+            model(ids, position_ids=plan.positions[None], use_cache=False)
+        return [plan.keys[layer] for layer in range(model.config.num_hidden_layers)]
+
+    for layer, (at_0, at_300) in enumerate(zip(recorded(0), recorded(300), strict=True)):
+        assert torch.allclose(at_0, at_300, atol=1e-4), (layer, (at_0 - at_300).abs().max())
+
+
 @pytest.mark.parametrize("family", ["mistral", "gemma2"])
 def test_the_engine_keeps_the_plain_model_exact_outside_a_read(family):
     """Once the engine's attention is set, the bare model still applies sliding windows, soft-capping and a
@@ -88,7 +110,7 @@ def test_cli_ingests_and_answers_and_refuses_another_model(family, tmp_path, mon
     assert refused.exit_code == 2 and "was built with model" in refused.stderr, refused.output
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "cohere", "gemma3"])
+@pytest.mark.parametrize("model_type", ["gpt2", "cohere", "helium", "gemma3"])
 def test_unsupported_families_are_refused_in_one_line(model_type):
     config = type("Config", (), {"model_type": model_type})()
     with pytest.raises(L2MError, match=f"does not support '{model_type}' models yet") as err:
