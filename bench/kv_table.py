@@ -9,6 +9,7 @@ from __future__ import annotations
 import transformers as T
 
 from l2m_core import codec
+from l2m_core.loading import kv_geometry
 from l2m_core.settings import MemorySettings
 from l2m_core.shapes import kv_bytes_per_token, parameters, shaped_config
 
@@ -45,8 +46,7 @@ def rows() -> list[str]:
     lines = ["| model | layers x KV heads x head dim | parameters | weights in bf16 | per token, fp16 "
              "| per token, int8 (stored) | 1M tokens, int8 |", "|---|---|---|---|---|---|---|"]
     for name, config in published_configs().items():
-        kv = config.num_key_value_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        kv, head_dim = kv_geometry(config)
         count = parameters(config)
         int8 = 2 * config.num_hidden_layers * codec.encoded_size((block, kv, head_dim), "int8") / block
         lines.append(f"| {name} | {config.num_hidden_layers} x {kv} x {head_dim} | {count / 1e9:.2f} B "

@@ -31,7 +31,7 @@ from pathlib import Path
 from rank_bm25 import BM25Okapi
 
 from agent import Agent
-from bench.evals.decoding import GreedyDecoder
+from agent.evals.decoding import GreedyDecoder
 from l2m_core.addressing import terms
 from l2m_core.loading import load_model
 from l2m_core.memory import MEMORY_SLOT, prompt_text
@@ -59,6 +59,8 @@ def corpus(spec: dict, work: Path, given: Path | None) -> tuple[Path, list[str]]
     root = work / "corpus"
     if spec["kind"] == "repo":
         return REPO, spec["paths"]
+    if root.exists():  # kept from an earlier run (--work)
+        return root, sorted(p.name for p in root.iterdir())
     if spec["kind"] == "package":
         found = importlib.util.find_spec(spec["name"])
         if found is None or not found.submodule_search_locations:
@@ -185,6 +187,7 @@ def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens
                           citation_ok=overlaps(citation, spans) if citation else None,
                           seconds=round(time.perf_counter() - t, 3))
             records.append(record)
+            print(f"{item['id']} {method}: answer {'ok' if record['answer_ok'] else '--'} {text[:70]!r}", flush=True)
     agent.close()
     return records, ingest_s
 
@@ -235,18 +238,22 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--limit", type=int, help="only the first N questions (for trying a change)")
+    parser.add_argument("--work", type=Path, help="keep the corpus copy and the store here and reuse them "
+                        "(a later run ingests only what changed); default: a temporary folder")
     args = parser.parse_args()
     methods = tuple(m for m in args.methods.split(",") if m)
     if unknown := set(methods) - set(METHODS):
         raise SystemExit(f"unknown methods: {', '.join(sorted(unknown))}")
     items, spec = load_set(args.set)
     items = items[:args.limit] if args.limit else items
-    work = Path(tempfile.mkdtemp(prefix="l2m-qa-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="l2m-qa-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
         root, paths = corpus(spec, work, args.corpus)
         records, ingest_s = run(items, root, paths, work / "store", args.max_tokens, methods)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
     summary = summarize(records)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"set": args.set, "ingest_seconds": round(ingest_s, 1), "summary": summary,

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config
 
+from l2m_core.loading import kv_geometry
 from l2m_core.tiny import byte_tokenizer
 
 # name -> Qwen2 config fields (from the published Qwen2.5 configs); "ci" is the same family, small enough for tests
@@ -51,8 +52,7 @@ def save_random_model(name: str, directory: str | Path, dtype: torch.dtype = tor
 
 def kv_bytes_per_token(config, bytes_per_number: float) -> float:
     """Keys and values of one token in every layer: layers * 2 * kv_heads * head_dim numbers."""
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads, head_dim = kv_geometry(config)
     return config.num_hidden_layers * 2 * kv_heads * head_dim * bytes_per_number
 
 

@@ -31,6 +31,7 @@ from l2m_core.settings import MemorySettings
 
 FORMAT_VERSION = 2  # 2: blocks are written after the store's reading head (settings.reading_head)
 MANIFEST = "manifest.json"
+STORE_DIR = ".l2m"  # a corpus's store, in its root unless told otherwise
 DATABASE = "memory.db"
 DATABASE_URL_ENV = "L2M_DATABASE_URL"
 BUSY_TIMEOUT_MS = 30_000
@@ -189,6 +190,11 @@ class StoreFiles:
     def update_manifest(self, **changes) -> None:
         self.manifest.update(changes)
         _write_manifest(self.path, self.manifest)
+
+
+def is_store(path: str | Path) -> bool:
+    """Whether `path` holds a store's manifest (whether the store opens is for `StoreFiles.open` to say)."""
+    return (Path(path) / MANIFEST).is_file()
 
 
 def _sqlite_url(path: Path) -> str:

@@ -169,6 +169,18 @@ def test_hot_tier_respects_budget_and_counts_hits(tiny, tmp_path):
     assert stats["bytes"] <= stats["budget"] and stats["hits"] > 0 and stats["misses"] > 0
 
 
+def test_hot_tier_evicts_the_least_recently_used():
+    from l2m_core.hot_tier import HotTier
+
+    entry = torch.zeros(4), torch.zeros(4)  # 32 bytes
+    hot = HotTier(budget_bytes=64)
+    hot.put((1, 0), *entry)
+    hot.put((2, 0), *entry)
+    assert hot.get((1, 0)) is not None  # (2, 0) is now the oldest
+    hot.put((3, 0), *entry)
+    assert (1, 0) in hot and (3, 0) in hot and (2, 0) not in hot and hot.used == 64
+
+
 def test_int8_store_is_about_half_of_fp16(tiny, tmp_path):
     sizes = {}
     for name in ("int8", "fp16"):
