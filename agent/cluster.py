@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -241,6 +242,7 @@ class ClusterMemory:
         self.memory, self.cluster = memory, cluster
         server_url(memory)  # refuse a SQLite store before connecting to anything
         self.pool: RayPool | None = None
+        self.startup_s = 0.0  # connecting and starting the workers (each loads the model), for reports
         self._idle: list = []               # workers with no encoding in flight
         self._queue: deque[_Job] = deque()  # documents waiting for a free worker
 
@@ -287,8 +289,10 @@ class ClusterMemory:
                 else:
                     window[-1].result = []
             if self._queue and self.pool is None:  # workers start with the first document to encode
+                started = time.perf_counter()
                 self.pool = RayPool(self.cluster, self.memory, _EncodeWorker)
                 self._idle = self.pool.start(self.cluster.workers)
+                self.startup_s = time.perf_counter() - started
             while self._idle and self._queue:
                 self._encode(self._queue.popleft(), self._idle.pop())
             while window and window[0].result is not None:
