@@ -3,7 +3,7 @@
     from agent import Agent
     from agent.cluster import Cluster
     with Agent.open("repo", database_url="postgresql+psycopg://l2m@db/l2m") as agent:
-        agent.ingest(cluster=Cluster("10.0.0.5:6379", workers=8))
+        agent.ingest(cluster=Cluster("head-node:6379", workers=8))
 
 Ingest: the driver scans and indexes as always and decides which files are new or changed; Ray actors,
 each loading the model once, encode documents (the slow part) in parallel and write their blocks into
@@ -170,9 +170,10 @@ class RayPool:
     """A connection to the cluster and the actors started on it; `close()` ends both."""
 
     def __init__(self, cluster: Cluster, memory: Memory, worker_class: type, **worker_kwargs):
+        url = server_url(memory)  # a SQLite store is refused before anything connects
         self.ray = import_ray(cluster.address)
         self.cluster, self.actors = cluster, []
-        self._args = (memory.files.manifest, server_url(memory), model_spec(memory.lm),
+        self._args = (memory.files.manifest, url, model_spec(memory.lm),
                       "cuda" if cluster.gpus_per_worker else "cpu", int(cluster.cpus_per_worker))
         self._kwargs = worker_kwargs
         self._class = self.ray.remote(num_cpus=cluster.cpus_per_worker, num_gpus=cluster.gpus_per_worker,

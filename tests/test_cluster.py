@@ -19,23 +19,19 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from test_reliability_postgres import small  # the same small memory settings
 
 from agent import Agent
 from agent.batch import run_batch_all
 from agent.cluster import Cluster, ClusterMemory
 from l2m_core.errors import L2MError
 from l2m_core.loading import LoadedModel, load_model
-from l2m_core.settings import MemorySettings
 from l2m_core.store import block_kv, blocks, documents
 
 FIXTURE = Path(__file__).parent / "fixtures" / "python"
 QUESTION = "Where is class Square defined?"
 NOTES = "\n".join(f"Note {i}: the {['amber', 'teal', 'plum'][i % 3]} valve {i * 11} is checked weekly."
                   for i in range(1, 30))
-
-
-def small() -> MemorySettings:
-    return MemorySettings(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, hot_budget_mb=4)
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +239,10 @@ def test_a_sqlite_store_refuses_the_cluster_before_connecting(tiny, tiny_model_d
     done = l2m("ingest", "--model", str(tiny_model_dir), "--ray-address", "127.0.0.1:1", cwd=corpus)
     assert done.returncode == 2 and "--database-url" in done.stderr and not (corpus / ".l2m").exists()
     assert l2m("ingest", "--workers", "2", cwd=corpus).returncode == 2
-    with open_store(corpus, tiny, None, "sqlite") as agent, pytest.raises(L2MError, match="SQLite"):
-        agent.ingest(cluster=Cluster("127.0.0.1:1", workers=2))
+    with open_store(corpus, tiny, None, "sqlite") as agent:
+        with pytest.raises(L2MError, match="SQLite"):
+            agent.ingest(cluster=Cluster("127.0.0.1:1", workers=2))
+        with pytest.raises(L2MError, match="SQLite"):
+            list(agent.ask_many([(QUESTION, 4)], cluster=Cluster("127.0.0.1:1", workers=2)))
     with pytest.raises(L2MError, match="at least 1"):
         Cluster("127.0.0.1:1", workers=0)
