@@ -27,6 +27,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections import deque
@@ -42,6 +43,7 @@ from l2m_core.store import DATABASE_URL_ENV, MANIFEST, create_private_file
 
 RAY_ADDRESS_ENV = "L2M_RAY_ADDRESS"
 INSTALL_HINT = "pip install 'l2m[cluster]'"
+CONNECT_TIMEOUT_S = 10
 MAX_WORKER_DEATHS = 3  # per document: past that, the document is reported as failed
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -210,6 +212,14 @@ class RayPool:
 
 
 def _connect(ray, address: str) -> None:
+    """Connect to the head; an address nothing listens on fails in seconds (Ray itself would keep retrying
+    for minutes). Addresses that are not `host:port` (`auto`, `ray://...`) are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and "://" not in address:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise L2MError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -301,6 +311,7 @@ class ClusterMemory:
                 yield job.source, job.result
             if not window:
                 if exhausted:
+                    self.memory.refresh()  # the driver's index in RAM learns what the workers wrote
                     return
                 continue
             if window[0].worker is not None and window[0].ref is None:  # encoded: its turn to be written

@@ -105,6 +105,7 @@ def test_two_workers_build_the_same_store_as_one_process(tiny, corpus, pg_databa
         assert spread.errors == {} and spread.ingested == alone.ingested
         assert len(alone.ingested) == 5 and spread.blocks_written == alone.blocks_written > 0
         assert contents(two) == contents(one)
+        assert two.memory.stats()["blocks"] == one.memory.stats()["blocks"]  # the driver's index is current
         assert answer(two) == answer(one)
         assert two.memory.verify() == []
 
@@ -211,7 +212,8 @@ def test_the_cli_ingests_and_batches_on_the_cluster(tiny_model_dir, corpus, pg_d
     env = {"L2M_RAY_ADDRESS": ray_address, "L2M_DATABASE_URL": url}
     done = l2m("ingest", "--model", str(tiny_model_dir), "--workers", "2", "--json", cwd=corpus, env=env)
     assert done.returncode == 0, done.stderr
-    assert len(json.loads(done.stdout)["ingested"]) == 5
+    report = json.loads(done.stdout)
+    assert len(report["ingested"]) == 5 and report["memory"]["blocks"] == report["blocks_written"] > 0
     assert l2m("memory", "verify", cwd=corpus).returncode == 0
     (corpus / "q.jsonl").write_text(json.dumps({"question": QUESTION}) + "\n")
     done = l2m("batch", "q.jsonl", "--out", "a.jsonl", "--max-tokens", "4", "--json", cwd=corpus, env=env)
@@ -246,3 +248,13 @@ def test_a_sqlite_store_refuses_the_cluster_before_connecting(tiny, tiny_model_d
             list(agent.ask_many([(QUESTION, 4)], cluster=Cluster("127.0.0.1:1", workers=2)))
     with pytest.raises(L2MError, match="at least 1"):
         Cluster("127.0.0.1:1", workers=0)
+
+
+@pytest.mark.postgres
+def test_an_unreachable_cluster_is_one_clear_error(tiny, corpus, pg_databases):
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (pip install 'l2m[cluster]')")
+    with open_store(corpus, tiny, pg_databases(), "store") as agent:
+        with pytest.raises(L2MError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+            agent.ingest(cluster=Cluster("127.0.0.1:1", workers=1))
+        assert agent.memory.stats()["documents"] == 0
