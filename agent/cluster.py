@@ -243,6 +243,7 @@ class _Job:
     writing: bool = False
     result: list[BlockSpan] | Exception | None = None
     deaths: int = 0
+    write_started: float = 0.0
 
 
 class ClusterMemory:
@@ -254,6 +255,7 @@ class ClusterMemory:
         server_url(memory)  # refuse a SQLite store before connecting to anything
         self.pool: RayPool | None = None
         self.startup_s = 0.0  # connecting and starting the workers (each loads the model), for reports
+        self.write_s = 0.0    # documents being written (one at a time: the part that does not scale out)
         self._idle: list = []               # workers with no encoding in flight
         self._queue: deque[_Job] = deque()  # documents waiting for a free worker
 
@@ -325,7 +327,7 @@ class ClusterMemory:
         job.ref = worker.encode.remote(job.text, job.source)
 
     def _write(self, job: _Job) -> None:
-        job.writing = True
+        job.writing, job.write_started = True, time.perf_counter()
         job.ref = job.worker.write.options(concurrency_group="write").remote(job.source)
 
     def _finish(self, job: _Job, window: deque[_Job]) -> None:
@@ -342,6 +344,8 @@ class ClusterMemory:
             value = exc.cause if isinstance(exc.cause, Exception) else L2MError(_last_line(exc))
         if not job.writing:
             self._idle.append(job.worker)
+        if job.writing:
+            self.write_s += time.perf_counter() - job.write_started
         if job.writing or isinstance(value, Exception):
             job.result = value
 

@@ -40,7 +40,8 @@ def corpus(target: Path, budget_tokens: int) -> int:
     return total
 
 
-def run(label: str, root: Path, lm, server: str, workers: int | None, address: str) -> tuple[dict, dict]:
+def run(label: str, root: Path, lm, server: str, workers: int | None, address: str,
+        gpus: float) -> tuple[dict, dict]:
     from agent import Agent
     from agent.cluster import Cluster, ClusterMemory
 
@@ -55,11 +56,11 @@ def run(label: str, root: Path, lm, server: str, workers: int | None, address: s
             started = time.perf_counter()
             if workers is None:
                 report = agent.ingest()
-                startup = 0.0
+                startup = writing = 0.0
             else:
-                with ClusterMemory(agent.memory, Cluster(address, workers=workers)) as sink:
+                with ClusterMemory(agent.memory, Cluster(address, workers=workers, gpus_per_worker=gpus)) as sink:
                     report = agent.index.update(sink, progress=False)
-                    startup = sink.startup_s
+                    startup, writing = sink.startup_s, sink.write_s
             wall = time.perf_counter() - started
             stats = agent.memory.stats()
             problems = agent.memory.verify()
@@ -73,7 +74,8 @@ def run(label: str, root: Path, lm, server: str, workers: int | None, address: s
         shutil.rmtree(store.parent, ignore_errors=True)
     tokens = stats["tokens"]
     result = {"label": label, "workers": workers, "documents": stats["documents"], "blocks": stats["blocks"],
-              "tokens": tokens, "wall_s": round(wall, 2), "startup_s": round(startup, 2),
+              "tokens": tokens, "wall_s": round(wall, 2), "startup_s": round(startup, 2), "write_s": round(writing, 2),
+              "kv_bytes": stats["kv_bytes"],
               "tokens_per_s": round(tokens / wall, 1),
               "tokens_per_s_after_startup": round(tokens / max(wall - startup, 1e-9), 1),
               "kv_bytes_per_token": stats["kv_bytes_per_token"], "verify_problems": problems,
@@ -106,6 +108,7 @@ def main() -> None:
     parser.add_argument("--server-url", required=True, help="a PostgreSQL server URL allowed to create databases")
     parser.add_argument("--model", default=None, help="model spec (default: the embedded default model)")
     parser.add_argument("--tokens", type=int, default=6000, help="corpus size, estimated tokens")
+    parser.add_argument("--gpus-per-worker", type=float, default=0, help="1 on GPU nodes (workers use cuda)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster.json")
     args = parser.parse_args()
     if not args.ray_address:
@@ -119,7 +122,7 @@ def main() -> None:
         estimate = corpus(root, args.tokens)
         results, stores = [], []
         for label, workers in (("one process", None), ("Ray, 1 worker", 1), ("Ray, 2 workers", 2)):
-            result, store = run(label, root, lm, args.server_url, workers, args.ray_address)
+            result, store = run(label, root, lm, args.server_url, workers, args.ray_address, args.gpus_per_worker)
             result["same_blocks_as_one_process"] = not stores or store == stores[0]
             results.append(result)
             stores.append(store)
