@@ -20,7 +20,8 @@ if [ "${1:-}" = "stop" ]; then
   "$RAY" stop >&2 || true
   exit 0
 fi
-if ! "$RAY" status --address "127.0.0.1:$PORT" >/dev/null 2>&1; then
+# Something listening on the port is taken for the head (`ray status` takes most of a minute to say no).
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   echo "ray.sh: starting a Ray head on 127.0.0.1:$PORT with $CPUS CPUs" >&2
   PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$RAY" start --head --node-ip-address 127.0.0.1 --port "$PORT" \
     --num-cpus "$CPUS" --object-store-memory 100000000 --include-dashboard false --disable-usage-stats >&2
