@@ -123,7 +123,8 @@ def test_an_unreachable_server_is_one_clear_error(tiny, tmp_path):
     assert "s3cret" not in str(info.value)
     store = tmp_path / "moved"
     store.mkdir()
-    (store / "manifest.json").write_text(json.dumps({"format": 1, "database": url, "settings": small().to_dict()}))
+    manifest = {"format": store_module.FORMAT_VERSION, "database": url, "settings": small().to_dict()}
+    (store / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(L2MError, match=r"cannot reach the database|no database driver") as info:
         StoreFiles.open(store)
     assert "s3cret" not in str(info.value)
