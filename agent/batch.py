@@ -8,7 +8,7 @@ malformed line produces an error record and the batch goes on.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,21 @@ def answered_ids(out_path: Path) -> set[str]:
 def run_batch(ask: Callable[[str, int], dict], in_path: Path, out_path: Path, max_new_tokens: int = 96,
               on_line: Callable[[], None] | None = None) -> BatchReport:
     """Answer every question of `in_path` with `ask(question, max_tokens) -> dict`, appending to `out_path`."""
+    def one_at_a_time(items: list[tuple[str, int]]) -> Iterator[dict | Exception]:
+        for question, max_tokens in items:
+            try:
+                yield ask(question, max_tokens)
+            except (L2MError, ValueError) as exc:
+                yield exc
+
+    return run_batch_all(one_at_a_time, in_path, out_path, max_new_tokens, on_line)
+
+
+def run_batch_all(answer_all: Callable[[list[tuple[str, int]]], Iterator[dict | Exception]], in_path: Path,
+                  out_path: Path, max_new_tokens: int = 96, on_line: Callable[[], None] | None = None) -> BatchReport:
+    """`run_batch` where `answer_all([(question, max_tokens), ...])` yields, in order, each answer's dict or the
+    `L2MError`/`ValueError` it failed with (several may be answered at once, as on a cluster). Each record is
+    appended as soon as it and every one before it are done, in input order."""
     try:
         lines = jsonl_lines(in_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -71,27 +86,35 @@ def run_batch(ask: Callable[[str, int], dict], in_path: Path, out_path: Path, ma
     _drop_torn_tail(out_path)
     done = answered_ids(out_path)
     report = BatchReport()
+    todo: list[tuple[int, dict | None, str]] = []  # (line number, question or None, malformed reason)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = parse_line(number, line)
+        except ValueError as exc:
+            todo.append((number, None, str(exc)))
+            continue
+        if item["id"] in done:
+            report.skipped += 1
+            continue
+        done.add(item["id"])  # a repeated id is answered once
+        todo.append((number, item, ""))
+    answers = answer_all([(item["question"], int(item.get("max_tokens", max_new_tokens)))
+                          for _, item, _ in todo if item is not None])
     with open(out_path, "a", encoding="utf-8") as out:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = parse_line(number, line)
-            except ValueError as exc:
-                record = {"id": f"line-{number}", "line": number, "error": f"malformed line: {exc}"}
+        for number, item, malformed in todo:
+            if item is None:
+                record = {"id": f"line-{number}", "line": number, "error": f"malformed line: {malformed}"}
                 report.failed.append(record["id"])
             else:
-                if item["id"] in done:
-                    report.skipped += 1
-                    continue
-                try:
-                    record = {"id": item["id"], "question": item["question"],
-                              **ask(item["question"], int(item.get("max_tokens", max_new_tokens)))}
-                    report.answered += 1
-                    done.add(item["id"])
-                except (L2MError, ValueError) as exc:
-                    record = {"id": item["id"], "line": number, "error": str(exc)}
+                answer = next(answers)
+                if isinstance(answer, Exception):
+                    record = {"id": item["id"], "line": number, "error": str(answer)}
                     report.failed.append(item["id"])
+                else:
+                    record = {"id": item["id"], "question": item["question"], **answer}
+                    report.answered += 1
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
             if on_line:

@@ -12,7 +12,9 @@ The store lives in `<root>/.l2m/` unless told otherwise; the index shares its da
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.names import name_pins
 from l2m_core.address_head import AddressHead, load_address_head
@@ -24,6 +26,9 @@ from l2m_core.store import MANIFEST, STORE_DIR, is_store
 from repos_index.index import CorpusIndex
 from repos_index.pipeline import UpdateReport
 from repos_index.scan import relative_to_root
+
+if TYPE_CHECKING:
+    from agent.cluster import Cluster
 
 
 class _CorpusMemory:
@@ -45,6 +50,7 @@ class _CorpusMemory:
 class Agent:
     def __init__(self, root: Path, memory: Memory, index: CorpusIndex):
         self.root, self.memory, self.index = root, memory, index
+        memory.enclosing = index.enclosing  # citations and heading blocks come from the index
 
     @classmethod
     def open(cls, root: str | Path = ".", store: str | Path | None = None, model: str | LoadedModel | None = None,
@@ -65,11 +71,9 @@ class Agent:
             address_head = load_address_head(address_head, lm.model)
         memory = Memory.open(store, lm) if exists else Memory.create(store, lm, settings, database_url)
         memory.address_head = address_head
-        index = CorpusIndex(memory.files.engine, root)
-        memory.enclosing = index.enclosing
         if memory.files.manifest.get("root") is None:
             memory.files.update_manifest(root=str(root))
-        return cls(root, memory, index)
+        return cls(root, memory, CorpusIndex(memory.files.engine, root))
 
     @classmethod
     def from_store(cls, store: str | Path, model: str | LoadedModel | None = None, device: str = "auto",
@@ -86,17 +90,40 @@ class Agent:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def ingest(self, paths: list[str | Path] | None = None, progress: bool = False) -> UpdateReport:
+    def ingest(self, paths: list[str | Path] | None = None, progress: bool = False,
+               cluster: Cluster | None = None) -> UpdateReport:
         """Index `paths` (default: the whole root) and write new or changed files into memory. A path outside
-        the root is an error, raised before anything is written."""
+        the root is an error, raised before anything is written. With a `cluster`, Ray workers encode and
+        write the documents (the store's tables must be on a database server)."""
         require_inside(self.root, paths or [])
-        return self.index.update(_CorpusMemory(self.memory), paths=paths, progress=progress)
+        if cluster is None:
+            return self.index.update(_CorpusMemory(self.memory), paths=paths, progress=progress)
+        from agent.cluster import ClusterMemory
+
+        with ClusterMemory(self.memory, cluster) as sink:
+            return self.index.update(sink, paths=paths, progress=progress)
 
     def ask(self, question: str, max_new_tokens: int = 96, hops: int = 1, pins: list[int] | None = None) -> Answer:
         """Answer from memory; symbols and sections the question names are pinned into the read set."""
         limit = self.memory.settings.max_read_blocks // 2
         named = name_pins(self.index, question, limit)
         return self.memory.ask(question, max_new_tokens=max_new_tokens, hops=hops, pins=[*(pins or []), *named])
+
+    def ask_many(self, questions: Iterable[tuple[str, int]], cluster: Cluster | None = None,
+                 address_head: str | Path | None = None) -> Iterator[Answer | Exception]:
+        """Answer each `(question, max_new_tokens)` in order, yielding each answer (or the `L2MError` or
+        `ValueError` it failed with) as soon as it and those before it are done; with a `cluster`, Ray
+        workers share the questions, each reading this store (with the learned head at `address_head`)."""
+        if cluster is not None:
+            from agent.cluster import ask_on_cluster
+
+            yield from ask_on_cluster(self.memory, cluster, questions, address_head)
+            return
+        for question, max_new_tokens in questions:
+            try:
+                yield self.ask(question, max_new_tokens=max_new_tokens)
+            except (L2MError, ValueError) as exc:
+                yield exc
 
 
 def store_root(store: str | Path) -> Path:

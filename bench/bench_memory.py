@@ -57,13 +57,15 @@ def plain_forward_seconds(lm, parts: list[str], settings: MemorySettings) -> tup
         for t0 in range(0, len(ids), settings.chunk_size):
             chunk = ids[t0:t0 + settings.chunk_size]
             with torch.inference_mode():
-                lm.model(torch.tensor([chunk]), past_key_values=cache, use_cache=True, logits_to_keep=1,
-                         position_ids=torch.arange(t0, t0 + len(chunk))[None])
+                lm.model(torch.tensor([chunk], device=lm.device), cache=cache, use_cache=True,
+                         logits_to_keep=1, position_ids=torch.arange(t0, t0 + len(chunk), device=lm.device)[None])
             for layer in cache.layers:
                 if layer.keys.shape[2] > settings.sink + settings.local:
                     layer.keys, layer.values = (torch.cat([x[:, :, :settings.sink], x[:, :, -settings.local:]], 2)
                                                 for x in (layer.keys, layer.values))
         total += len(ids)
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize()  # kernels run asynchronously: wait for the last chunk's
     return time.perf_counter() - start, total
 
 

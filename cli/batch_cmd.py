@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import address_head_option, emit, open_agent, store_options
+from cli.common import address_head_option, cluster_from, cluster_options, emit, open_agent, store_options
 
 
 @click.command()
@@ -14,16 +14,20 @@ from cli.common import address_head_option, emit, open_agent, store_options
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="JSONL answers (appended).")
 @click.option("--max-tokens", default=96, show_default=True, help="Longest answer, in tokens.")
 @address_head_option
+@cluster_options
 @store_options
-def batch(in_path, out_path, max_tokens, address_head, store, model_spec, device, as_json) -> None:
+def batch(in_path, out_path, max_tokens, address_head, ray_address, workers, store, model_spec, device,
+          as_json) -> None:
     """Answer every question of IN_PATH (one JSON object per line); rerun to resume."""
-    from agent.batch import run_batch
+    from agent.batch import run_batch_all
 
+    cluster = cluster_from(ray_address, workers)
     with open_agent(store, model_spec, device, address_head) as agent:
-        def ask(question: str, tokens: int) -> dict:
-            return agent.ask(question, max_new_tokens=tokens).to_dict()
+        def answer_all(items: list[tuple[str, int]]):
+            for answer in agent.ask_many(items, cluster=cluster, address_head=address_head):
+                yield answer if isinstance(answer, Exception) else answer.to_dict()
 
-        report = run_batch(ask, in_path, out_path, max_tokens)
+        report = run_batch_all(answer_all, in_path, out_path, max_tokens)
     emit(report.to_dict(), as_json, f"{report.answered} answered, {report.skipped} already done, "
                                     f"{len(report.failed)} failed" + (f": {', '.join(report.failed[:10])}"
                                                                       if report.failed else ""))

@@ -67,3 +67,29 @@ def store_options(func):
     ):
         func = option(func)
     return func
+
+
+def cluster_options(func):
+    """--ray-address and --workers: run on a Ray cluster (`cluster_from` turns them into a `Cluster`)."""
+    for option in (
+        click.option("--workers", type=int, default=None,
+                     help="Ray worker actors, each loading the model once (default 2; needs --ray-address)."),
+        click.option("--ray-address", envvar="L2M_RAY_ADDRESS", default=None,
+                     help="Run on the Ray cluster at this address (host:port; also $L2M_RAY_ADDRESS); the store's "
+                          "tables must be on a database server. Needs pip install 'l2m[cluster]'."),
+    ):
+        func = option(func)
+    return func
+
+
+def cluster_from(ray_address: str | None, workers: int | None):
+    """The `Cluster` the options name, None without --ray-address; Ray's absence is a one-line error here,
+    before any model is loaded."""
+    if not ray_address:
+        if workers is not None:
+            raise L2MError("--workers needs --ray-address (or $L2M_RAY_ADDRESS)")
+        return None
+    from agent.cluster import Cluster, check_ray
+
+    check_ray()
+    return Cluster(ray_address, workers if workers is not None else 2)

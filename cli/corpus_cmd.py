@@ -9,7 +9,16 @@ from urllib.parse import urlsplit
 
 import click
 
-from cli.common import STORE_DIR, address_head_option, emit, find_store, open_agent, store_options
+from cli.common import (
+    STORE_DIR,
+    address_head_option,
+    cluster_from,
+    cluster_options,
+    emit,
+    find_store,
+    open_agent,
+    store_options,
+)
 from l2m_core.errors import L2MError
 from l2m_core.store import DATABASE_URL_ENV, is_store
 
@@ -25,8 +34,9 @@ from l2m_core.store import DATABASE_URL_ENV, is_store
               help="SQLAlchemy URL of the database for a new store's tables, e.g. postgresql+psycopg://user@host/db "
                    f"(default: SQLite in the store directory). Also read from ${DATABASE_URL_ENV}; a password goes "
                    "there or in $PGPASSWORD, never on the command line.")
+@cluster_options
 @store_options
-def ingest(paths, root, codec, database_url, store, model_spec, device, as_json) -> None:
+def ingest(paths, root, codec, database_url, ray_address, workers, store, model_spec, device, as_json) -> None:
     """Index PATHS (default: the whole root) and write new or changed files into memory.
 
     PATHS of an existing store must lie under its corpus root."""
@@ -34,6 +44,7 @@ def ingest(paths, root, codec, database_url, store, model_spec, device, as_json)
     from agent.core import require_inside
     from l2m_core.settings import MemorySettings
 
+    cluster = cluster_from(ray_address, workers)
     paths = [_absolute(p) for p in paths]
     base = (root.resolve() if root else None) or _common_folder(paths) or Path.cwd().resolve()
     existing = find_store(store) or base / STORE_DIR
@@ -42,12 +53,15 @@ def ingest(paths, root, codec, database_url, store, model_spec, device, as_json)
     else:
         require_inside(base, paths)  # before the new store is created
         settings = MemorySettings(codec=codec) if codec else None
+        if cluster is not None and not database_url:
+            raise L2MError("a cluster ingest writes into a database server: give the new store one with "
+                           "--database-url postgresql+psycopg://USER@HOST/DB")
         if database_url and urlsplit(database_url).password and database_url != os.environ.get(DATABASE_URL_ENV):
             raise L2MError(f"put the database password in ${DATABASE_URL_ENV} or $PGPASSWORD, not on the command "
                            "line: other users can read it there, and later commands look for it in the environment")
         agent = Agent.open(base, existing, model_spec, settings=settings, device=device, database_url=database_url)
     with agent:
-        report = agent.ingest(paths or None, progress=sys.stderr.isatty() and not as_json)
+        report = agent.ingest(paths or None, progress=sys.stderr.isatty() and not as_json, cluster=cluster)
         stats = agent.memory.stats()
     data = {**report.as_dict(), "store": str(agent.memory.files.path),
             "memory": {k: stats[k] for k in ("documents", "blocks", "tokens")}}

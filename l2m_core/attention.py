@@ -3,7 +3,9 @@
 `l2m_attention` is registered with transformers' `AttentionInterface` under the name "l2m". While a
 plan is active (a context variable set by the engine) each layer hands its rotated queries, keys and
 values to the plan, which splices in what that layer may see; with no plan active the model behaves
-exactly as with "sdpa". No model file is forked.
+exactly as with "sdpa" (or eager attention, for soft-capped families). No model file is forked. Family
+differences (scaling, soft-capping, sliding windows) arrive as `families.LayerTraits`; masks come from the
+positions keys were rotated to, so a sliding window holds in the virtual sequence as in the plain model.
 
 Plans:
 - `RecordPlan` (ingest, and the prompt head of a read): attend to `[prefix | current]`, where the prefix is
@@ -24,22 +26,44 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from l2m_core.families import LayerTraits, layer_traits
 from l2m_core.rope import Rotary
 
 _ACTIVE: ContextVar[object | None] = ContextVar("l2m_plan", default=None)
 
 
 def l2m_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    traits = layer_traits(module, scaling, kwargs)
     plan = _ACTIVE.get()
     if plan is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
-                                      dropout=dropout, **kwargs)
-    out = plan.attend(module.layer_idx, query, key, value, scaling)
+        if traits.softcap is None:
+            return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+                                          dropout=dropout, **kwargs)
+        return _softcapped(query, key, value, attention_mask, traits), None
+    out = plan.attend(module.layer_idx, query, key, value, traits)
     return out.transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register("l2m", l2m_attention)
+AttentionMaskInterface.register("l2m", sdpa_mask)  # plain use gets the masks SDPA gets (padding, sliding windows)
+
+
+def _softcapped(query, key, value, attention_mask, traits: LayerTraits) -> torch.Tensor:
+    """Plain attention for soft-capped families (SDPA cannot cap logits), any batch; `attention_mask` is SDPA's
+    boolean mask, an additive float mask passed by the caller, or None for plain causal attention."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = traits.logits(query @ key.transpose(2, 3))
+    if attention_mask is None:
+        q_len, total = scores.shape[-2:]
+        attention_mask = torch.ones(q_len, total, dtype=torch.bool, device=query.device).tril(total - q_len)
+    if attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + attention_mask
+    return (scores.softmax(dim=-1).to(value.dtype) @ value).transpose(1, 2).contiguous()
 
 
 @contextmanager
@@ -51,27 +75,26 @@ def active(plan):
         _ACTIVE.reset(token)
 
 
-def attend_over(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scaling: float
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One softmax over `keys`, whose last `q` entries are the queries' own tokens (causal among them).
+def attend_over(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, traits: LayerTraits,
+                visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One softmax over `keys`, each query row seeing the keys `visible[q, T]` marks.
 
     Shapes: query `[1, Hq, q, D]`, keys/values `[1, Hkv, T, D]` (grouped-query heads share a KV head).
     Returns the output `[1, Hq, q, D]` and the probabilities `[Hkv, group, q, T]`.
     """
     _, n_heads, q_len, dim = query.shape
-    kv_heads, total = keys.shape[1], keys.shape[2]
+    kv_heads = keys.shape[1]
     q = query[0].reshape(kv_heads, n_heads // kv_heads, q_len, dim)
-    scores = torch.einsum("kgqd,ktd->kgqt", q, keys[0]).float() * scaling
-    if q_len > 1:
-        own = torch.ones(q_len, q_len, dtype=torch.bool, device=query.device).triu(1)
-        scores[..., total - q_len:].masked_fill_(own, float("-inf"))
-    probs = scores.softmax(dim=-1)
+    scores = traits.logits(torch.einsum("kgqd,ktd->kgqt", q, keys[0]))
+    probs = scores.masked_fill(~visible, float("-inf")).softmax(dim=-1)
     out = torch.einsum("kgqt,ktd->kgqd", probs.to(values.dtype), values[0])
     return out.reshape(1, n_heads, q_len, dim), probs
 
 
-def received_attention(query: torch.Tensor, keys: torch.Tensor, scaling: float, stride: int = 8) -> torch.Tensor:
-    """Mean attention each of the queries' own tokens receives from the queries that see it: `[Hkv, q]`.
+def received_attention(query: torch.Tensor, keys: torch.Tensor, traits: LayerTraits, visible: torch.Tensor,
+                       stride: int = 8) -> torch.Tensor:
+    """Mean attention each of the queries' own tokens (the last `q` keys) receives from the queries that see it:
+    `[Hkv, q]`.
 
     Only every `stride`-th query row (ending at the last) is scored: this ranks keys for representatives,
     and the full probability matrix would cost as much as the attention itself.
@@ -80,11 +103,10 @@ def received_attention(query: torch.Tensor, keys: torch.Tensor, scaling: float, 
     kv_heads, total = keys.shape[1], keys.shape[2]
     rows = torch.arange(q_len - 1, -1, -stride, device=query.device)
     q = query[0][:, rows].reshape(kv_heads, n_heads // kv_heads, len(rows), dim)
-    scores = torch.einsum("kgqd,ktd->kgqt", q, keys[0]).float() * scaling
-    first = total - q_len
-    later = torch.arange(total, device=query.device)[None, :] > (first + rows)[:, None]  # [rows, T]
-    probs = scores.masked_fill(later, float("-inf")).softmax(dim=-1)[..., first:]
-    seen_by = (rows[:, None] >= torch.arange(q_len, device=query.device)[None, :]).sum(dim=0)
+    scores = traits.logits(torch.einsum("kgqd,ktd->kgqt", q, keys[0]))
+    seen = visible[rows]                                                           # [rows, T]
+    probs = scores.masked_fill(~seen, float("-inf")).softmax(dim=-1)[..., total - q_len:]
+    seen_by = seen[:, total - q_len:].sum(dim=0)
     return probs.sum(dim=(1, 2)) / seen_by.clamp(min=1)
 
 
@@ -103,21 +125,26 @@ class RecordPlan:
         self.values: dict[int, torch.Tensor] = {}
         self.received: dict[int, torch.Tensor] = {}
 
-    def attend(self, layer, query, key, value, scaling):
+    def attend(self, layer, query, key, value, traits: LayerTraits):
+        k_pos = self.positions
         if self.prefix_k is not None and self.prefix_k[layer].shape[2]:
             n = self.prefix_k[layer].shape[2]
-            pk = self.rotary.rotate(self.prefix_k[layer], torch.arange(n, device=key.device))
+            before = torch.arange(n, device=key.device)
+            pk = self.rotary.rotate(self.prefix_k[layer], before, layer)
             keys, values = torch.cat([pk, key], dim=2), torch.cat([self.prefix_v[layer], value], dim=2)
+            k_pos = torch.cat([before, k_pos])
         else:
             keys, values = key, value
-        q_len, total = query.shape[2], keys.shape[2]
-        visible = torch.ones(q_len, total, dtype=torch.bool, device=query.device).tril(total - q_len)
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=visible, scale=scaling,
-                                             enable_gqa=True)
-        self.keys[layer] = self.rotary.unrotate(key, self.positions)
+        visible = traits.visible(self.positions, k_pos)
+        if traits.softcap is None:
+            out = F.scaled_dot_product_attention(query, keys, values, attn_mask=visible, scale=traits.scaling,
+                                                 enable_gqa=True)
+        else:
+            out = attend_over(query, keys, values, traits, visible)[0]
+        self.keys[layer] = self.rotary.unrotate(key, self.positions, layer)
         self.values[layer] = value
         if self.track_received:
-            self.received[layer] = received_attention(query, keys, scaling)
+            self.received[layer] = received_attention(query, keys, traits, visible)
         return out
 
 
@@ -125,6 +152,7 @@ class RecordPlan:
 class _LayerCache:
     keys: torch.Tensor                 # rotated, [1, Hkv, T, D]
     values: torch.Tensor
+    positions: torch.Tensor            # [T]: the position each key was rotated to
     spans: list[tuple[int, int, int]]  # (block id, start, end) of read blocks inside `keys`
     mass: dict[int, float] = field(default_factory=dict)
 
@@ -134,7 +162,8 @@ class ReadPlan:
 
     `select(layer, query_raw)` returns block ids in reading order for that layer, given the un-rotated
     queries of the question tokens; `fetch(layer, ids)` returns their un-rotated keys and values.
-    Read blocks end at position `memory_end`; the question starts there.
+    Read blocks end at position `memory_end`; the question starts there. When every layer reads the same
+    blocks the engine sets `memory_end` to the head plus their tokens, so positions run on without a gap.
     """
 
     def __init__(self, rotary: Rotary, head_k: list[torch.Tensor], head_v: list[torch.Tensor],
@@ -148,35 +177,38 @@ class ReadPlan:
         self.track_mass_rows = 1           # attention mass is counted for the last N query rows
         self.layers: dict[int, _LayerCache] = {}
 
-    def attend(self, layer, query, key, value, scaling):
+    def attend(self, layer, query, key, value, traits: LayerTraits):
         cache = self.layers.get(layer) or self._open_layer(layer, query)
         keys = torch.cat([cache.keys, key], dim=2)
         values = torch.cat([cache.values, value], dim=2)
-        out, probs = attend_over(query, keys, values, scaling)
+        positions = torch.cat([cache.positions, self.positions])
+        out, probs = attend_over(query, keys, values, traits, traits.visible(self.positions, positions))
         rows = probs[:, :, -self.track_mass_rows:]
         for block_id, start, end in cache.spans:
             cache.mass[block_id] = cache.mass.get(block_id, 0.0) + rows[..., start:end].sum().item() / (
                 rows.shape[0] * rows.shape[1])
-        cache.keys, cache.values = keys, values
+        cache.keys, cache.values, cache.positions = keys, values, positions
         return out
 
     def _open_layer(self, layer: int, query: torch.Tensor) -> _LayerCache:
         device = query.device
-        q_raw = self.rotary.unrotate(query[:, :, self.question], self.positions[self.question])
+        q_raw = self.rotary.unrotate(query[:, :, self.question], self.positions[self.question], layer)
         ids = self.select(layer, q_raw)
         blocks = self.fetch(layer, ids) if ids else []
         n_head = self.head_k[layer].shape[2]
-        parts_k = [self.rotary.rotate(self.head_k[layer], torch.arange(n_head, device=device))]
+        cursor = self.memory_end - sum(k.shape[2] for k, _ in blocks)
+        positions = [torch.arange(n_head, device=device)]
+        parts_k = [self.rotary.rotate(self.head_k[layer], positions[0], layer)]
         parts_v = [self.head_v[layer]]
-        spans, cursor = [], self.memory_end - sum(k.shape[2] for k, _ in blocks)
-        offset = n_head
+        spans, offset = [], n_head
         for block_id, (k_raw, v) in zip(ids, blocks, strict=True):
             n = k_raw.shape[2]
-            parts_k.append(self.rotary.rotate(k_raw, torch.arange(cursor, cursor + n, device=device)))
+            positions.append(torch.arange(cursor, cursor + n, device=device))
+            parts_k.append(self.rotary.rotate(k_raw, positions[-1], layer))
             parts_v.append(v)
             spans.append((block_id, offset, offset + n))
             cursor, offset = cursor + n, offset + n
-        cache = _LayerCache(torch.cat(parts_k, dim=2), torch.cat(parts_v, dim=2), spans)
+        cache = _LayerCache(torch.cat(parts_k, dim=2), torch.cat(parts_v, dim=2), torch.cat(positions), spans)
         self.layers[layer] = cache
         return cache
 

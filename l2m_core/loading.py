@@ -1,14 +1,20 @@
 """One entry point that returns a ready model and tokenizer, whatever the source.
 
 Sources: the embedded default (no argument), a local Hugging Face directory, a `.gguf` file, or a
-hub id. A GGUF file is dequantized once and cached as safetensors beside the other models in
-`$L2M_HOME/models/`, so later loads take well under a second instead of ~18 s.
+hub id. A GGUF file is dequantized once, straight to the dtype the model is loaded in, and cached as
+safetensors beside the other models in `$L2M_HOME/models/`, so later loads take well under a second
+instead of ~18 s (and a 7B model's cache takes 15 GB in bf16 instead of 28 GB in fp32).
+
+The dtype: `auto` is `$L2M_DTYPE` when set; else bf16 on CUDA (fp16 on GPUs without bf16); on the CPU fp32,
+unless the fp32 weights would take more than half the machine's memory, then bf16 (bf16 matmuls were 5x
+slower than fp32 on one of our CPUs and 2x faster on another: DESIGN.md s10; measure before forcing it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -30,6 +36,7 @@ DEFAULT_MODEL = provision.DEFAULT.name
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_ENV = "L2M_DTYPE"
 
 
 @dataclass
@@ -60,20 +67,54 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str, device: torch.device, source: str | os.PathLike | None = None) -> torch.dtype:
+    """The dtype to load in; for `auto` see the module docstring (`source`, a model directory or GGUF file, is
+    sized only when the choice depends on it)."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        dtype = os.environ.get(DTYPE_ENV) or "auto"
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        budget = _memory_bytes() // 2
+        if source is not None and (fp32 := _fp32_bytes(Path(source), budget)) and fp32 > budget:
+            return torch.bfloat16
+        return torch.float32
     if dtype not in _DTYPES:
         raise L2MError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
 
 
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _fp32_bytes(source: Path, budget: int) -> int | None:
+    """The model's weights in fp32, from a directory's safetensors headers or a GGUF file's tensor list; None
+    if the files do not say. A GGUF file is parsed (seconds) only when even at 1.5 bits per weight its fp32
+    weights could exceed `budget`."""
+    try:
+        if source.suffix == ".gguf":
+            if source.stat().st_size * 32 / 1.5 <= budget:
+                return None
+            from gguf import GGUFReader
+
+            return 4 * sum(int(t.n_elements) for t in GGUFReader(source).tensors)
+        total = 0
+        for file in source.glob("*.safetensors"):
+            with safe_open(str(file), "pt") as weights:
+                total += sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())
+        return 4 * total or None
+    except (OSError, ValueError, SafetensorError):
+        return None  # unreadable here: from_pretrained reports it in one line
+
+
 def load_model(spec: str | os.PathLike | None = None, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load `spec` (None for the default model) frozen, in eval mode, on `device`."""
+    """Load `spec` (None for the default model) frozen, in eval mode, on `device`, in `dtype`."""
     start = time.perf_counter()
     dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
-    name, directory = _local_directory(spec)
+    name, source, gguf_cache = _locate(spec)
+    torch_dtype = resolve_dtype(dtype, dev, source)
+    directory = str(_cached_conversion(Path(source), gguf_cache, torch_dtype)) if gguf_cache else source
     try:
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory)
@@ -95,13 +136,13 @@ def fingerprint(model: PreTrainedModel) -> str:
     return digest.hexdigest()[:16]
 
 
-def _local_directory(spec) -> tuple[str, str]:
-    """Map a spec to (display name, a directory `from_pretrained` can read without a network)."""
+def _locate(spec) -> tuple[str, str, Path | None]:
+    """Map a spec to (display name, a directory `from_pretrained` can read without a network or a GGUF file,
+    the cache folder for that GGUF file's conversion or None)."""
     if spec is None or str(spec) in ("", "default", DEFAULT_MODEL):
         if not provision.is_installed():
             raise L2MError(f"the default model {DEFAULT_MODEL} is not installed; run `l2m model pull`")
-        gguf = provision.default_gguf_path()
-        return DEFAULT_MODEL, str(_cached_conversion(gguf, provision.default_model_dir() / "hf"))
+        return DEFAULT_MODEL, str(provision.default_gguf_path()), provision.default_model_dir() / "hf"
     path = Path(spec).expanduser()
     if str(spec).endswith(".gguf"):
         if not path.is_file():
@@ -109,14 +150,14 @@ def _local_directory(spec) -> tuple[str, str]:
         _check_gguf_magic(path)
         stat = path.stat()
         key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-        return path.name, str(_cached_conversion(path, l2m_home() / "models" / f"gguf-{key}"))
+        return path.name, str(path), l2m_home() / "models" / f"gguf-{key}"
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise L2MError(f"{path} is not a model directory (no config.json)")
-        return str(path), str(path)
+        return str(path), str(path), None
     if not _looks_like_hub_id(str(spec)):
         raise L2MError(f"model not found: {spec} is not a directory, a .gguf file or a hub id (org/name)")
-    return str(spec), _hub_snapshot(str(spec))
+    return str(spec), _hub_snapshot(str(spec)), None
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -154,28 +195,32 @@ def _check_gguf_magic(path: Path) -> None:
             raise L2MError(f"{path} is not a GGUF file (bad magic bytes)")
 
 
-def _cached_conversion(gguf: Path, cache: Path) -> Path:
-    """Dequantize `gguf` into `cache` (safetensors + tokenizer) once; reuse it while it is complete."""
-    marker = cache / "l2m-complete.json"
-    if marker.is_file() and _cache_intact(cache, marker):
-        return cache
-    print(f"converting {gguf.name} to safetensors (once; about 20 s)", file=sys.stderr)
+def _cached_conversion(gguf: Path, cache: Path, dtype: torch.dtype) -> Path:
+    """Dequantize `gguf` into safetensors + tokenizer in `dtype`, once; reuse a complete conversion in that dtype
+    (or in float32, which any dtype loads from without loss). `cache` names the float32 conversion; others get
+    the dtype's name appended."""
+    exact = cache if dtype == torch.float32 else cache.with_name(f"{cache.name}-{str(dtype).removeprefix('torch.')}")
+    for candidate in dict.fromkeys([exact, cache]):
+        if (candidate / "l2m-complete.json").is_file() and _cache_intact(candidate, candidate / "l2m-complete.json"):
+            return candidate
+    print(f"converting {gguf.name} to safetensors in {str(dtype).removeprefix('torch.')} (once; about 20 s for "
+          "the default model)", file=sys.stderr)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
     except Exception as exc:
         raise L2MError(f"cannot read GGUF file {gguf}: {str(exc).splitlines()[0]}") from exc
     model.hf_quantizer = None  # weights are dequantized now; let save_pretrained write them plainly
     model.config.__dict__.pop("quantization_config", None)
-    tmp = cache.with_name(cache.name + ".partial")
+    tmp = exact.with_name(exact.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     sizes = {p.name: p.stat().st_size for p in tmp.glob("*.safetensors")}
-    (tmp / marker.name).write_text(json.dumps({"source": str(gguf), "sizes": sizes}))
-    shutil.rmtree(cache, ignore_errors=True)
-    os.replace(tmp, cache)
-    return cache
+    (tmp / "l2m-complete.json").write_text(json.dumps({"source": str(gguf), "dtype": str(dtype), "sizes": sizes}))
+    shutil.rmtree(exact, ignore_errors=True)
+    os.replace(tmp, exact)
+    return exact
 
 
 def _cache_intact(cache: Path, marker: Path) -> bool:

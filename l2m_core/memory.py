@@ -40,6 +40,7 @@ from l2m_core.addressing import BlockMeta, LexicalIndex, ReprBank, fuse, neighbo
 from l2m_core.answer_form import named_answer, without_repeats
 from l2m_core.attention import ReadPlan, RecordPlan, active
 from l2m_core.errors import L2MError
+from l2m_core.families import check_supported
 from l2m_core.hot_tier import HotTier
 from l2m_core.loading import LoadedModel
 from l2m_core.rope import Rotary
@@ -49,7 +50,6 @@ from l2m_core.store import StoreFiles, block_kv, blocks, create_private_file, do
 if TYPE_CHECKING:
     from l2m_core.address_head import AddressHead
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 MEMORY_SLOT = "\x00L2M-MEMORY\x00"
 READING_INSTRUCTION = "Answer the question using the context. Answer briefly."
 
@@ -117,6 +117,16 @@ class _EncodedBlock:
     kv: list[tuple[bytes, bytes]]
 
 
+@dataclass(frozen=True)
+class EncodedDocument:
+    """A document run through the model, ready to be written (`Memory.encode_document`, `Memory.write_encoded`):
+    encoding needs only the model, writing only the database, so they can happen on different machines."""
+    source: str
+    sha256: str
+    n_tokens: int
+    blocks: list[_EncodedBlock]
+
+
 @dataclass
 class Answer:
     text: str
@@ -138,8 +148,9 @@ def _citation_dict(c: Citation) -> dict:
 
 
 class Memory:
-    def __init__(self, files: StoreFiles, lm: LoadedModel, settings: MemorySettings):
+    def __init__(self, files: StoreFiles, lm: LoadedModel, settings: MemorySettings, index: bool = True):
         self.files, self.lm, self.settings = files, lm, settings
+        self.indexed = index  # False: open to write only (a cluster worker), no in-RAM index of the blocks
         self.model, self.tokenizer = lm.model, lm.tokenizer
         cfg = self.model.config
         self.layers = cfg.num_hidden_layers
@@ -161,14 +172,15 @@ class Memory:
         # the read set beside what addressing found, and citations name their definition or section.
         self.enclosing: Callable[[Iterable[int]], dict[int, Enclosing]] | None = None
         self._heads: dict[str, tuple[list[int], list[torch.Tensor], list[torch.Tensor]]] = {}
-        self._load_index()
+        if index:
+            self._load_index()
 
     # ---- opening -----------------------------------------------------------------------------------
 
     @classmethod
     def create(cls, path: str | Path, lm: LoadedModel, settings: MemorySettings | None = None,
                database_url: str | None = None) -> Memory:
-        _check_architecture(lm)
+        check_supported(lm.model.config)
         settings = settings or MemorySettings()
         if settings.reading_head is None:
             settings = settings.replace(reading_head=reading_head(lm.tokenizer))
@@ -176,15 +188,18 @@ class Memory:
         return cls(files, lm, settings)
 
     @classmethod
-    def open(cls, path: str | Path, lm: LoadedModel, **overrides) -> Memory:
-        """Open an existing store; `overrides` change read-time settings (top-k, budgets) for this session."""
-        _check_architecture(lm)
+    def open(cls, path: str | Path, lm: LoadedModel, index: bool = True, **overrides) -> Memory:
+        """Open an existing store; `overrides` change read-time settings (top-k, budgets) for this session.
+        `index=False` opens it only to encode and write documents (a cluster worker): the in-RAM index that
+        reading needs (every block's text and representative keys) is neither loaded nor kept, so a writer's
+        footprint does not grow with the store; such a Memory cannot answer questions."""
+        check_supported(lm.model.config)
         files = StoreFiles.open(Path(path))
         if files.manifest.get("fingerprint") != lm.fingerprint:
             raise L2MError(f"store {path} was built with model {files.manifest.get('model')} "
                            f"(fingerprint {files.manifest.get('fingerprint')}); the loaded model {lm.name} has "
                            f"fingerprint {lm.fingerprint}. Use the same model or a new store.")
-        return cls(files, lm, files.settings.replace(**overrides))
+        return cls(files, lm, files.settings.replace(**overrides), index)
 
     @classmethod
     def open_or_create(cls, path: str | Path, lm: LoadedModel, settings: MemorySettings | None = None) -> Memory:
@@ -220,6 +235,8 @@ class Memory:
 
     def refresh(self) -> bool:
         """Reload the in-RAM index if another process changed the store since; True when it did."""
+        if not self.indexed:
+            raise L2MError("this memory was opened to write only (index=False); open it again to read")
         if self._generation() == self._loaded_generation:
             return False
         self.meta, self.by_position = {}, {}
@@ -261,18 +278,25 @@ class Memory:
 
     def ingest_document(self, text: str | bytes, source: str) -> list[BlockSpan]:
         """Write one document into memory (replacing an older version of the same source)."""
-        if isinstance(text, bytes):
-            try:
-                text = text.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise L2MError(f"{source} is not UTF-8 text (byte {exc.start})") from None
-        if not text.strip():
-            raise L2MError(f"{source} is empty: nothing to ingest")
+        text = _document_text(text, source)
         sha = hashlib.sha256(text.encode()).hexdigest()
         existing = self._document(source)
         if existing is not None and existing.sha256 == sha:
             return self._spans(existing.id)
-        return self._write_document(text, source, sha, existing.id if existing is not None else None)
+        return self.write_encoded(self._encode_document(text, source, sha))
+
+    def encode_document(self, text: str | bytes, source: str) -> EncodedDocument:
+        """Run one document through the model without touching the database (`write_encoded` stores it)."""
+        text = _document_text(text, source)
+        return self._encode_document(text, source, hashlib.sha256(text.encode()).hexdigest())
+
+    def write_encoded(self, document: EncodedDocument) -> list[BlockSpan]:
+        """Store an encoded document in one transaction, replacing an older version of its source; when the
+        store already holds exactly this text (a writer died after committing it), hand back those blocks."""
+        existing = self._document(document.source)
+        if existing is not None and existing.sha256 == document.sha256:
+            return self._spans(existing.id)
+        return self._store_document(document, existing.id if existing is not None else None)
 
     def retire_document(self, source: str) -> int:
         doc = self._document(source)
@@ -288,9 +312,9 @@ class Memory:
         with self.files.engine.connect() as conn:
             return dict(conn.execute(sa.select(documents.c.source, documents.c.sha256)).all())
 
-    def _write_document(self, text: str, source: str, sha: str, old_doc: int | None) -> list[BlockSpan]:
-        """Encode the whole document (blocks compressed, in memory), then write it in one short transaction:
-        the database's write lock is not held while the model runs."""
+    def _encode_document(self, text: str, source: str, sha: str) -> EncodedDocument:
+        """Encode the whole document (blocks compressed, in memory); it is written afterwards in one short
+        transaction, so the database's write lock is not held while the model runs."""
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
         newlines = [i for i, ch in enumerate(text) if ch == "\n"]
@@ -305,22 +329,23 @@ class Memory:
                                        [(codec.encode(keys[layer].transpose(0, 1), self.settings.codec),
                                          codec.encode(values[layer].transpose(0, 1), self.settings.codec))
                                         for layer in range(self.layers)]))
-        return self._store_document(source, sha, len(ids), old_doc, ready)
+        return EncodedDocument(source, sha, len(ids), ready)
 
     @transient
-    def _store_document(self, source: str, sha: str, n_tokens: int, old_doc: int | None,
-                        ready: list[_EncodedBlock]) -> list[BlockSpan]:
+    def _store_document(self, document: EncodedDocument, old_doc: int | None) -> list[BlockSpan]:
         """Replace document `old_doc` (if any) by the encoded blocks, atomically."""
         with self.files.engine.begin() as conn:
             removed = self._delete_document(conn, old_doc) if old_doc is not None else set()
             doc_id = conn.execute(documents.insert().values(
-                source=source, sha256=sha, n_tokens=n_tokens, created_at=time.time())).inserted_primary_key[0]
+                source=document.source, sha256=document.sha256, n_tokens=document.n_tokens,
+                created_at=time.time())).inserted_primary_key[0]
             written = [(self._insert_block(conn, doc_id, block), replace(block.meta, doc_id=doc_id), block)
-                       for block in ready]
-        self._forget(removed & self.meta.keys())
-        for block_id, meta, block in written:
-            self._remember(block_id, meta, block.text, block.reprs)
-        self._loaded_generation = self._generation()
+                       for block in document.blocks]
+        if self.indexed:
+            self._forget(removed & self.meta.keys())
+            for block_id, meta, block in written:
+                self._remember(block_id, meta, block.text, block.reprs)
+            self._loaded_generation = self._generation()
         return [BlockSpan(block_id, meta.line_start, meta.line_end) for block_id, meta, _ in written]
 
     def _encode_blocks(self, ids: Sequence[int]) -> Iterable[tuple]:
@@ -407,7 +432,11 @@ class Memory:
             return conn.execute(sa.select(documents).where(documents.c.source == source)).first()
 
     def _spans(self, doc_id: int) -> list[BlockSpan]:
-        return [BlockSpan(b, m.line_start, m.line_end) for b, m in sorted(self.meta.items()) if m.doc_id == doc_id]
+        """The stored blocks of a document (from the database: a writer keeps no index in RAM)."""
+        with self.files.engine.connect() as conn:
+            rows = conn.execute(sa.select(blocks.c.id, blocks.c.line_start, blocks.c.line_end)
+                                .where(blocks.c.doc_id == doc_id).order_by(blocks.c.id)).all()
+        return [BlockSpan(*row) for row in rows]
 
     def _decode_repr(self, blob: bytes) -> torch.Tensor:
         if len(blob) != 2 * self.layers * self.settings.repr_keys * self.kv_heads * self.head_dim:
@@ -684,11 +713,16 @@ class Memory:
                 conn.exec_driver_sql("VACUUM")
 
 
-def _check_architecture(lm: LoadedModel) -> None:
-    arch = lm.model.config.model_type
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise L2MError(f"the memory engine does not support {arch!r} models yet "
-                       f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+def _document_text(text: str | bytes, source: str) -> str:
+    """A document's text, refused when it is not UTF-8 or holds nothing to ingest."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise L2MError(f"{source} is not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise L2MError(f"{source} is empty: nothing to ingest")
+    return text
 
 
 def _model_info(lm: LoadedModel) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 
@@ -33,4 +34,16 @@ class MemorySink(Protocol):
 
     def live_sources(self) -> dict[str, str]:
         """source -> sha256 (hex) of the text ingested for it, for every source with live blocks."""
+        ...
+
+
+@runtime_checkable
+class BatchMemorySink(MemorySink, Protocol):
+    """A sink that writes several documents at once (a cluster of workers)."""
+
+    def ingest_documents(self, documents: Iterable[tuple[str, str]]
+                         ) -> Iterator[tuple[str, list[BlockSpan] | Exception]]:
+        """Write each `(text, source)` as `ingest_document` would, pulling documents as workers come free, and
+        yield `(source, blocks)` (or the exception the document failed with) in the order they were pulled,
+        each once that document and all before it are stored: memory holds them in that order."""
         ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from repos_index import schema
 from repos_index.chunking import analyze, detect_language
 from repos_index.documents import BadDocument, Converted, convert, is_document
 from repos_index.graph import build_graph, dependency_order, load_facts
-from repos_index.memory import BlockSpan, MemorySink
+from repos_index.memory import BatchMemorySink, BlockSpan, MemorySink
 from repos_index.progress import BYTES_PER_TOKEN, IngestProgress, estimate_tokens
 from repos_index.records import FileAnalysis
 from repos_index.scan import DEFAULT_MAX_BYTES, UNREADABLE, ScannedFile, in_scope, scan
@@ -318,28 +318,37 @@ class Updater:
             return
         order = [p for p in self._order() if p in todo] if len(todo) > 1 else list(todo)
         bar.phase("ingesting", sum(row.size // BYTES_PER_TOKEN for row in todo.values()), len(order), "~tok")
-        for path in order:
-            row = todo[path]
-            try:
-                text, _ = self._read(path, row.sha256)
-            except ChangedFile as exc:
-                report.errors[path] = f"not ingested: {exc}"
-                bar.advance(row.size // BYTES_PER_TOKEN)
-                continue
-            tokens = estimate_tokens(text)
-            try:
-                if path in live and live[path] != row.sha256:  # the same text is kept, with its block ids
-                    report.blocks_retired += memory.retire_document(path)
-                spans = memory.ingest_document(text, path)
-            except Exception as exc:  # one document the engine rejects must not stop the others
-                report.errors[path] = f"memory ingest failed: {exc}"
-                bar.advance(tokens)
-                continue
-            self._map_blocks(row.id, row.sha256, spans)
-            report.ingested.append(path)
-            report.blocks_written += len(spans)
-            report.approx_tokens += tokens
-            bar.advance(tokens)
+        tokens: dict[str, int] = {}
+
+        def documents() -> Iterator[tuple[str, str]]:
+            """Each file's text in dependency order, its older text retired just before it is handed over."""
+            for path in order:
+                row = todo[path]
+                try:
+                    text, _ = self._read(path, row.sha256)
+                except ChangedFile as exc:
+                    report.errors[path] = f"not ingested: {exc}"
+                    bar.advance(row.size // BYTES_PER_TOKEN)
+                    continue
+                tokens[path] = estimate_tokens(text)
+                try:
+                    if path in live and live[path] != row.sha256:  # the same text is kept, with its block ids
+                        report.blocks_retired += memory.retire_document(path)
+                except Exception as exc:  # one document the engine rejects must not stop the others
+                    report.errors[path] = f"memory ingest failed: {exc}"
+                    bar.advance(tokens[path])
+                    continue
+                yield text, path
+
+        for path, spans in ingest_each(memory, documents()):
+            if isinstance(spans, Exception):
+                report.errors[path] = f"memory ingest failed: {spans}"
+            else:
+                self._map_blocks(todo[path].id, todo[path].sha256, spans)
+                report.ingested.append(path)
+                report.blocks_written += len(spans)
+                report.approx_tokens += tokens[path]
+            bar.advance(tokens[path])
 
     def _order(self) -> list[str]:
         return dependency_order(build_graph(load_facts(self.engine)))
@@ -356,6 +365,20 @@ class Updater:
             _insert(conn, schema.chunk_blocks, [dict(file_id=file_id, chunk=ordinal, block_id=block_id)
                                                   for ordinal, block_id in overlaps(ranges, spans)])
             conn.execute(update(schema.files).where(schema.files.c.id == file_id).values(memory_sha256=sha))
+
+
+def ingest_each(memory: MemorySink, documents: Iterable[tuple[str, str]]
+                ) -> Iterator[tuple[str, list[BlockSpan] | Exception]]:
+    """`(source, blocks or the exception it failed with)` for each `(text, source)`, in order: through the
+    sink's own `ingest_documents` when it writes several at once, else one document at a time."""
+    if isinstance(memory, BatchMemorySink):
+        yield from memory.ingest_documents(documents)
+        return
+    for text, source in documents:
+        try:
+            yield source, memory.ingest_document(text, source)
+        except Exception as exc:  # one document the engine rejects must not stop the others
+            yield source, exc
 
 
 def in_memory(row, live: dict[str, str], has_blocks: bool) -> bool:

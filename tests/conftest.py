@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,33 @@ def default_model():
     if not provision.is_installed():
         pytest.fail("the default model is not installed: run `l2m model pull` (scripts/setup.sh does)")
     return load_model(None, device="cpu")
+
+
+@pytest.fixture
+def pg_databases():
+    """A factory of new, empty databases on the PostgreSQL test server (`L2M_TEST_POSTGRES_URL`; tests using
+    it are marked `postgres` and skip without it): each call returns one's URL; all are dropped afterwards."""
+    import sqlalchemy as sa
+
+    server = os.environ.get("L2M_TEST_POSTGRES_URL")
+    if not server:
+        pytest.skip("L2M_TEST_POSTGRES_URL is not set (run scripts/postgres.sh to start a server and get one)")
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    names: list[str] = []
+
+    def create() -> str:
+        names.append(f"l2m_{uuid.uuid4().hex[:12]}")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {names[-1]}")
+        return sa.make_url(server).set(database=names[-1]).render_as_string(hide_password=False)
+
+    try:
+        yield create
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
 
 
 def pytest_configure(config):

@@ -9,10 +9,8 @@ and a PostgreSQL store must answer exactly like a SQLite one.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -39,24 +37,12 @@ def tiny(tiny_model_dir) -> LoadedModel:
 
 
 @pytest.fixture
-def pg_url(monkeypatch):
+def pg_url(pg_databases, monkeypatch):
     """The URL of a new, empty database on the test server, also in $L2M_DATABASE_URL (where opening a store
-    finds the password its manifest leaves out); dropped afterwards."""
-    server = os.environ.get("L2M_TEST_POSTGRES_URL")
-    if not server:
-        pytest.skip("L2M_TEST_POSTGRES_URL is not set (run scripts/postgres.sh to start a server and get one)")
-    name = f"l2m_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    finds the password its manifest leaves out)."""
+    url = pg_databases()
     monkeypatch.setenv(DATABASE_URL_ENV, url)
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.dispose()
+    return url
 
 
 def visible(answer) -> dict:
@@ -137,7 +123,8 @@ def test_an_unreachable_server_is_one_clear_error(tiny, tmp_path):
     assert "s3cret" not in str(info.value)
     store = tmp_path / "moved"
     store.mkdir()
-    (store / "manifest.json").write_text(json.dumps({"format": 1, "database": url, "settings": small().to_dict()}))
+    manifest = {"format": store_module.FORMAT_VERSION, "database": url, "settings": small().to_dict()}
+    (store / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(L2MError, match=r"cannot reach the database|no database driver") as info:
         StoreFiles.open(store)
     assert "s3cret" not in str(info.value)
