@@ -10,6 +10,8 @@ import click
 
 from cli.common import emit, find_store
 
+PLAN_TOKENS = 256  # a constrained plan of a few steps fits easily; a cut-off one is an error, never half a plan
+
 
 def _root(store: str | None) -> Path:
     """The corpus root of the nearest store, else the current directory."""
@@ -27,13 +29,15 @@ def _planned(task: str, store: str | None, model_spec: str | None, test: str | N
     root = _root(store)
     toolbox = Toolbox(root, policy=RunPolicy(allowlist=(test,) if test else ()))
 
-    def ask_model(instruction: str, text: str) -> str:
+    def ask_model(instruction: str, text: str, schema: dict) -> str:
         from cli.common import open_agent
+        from l2m_core.grammar import ask_json
 
         with open_agent(store, model_spec) as agent:
-            return agent.memory.ask(text, instruction=instruction, max_new_tokens=160).text
+            plan, _ = ask_json(agent.memory, text, schema, instruction=instruction, max_new_tokens=PLAN_TOKENS)
+            return json.dumps(plan)
 
-    return toolbox, plan_task(task, toolbox.index, ask_model)
+    return toolbox, plan_task(task, toolbox.index, ask_model, toolbox.edits)
 
 
 common = [

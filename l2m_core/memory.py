@@ -25,7 +25,7 @@ import hashlib
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 MEMORY_SLOT = "\x00L2M-MEMORY\x00"
 DEFAULT_INSTRUCTION = "Answer the question using the context. Answer briefly."
+ChooseToken = Callable[[torch.Tensor], int]  # next-token logits -> the token to emit
 
 
 class BlocksGone(L2MError):
@@ -373,27 +374,33 @@ class Memory:
     # ---- reading -----------------------------------------------------------------------------------
 
     def ask(self, question: str, instruction: str | None = None, max_new_tokens: int = 64,
-            pins: Sequence[int] = (), hops: int = 1) -> Answer:
+            pins: Sequence[int] = (), hops: int = 1, choose_token: ChooseToken | None = None) -> Answer:
         """Answer `question` reading memory. `pins` are block ids read by every layer (see `blocks_for`).
-        With `hops=2` the first answer joins the question to address memory again (chained reads)."""
+        With `hops=2` the first answer joins the question to address memory again (chained reads).
+        `choose_token(logits) -> token id` replaces greedy argmax in decoding (e.g. `grammar.JsonGrammar`,
+        which constrains the answer to a JSON schema); with hops > 1 it sees every hop's tokens."""
         if not question.strip():
             raise L2MError("the question is empty")
         self.refresh()
         try:
-            return self._ask(question, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins), hops)
+            return self._ask(question, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins), hops,
+                             choose_token)
         except BlocksGone:
             if not self.refresh():  # no other writer retired them: the store itself lost them
                 raise
-            return self._ask(question, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins), hops)
+            return self._ask(question, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins), hops,
+                             choose_token)
 
-    def _ask(self, question: str, instruction: str, max_new_tokens: int, pins: list[int], hops: int) -> Answer:
+    def _ask(self, question: str, instruction: str, max_new_tokens: int, pins: list[int], hops: int,
+             choose_token: ChooseToken | None = None) -> Answer:
         query, answer = question, None
         for _ in range(max(1, hops)):
-            answer = self._answer(question, query, instruction, max_new_tokens, pins)
+            answer = self._answer(question, query, instruction, max_new_tokens, pins, choose_token)
             query = f"{question} {answer.text}"
         return answer
 
-    def _answer(self, question: str, query: str, instruction: str, max_new_tokens: int, pins: list[int]) -> Answer:
+    def _answer(self, question: str, query: str, instruction: str, max_new_tokens: int, pins: list[int],
+                choose_token: ChooseToken | None = None) -> Answer:
         start = time.perf_counter()
         prompt = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": f"{instruction}\n\nContext:\n{MEMORY_SLOT}\n\nQuestion: {question}"}],
@@ -406,7 +413,7 @@ class Memory:
         shared = self._shared_read_set(query, pins)
         plan, logits = self._prefill(head, tail["input_ids"], slice(q_tokens[0], q_tokens[-1] + 1), shared, pins)
         first_token = time.perf_counter()
-        text = self._decode(plan, logits, len(head) + len(tail["input_ids"]), max_new_tokens)
+        text = self._decode(plan, logits, len(head) + len(tail["input_ids"]), max_new_tokens, choose_token)
         done = time.perf_counter()
         return Answer(text.strip(), self._citations(plan.block_mass(), set(pins)), plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})
@@ -460,14 +467,16 @@ class Memory:
                        logits_to_keep=1)
         return [plan.keys[i] for i in range(self.layers)], [plan.values[i] for i in range(self.layers)]
 
-    def _decode(self, plan: ReadPlan, logits: torch.Tensor, position: int, max_new_tokens: int) -> str:
-        """Greedy decoding against the plan's per-layer caches (the read set stays fixed)."""
+    def _decode(self, plan: ReadPlan, logits: torch.Tensor, position: int, max_new_tokens: int,
+                choose_token: ChooseToken | None = None) -> str:
+        """Greedy decoding (or `choose_token`'s choice) against the plan's per-layer caches (the read set
+        stays fixed)."""
         device = self.lm.device
         position += self.settings.max_read_blocks * self.settings.block_size
         stop = _stop_ids(self.tokenizer, self.model)
         out: list[int] = []
         for _ in range(max_new_tokens):
-            token = int(logits.argmax())
+            token = int(logits.argmax()) if choose_token is None else choose_token(logits)
             if token in stop:
                 break
             out.append(token)
@@ -531,6 +540,11 @@ class Memory:
         return sorted(cites, key=lambda c: (pinned.isdisjoint(c.block_ids), -c.weight))
 
     # ---- name lookups and bookkeeping ---------------------------------------------------------------
+
+    @property
+    def stop_ids(self) -> set[int]:
+        """The token ids that end an answer."""
+        return _stop_ids(self.tokenizer, self.model)
 
     def blocks_for(self, source: str, line_start: int | None = None, line_end: int | None = None) -> list[int]:
         """Blocks of `source` overlapping the line range (all of them without one): pins for `ask`."""

@@ -1,0 +1,129 @@
+"""JSON schemas the model's replies are decoded against (`l2m_core.grammar`), narrowed by the index.
+
+What the index can decide is not left to the model: a symbol argument is an enum of the symbols that
+exist (those the task names, when it names some), a file argument an enum of the repository's files,
+a tool name one of the offered tools, a default value a Python literal (one the task spells, when it
+spells some). The model's job is then only to choose.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from l2m_core.errors import L2MError
+from tools.symbols import SymbolIndex, TextSource
+
+IDENTIFIER = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,39}$"}
+PY_PATH = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_/]{0,60}\.py$"}
+LITERAL = {"type": "string",
+           "pattern": r"""^(-?[0-9]{1,9}(\.[0-9]{1,6})?|"[^"\\]{0,24}"|'[^'\\]{0,24}'|True|False|None)$"""}
+SENTENCE = {"type": "string", "pattern": r"""^[A-Z][^"\\\n]{2,100}$"""}
+ANSWER_LENGTH = 400
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LITERALS = re.compile(r"""(?<![\w.])(-?\d+(?:\.\d+)?|"[^"\\\n]{0,24}"|'[^'\\\n]{0,24}'|True|False|None)(?![\w.])""")
+_PATHS = re.compile(r"[A-Za-z_][\w/]*\.py\b")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the index knows, for enums: files, all symbols, functions and methods, top-level definitions."""
+
+    files: tuple[str, ...]
+    symbols: tuple[str, ...]
+    functions: tuple[str, ...]
+    top_level: tuple[str, ...]
+
+    @classmethod
+    def of(cls, index: SymbolIndex, source: TextSource) -> Vocabulary:
+        files = tuple(sorted(source.list_files()))
+        found = [s for path in files if path.endswith(".py") for s in _outline(index, path)]
+        return cls(files, _unique(s.name for s in found),
+                   _unique(s.name for s in found if s.kind in ("function", "method")),
+                   _unique(s.name for s in found if s.parent is None))
+
+
+def _outline(index: SymbolIndex, path: str) -> list:
+    try:
+        return index.outline(path)
+    except L2MError:  # a file the index cannot read has no symbols to offer
+        return []
+
+
+def _unique(items) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def words(text: str) -> list[str]:
+    """The identifier-like words of `text`, once each, in order."""
+    return list(dict.fromkeys(_WORD.findall(text)))
+
+
+def mentioned(text: str, names: Sequence[str]) -> list[str]:
+    """The `names` that `text` spells (whole words; paths as substrings), in `names`' order."""
+    said = set(words(text))
+    return [n for n in names if n in said or ("/" in n and n in text)]
+
+
+def choice(values: Sequence[str], fallback: dict) -> dict:
+    """An enum of `values`, or `fallback` when there are none."""
+    return {"enum": list(values)} if values else fallback
+
+
+def _object(properties: dict, required: Sequence[str]) -> dict:
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+def _step(action: str, args: dict, required: Sequence[str]) -> dict:
+    return _object({"action": {"const": action}, "args": _object(args, required)}, ["action", "args"])
+
+
+def plan_schema(task: str, vocab: Vocabulary, max_steps: int) -> dict:
+    """A plan of 1..max_steps refactoring steps whose names and files come from the index and the task."""
+    symbols = mentioned(task, vocab.symbols) or list(vocab.symbols)
+    functions = mentioned(task, vocab.functions) or list(vocab.functions)
+    top_level = mentioned(task, vocab.top_level) or list(vocab.top_level)
+    fresh = [w for w in words(task) if w not in vocab.symbols]  # a new name is one the task spells
+    new_name = choice(fresh, IDENTIFIER)
+    default = choice(list(dict.fromkeys(_LITERALS.findall(task))), LITERAL)
+    steps = [
+        _step("rename_symbol", {"old": choice(symbols, IDENTIFIER), "new": new_name}, ["old", "new"]),
+        _step("add_parameter", {"function": choice(functions, IDENTIFIER), "parameter": new_name,
+                                "default": default}, ["function", "parameter", "default"]),
+        _step("set_default", {"function": choice(functions, IDENTIFIER), "parameter": new_name,
+                              "default": default}, ["function", "parameter", "default"]),
+        _step("move_definition", {"name": choice(top_level, IDENTIFIER),
+                                  "dest_file": choice(list(dict.fromkeys(_PATHS.findall(task))), PY_PATH)},
+              ["name", "dest_file"]),
+        _step("add_docstring", {"function": choice(symbols, IDENTIFIER), "docstring": SENTENCE},
+              ["function", "docstring"]),
+    ]
+    return {"type": "array", "items": {"anyOf": steps}, "minItems": 1, "maxItems": max(1, max_steps)}
+
+
+def tool_parameters(method: Callable[..., Any]) -> dict:
+    """The JSON schema of a tool's arguments, from its typed signature."""
+    return convert_to_openai_tool(method)["function"]["parameters"]
+
+
+def narrow(parameters: dict, choices: Mapping[str, Sequence[str]]) -> dict:
+    """`parameters` with each string property named in `choices` turned into an enum of its values."""
+    properties = dict(parameters.get("properties", {}))
+    for name, values in choices.items():
+        if name in properties and properties[name].get("type") == "string" and values:
+            properties[name] = {"enum": list(values)}
+    return {**parameters, "properties": properties, "additionalProperties": False}
+
+
+def tool_call_schema(tools: Mapping[str, dict], answer: bool = True, only: str | None = None) -> dict:
+    """A reply that calls one of `tools` (name -> arguments schema), or, when `answer`, answers in text.
+    `only`: the one tool that must be called."""
+    calls = [_object({"tool": {"const": name}, "arguments": parameters}, ["tool", "arguments"])
+             for name, parameters in tools.items() if only in (None, name)]
+    if answer:
+        calls.append(_object({"answer": {"type": "string", "maxLength": ANSWER_LENGTH}}, ["answer"]))
+    return {"anyOf": calls}
