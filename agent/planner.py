@@ -115,7 +115,7 @@ def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
     if ask_model is None or source is None:
         raise L2MError("could not turn the task into a plan without a model; try 'rename X to Y', "
                        "'add parameter P=DEFAULT to F', 'move X to FILE.py', or a JSON plan")
-    schema = plan_schema(task, Vocabulary.of(index, source), len(clauses(task)))
+    schema = plan_schema(task, Vocabulary.of(index, source), clauses(task))
     reply = ask_model(PLAN_INSTRUCTION, task, schema)
     try:
         steps = json.loads(reply)

@@ -8,6 +8,7 @@ spells some). The model's job is then only to choose.
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ LITERAL = {"type": "string",
            "pattern": r"""^(-?[0-9]{1,9}(\.[0-9]{1,6})?|"[^"\\]{0,24}"|'[^'\\]{0,24}'|True|False|None)$"""}
 SENTENCE = {"type": "string", "pattern": r"""^[A-Z][^"\\\n]{2,100}$"""}
 ANSWER_LENGTH = 400
+MAX_STRING, MAX_INTEGER, MAX_ITEMS = 200, 10**9, 16
+_VALUES = ("default", "const", "enum", "examples")  # keys whose values are data, not schemas
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LITERALS = re.compile(r"""(?<![\w.])(-?\d+(?:\.\d+)?|"[^"\\\n]{0,24}"|'[^'\\\n]{0,24}'|True|False|None)(?![\w.])""")
 _PATHS = re.compile(r"[A-Za-z_][\w/]*\.py\b")
@@ -59,8 +62,8 @@ def _unique(items) -> tuple[str, ...]:
 
 
 def words(text: str) -> list[str]:
-    """The identifier-like words of `text`, once each, in order."""
-    return list(dict.fromkeys(_WORD.findall(text)))
+    """The identifier-like words of `text` (Python keywords aside), once each, in order."""
+    return [w for w in dict.fromkeys(_WORD.findall(text)) if not keyword.iskeyword(w)]
 
 
 def mentioned(text: str, names: Sequence[str]) -> list[str]:
@@ -82,8 +85,9 @@ def _step(action: str, args: dict, required: Sequence[str]) -> dict:
     return _object({"action": {"const": action}, "args": _object(args, required)}, ["action", "args"])
 
 
-def plan_schema(task: str, vocab: Vocabulary, max_steps: int) -> dict:
-    """A plan of 1..max_steps refactoring steps whose names and files come from the index and the task."""
+def plan_schema(task: str, vocab: Vocabulary, requests: Sequence[str]) -> dict:
+    """A plan of at most one refactoring step per request, whose names and files come from the index and the
+    task. (Having each step first repeat its request, as an enum, made the default model choose worse.)"""
     symbols = mentioned(task, vocab.symbols) or list(vocab.symbols)
     functions = mentioned(task, vocab.functions) or list(vocab.functions)
     top_level = mentioned(task, vocab.top_level) or list(vocab.top_level)
@@ -102,7 +106,7 @@ def plan_schema(task: str, vocab: Vocabulary, max_steps: int) -> dict:
         _step("add_docstring", {"function": choice(symbols, IDENTIFIER), "docstring": SENTENCE},
               ["function", "docstring"]),
     ]
-    return {"type": "array", "items": {"anyOf": steps}, "minItems": 1, "maxItems": max(1, max_steps)}
+    return {"type": "array", "items": {"anyOf": steps}, "minItems": 1, "maxItems": max(1, len(requests))}
 
 
 def tool_parameters(method: Callable[..., Any]) -> dict:
@@ -119,10 +123,32 @@ def narrow(parameters: dict, choices: Mapping[str, Sequence[str]]) -> dict:
     return {**parameters, "properties": properties, "additionalProperties": False}
 
 
+def bounded(schema: Any) -> Any:
+    """`schema` with a size limit on every unbounded string, integer and array, so that a greedy model cannot
+    decode forever inside one value (a random model writes digits until the token limit)."""
+    if isinstance(schema, list):
+        return [bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v if k in _VALUES else bounded(v) for k, v in schema.items()}
+    for key in ("properties", "$defs"):  # maps of names to schemas (a property may be called "default")
+        if isinstance(schema.get(key), dict):
+            out[key] = {name: bounded(v) for name, v in schema[key].items()}
+    kind = schema.get("type")
+    if kind == "string" and not {"enum", "const", "pattern", "maxLength"} & set(schema):
+        out["maxLength"] = MAX_STRING
+    elif kind == "integer":
+        out.setdefault("minimum", -MAX_INTEGER)
+        out.setdefault("maximum", MAX_INTEGER)
+    elif kind == "array":
+        out.setdefault("maxItems", MAX_ITEMS)
+    return out
+
+
 def tool_call_schema(tools: Mapping[str, dict], answer: bool = True, only: str | None = None) -> dict:
     """A reply that calls one of `tools` (name -> arguments schema), or, when `answer`, answers in text.
-    `only`: the one tool that must be called."""
-    calls = [_object({"tool": {"const": name}, "arguments": parameters}, ["tool", "arguments"])
+    `only`: the one tool that must be called. Values are `bounded`."""
+    calls = [_object({"tool": {"const": name}, "arguments": bounded(parameters)}, ["tool", "arguments"])
              for name, parameters in tools.items() if only in (None, name)]
     if answer:
         calls.append(_object({"answer": {"type": "string", "maxLength": ANSWER_LENGTH}}, ["answer"]))

@@ -46,8 +46,8 @@ ACTIONS: dict[str, Callable[..., Refactoring]] = {
     "insert": _insert,
     "create": _create,
 }
-_SYMBOL_ARG = {"rename_symbol": "old", "add_parameter": "function", "move_definition": "name", "set_default": "function",
-               "add_docstring": "function"}
+_SYMBOL_ARG = {"rename_symbol": "old", "add_parameter": "function", "move_definition": "name",
+               "set_default": "function", "add_docstring": "function"}
 
 
 @dataclass(frozen=True)

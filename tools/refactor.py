@@ -136,7 +136,9 @@ def set_default(edits: EditSet, index: SymbolIndex, function: str, parameter: st
         return Refactoring([src.path])
     if item.type not in ("identifier", "typed_parameter"):
         raise L2MError(f"{src.path}:{item.start_point[0] + 1}: {parameter} cannot take a default")
-    if not all(c.type in (*_DEFAULTED, "dictionary_splat_pattern") for c in items[found[0] + 1:]):
+    later = items[found[0] + 1:]
+    positional = later[:next((n for n, c in enumerate(later) if c.type in _SPLATS), len(later))]
+    if not all(c.type in (*_DEFAULTED, "dictionary_splat_pattern") for c in positional):
         raise L2MError(f"{parameter} is followed by parameters without a default; giving it one would not compile")
     piece = f"={default}" if item.type == "identifier" else f" = {default}"
     edits.replace_spans(src.path, [(src.end(item), src.end(item), piece)])

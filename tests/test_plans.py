@@ -1,0 +1,170 @@
+"""Plans from plain requests: the schema the model decodes against (enums from the index and the task), the
+two refactorings it added (set a default, add a docstring), and plans that are valid by construction
+even when a random model writes them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from tools_helpers import snapshot, write_repo
+
+from agent.planner import clauses, follow_renames, plan_task
+from agent.schemas import Vocabulary, plan_schema, words
+from bench.plans.fixtures import write_fixture
+from l2m_core.errors import L2MError
+from l2m_core.grammar import ask_json
+from l2m_core.loading import load_model
+from l2m_core.memory import Memory
+from l2m_core.settings import MemorySettings
+from tools.edits import EditSet
+from tools.plan import execute_plan, make_plan
+from tools.pyindex import PythonIndex
+from tools.refactor import add_docstring, set_default
+from tools.run import RunPolicy
+from tools.toolbox import Toolbox
+from tools.workspace import Workspace
+
+REQUESTS = json.loads((Path(__file__).parents[1] / "bench" / "plans" / "requests.json").read_text())
+
+
+def staged(tmp_path, files: dict[str, str]) -> tuple[EditSet, PythonIndex]:
+    edits = EditSet(Workspace(write_repo(tmp_path / "repo", files)))
+    return edits, PythonIndex(edits)
+
+
+# -- the two refactorings ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source, parameter, expected", [
+    ("def f(a, b=1):\n    pass\n", "b", "def f(a, b=2):\n    pass\n"),
+    ("def f(a, b: int = 1):\n    pass\n", "b", "def f(a, b: int = 2):\n    pass\n"),
+    ("def f(a, b):\n    pass\n", "b", "def f(a, b=2):\n    pass\n"),
+    ("def f(a: int, *, b=1):\n    pass\n", "a", "def f(a: int = 2, *, b=1):\n    pass\n"),
+])
+def test_set_default(tmp_path, source, parameter, expected):
+    edits, index = staged(tmp_path, {"m.py": source})
+    set_default(edits, index, "f", parameter, "2")
+    assert edits.read_text("m.py") == expected
+
+
+@pytest.mark.parametrize("source, parameter, message", [
+    ("def f(a, b):\n    pass\n", "c", "no parameter c"),
+    ("def f(a, b):\n    pass\n", "a", "would not compile"),
+    ("def f(*args):\n    pass\n", "args", "no parameter args"),
+])
+def test_set_default_refuses(tmp_path, source, parameter, message):
+    edits, index = staged(tmp_path, {"m.py": source})
+    with pytest.raises(L2MError, match=message):
+        set_default(edits, index, "f", parameter, "2")
+    assert edits.read_text("m.py") == source
+
+
+def test_add_docstring_to_a_function_and_a_method(tmp_path):
+    edits, index = staged(tmp_path, {"m.py": "class C:\n    def go(self):\n        return 1\n"})
+    add_docstring(edits, index, "go", 'Go on "now"\n   please.')
+    add_docstring(edits, index, "C", "A thing.")
+    assert edits.read_text("m.py") == ('class C:\n    """A thing."""\n    def go(self):\n'
+                                       '        """Go on "now" please."""\n        return 1\n')
+
+
+def test_add_docstring_refuses_a_second_one(tmp_path):
+    edits, index = staged(tmp_path, {"m.py": 'def f():\n    """Here."""\n'})
+    with pytest.raises(L2MError, match="already has a docstring"):
+        add_docstring(edits, index, "f", "Again.")
+
+
+# -- the schema ----------------------------------------------------------------------------------
+
+def shop_vocabulary(tmp_path) -> Vocabulary:
+    edits = EditSet(Workspace(write_fixture("shop", tmp_path / "shop")))
+    return Vocabulary.of(PythonIndex(edits), edits)
+
+
+def step_args(schema: dict, action: str) -> dict:
+    [step] = [s for s in schema["items"]["anyOf"] if s["properties"]["action"]["const"] == action]
+    return step["properties"]["args"]["properties"]
+
+
+def test_plan_schema_takes_names_from_the_index_and_the_task(tmp_path):
+    vocab = shop_vocabulary(tmp_path)
+    assert {"compute_total", "apply_tax", "Cart", "format_price", "summary"} <= set(vocab.symbols)
+    assert "Cart" not in vocab.functions and "add" in vocab.functions and "add" not in vocab.top_level
+    task = "Rename the function compute_total to total_amount everywhere it is defined and used"
+    schema = plan_schema(task, vocab, clauses(task))
+    rename = step_args(schema, "rename_symbol")
+    assert rename["old"] == {"enum": ["compute_total"]}  # the one existing symbol the task names
+    assert "total_amount" in rename["new"]["enum"] and "compute_total" not in rename["new"]["enum"]
+    assert "pattern" in step_args(schema, "add_parameter")["default"]  # no literal in the task: any literal
+    assert schema["maxItems"] == 1
+    two = "Rename shout to yell, then give yell a parameter times that defaults to 1"
+    assert plan_schema(two, vocab, clauses(two))["maxItems"] == 2
+    moved = plan_schema("Move format_price into shop/money.py", vocab, [])
+    assert step_args(moved, "move_definition")["dest_file"] == {"enum": ["shop/money.py"]}
+    assert step_args(plan_schema("set it to 'x' or 0.5", vocab, []), "set_default")["default"] == {
+        "enum": ["'x'", "0.5"]}
+
+
+def test_task_words_leave_out_python_keywords():
+    assert words("Rename the class Cart to class_ if it is free") == ["Rename", "the", "Cart", "to", "class_", "it",
+                                                                      "free"]
+
+
+def test_later_steps_follow_an_earlier_rename():
+    steps = [{"action": "rename_symbol", "args": {"old": "shout", "new": "yell"}},
+             {"action": "add_parameter", "args": {"function": "shout", "parameter": "times", "default": "1"}}]
+    assert follow_renames(steps)[1]["args"]["function"] == "yell"
+
+
+# -- plans -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("request_id", ["shop-param-1", "shop-default-2", "shop-move-2", "text-doc-1",
+                                        "text-multi-1"])
+def test_the_benchmark_expected_plans_keep_the_fixture_tests_green(tmp_path, request_id):
+    request = next(r for r in REQUESTS if r["id"] == request_id)
+    root = write_fixture(request["fixture"], tmp_path / "repo")
+    toolbox = Toolbox(root, policy=RunPolicy(allow=True))
+    steps = [{**s, "args": {"docstring": "Some words.", **s["args"]} if s["action"] == "add_docstring" else s["args"]}
+             for s in request["expected"]]
+    execute_plan(toolbox.edits, make_plan(toolbox.index, steps))
+    assert toolbox.apply([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]).ok
+
+
+@pytest.fixture(scope="module")
+def tiny_shop(tiny_model_dir, tmp_path_factory):
+    root = write_fixture("shop", tmp_path_factory.mktemp("plans") / "shop")
+    memory = Memory.create(root / ".l2m", load_model(tiny_model_dir, device="cpu"),
+                           MemorySettings(block_size=16, chunk_size=32, sink=16, local=32, hot_budget_mb=4))
+    memory.ingest_document((root / "shop" / "pricing.py").read_text(), "shop/pricing.py")
+    yield root, memory
+    memory.close()
+
+
+@pytest.mark.parametrize("task", ["Please call compute_total total_amount from now on",
+                                  "Document apply_tax and then move it into shop/tax.py"])
+def test_a_random_model_writes_a_valid_plan_by_construction(tiny_shop, task):
+    root, memory = tiny_shop
+    toolbox = Toolbox(root)
+    replies = []
+
+    def ask_model(instruction: str, text: str, schema: dict) -> str:
+        replies.append(ask_json(memory, text, schema, instruction=instruction, max_new_tokens=400)[0])
+        return json.dumps(replies[-1])
+
+    before = snapshot(root)
+    plan = plan_task(task, toolbox.index, ask_model, toolbox.edits)
+    assert plan.source == "model" and 1 <= len(plan.steps) <= len(clauses(task))
+    assert [s.action for s in plan.steps] == [s["action"] for s in replies[0]]
+    assert snapshot(root) == before  # planning writes nothing
+
+
+def test_a_plan_cut_off_by_the_token_limit_is_an_error_not_half_a_plan(tiny_shop):
+    root, memory = tiny_shop
+    toolbox = Toolbox(root)
+
+    def ask_model(instruction: str, text: str, schema: dict) -> str:
+        return json.dumps(ask_json(memory, text, schema, instruction=instruction, max_new_tokens=5)[0])
+
+    with pytest.raises(L2MError, match="cut off by the token limit"):
+        plan_task("Please call compute_total total_amount", toolbox.index, ask_model, toolbox.edits)
