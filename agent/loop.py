@@ -58,8 +58,11 @@ class TurnResult:
 
 class AgentLoop:
     def __init__(self, memory: Memory, toolbox: Toolbox, session: Session, max_steps: int = 4,
-                 tools: Sequence[str] = READ_TOOLS, respond: Respond | None = None):
+                 tools: Sequence[str] = READ_TOOLS, respond: Respond | None = None, tool_steps: int = 0):
+        """`tool_steps`: the first replies of each turn that must call a tool (LangChain's tool_choice "required"
+        for them; the model still chooses which tool and arguments)."""
         self.memory, self.toolbox, self.session, self.max_steps = memory, toolbox, session, max_steps
+        self.tool_steps = tool_steps
         self.tools = {name: fn for name, fn in toolbox.tools().items() if name in tools}
         self.instruction = INSTRUCTION.format(tools=", ".join(self.tools))
         self.respond = respond or self._constrained
@@ -69,7 +72,7 @@ class AgentLoop:
         return self.memory.ask(question, instruction=instruction, pins=pins, max_new_tokens=REPLY_TOKENS,
                                choose_token=grammar)
 
-    def reply_schema(self, said: str, done: set[tuple[str, str]]) -> dict:
+    def reply_schema(self, said: str, done: set[tuple[str, str]], answer: bool = True) -> dict:
         """The schema of the next reply: a call of an offered tool (files and symbols narrowed to those `said`
         mentions, else all; values in `done`, (tool, value) pairs already called, left out) or an answer."""
         vocab = Vocabulary.of(self.toolbox.index, self.toolbox.edits)
@@ -85,7 +88,7 @@ class AgentLoop:
                    for arg, values in choices.items()):
                 continue  # every value of its main argument has been called already
             tools[name] = narrow(parameters, choices)
-        return tool_call_schema(tools)
+        return tool_call_schema(tools, answer=answer or not tools)
 
     def run(self, message: str) -> TurnResult:
         """One user turn: up to `max_steps` tool calls, then the answer (or the step limit)."""
@@ -93,8 +96,9 @@ class AgentLoop:
         pins = self._recent_blocks() + self._remember("user", message)
         result = TurnResult("", [])
         said, done = message, set()
-        for _ in range(self.max_steps):
-            answer = self.respond(message, self.instruction, pins[-budget:], self.reply_schema(said, done))
+        for step in range(self.max_steps):
+            schema = self.reply_schema(said, done, answer=step >= self.tool_steps)
+            answer = self.respond(message, self.instruction, pins[-budget:], schema)
             reply = parse_tool_call(answer.text)
             if reply.tool is None and reply.error is None:
                 result.answer, result.citations = reply.text, answer.citations

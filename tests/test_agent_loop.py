@@ -73,6 +73,16 @@ def test_reply_schema_offers_the_tools_with_files_and_symbols_from_the_index(set
                                       tools=("view", "run")).reply_schema("hi", set()))
 
 
+def test_tool_steps_must_call_a_tool_then_the_model_may_answer(setup):
+    _, memory, toolbox = setup
+    responder = Scripted('{"tool": "find_symbol", "arguments": {"name": "Square"}}', '{"answer": "In geometry.py."}')
+    turn = AgentLoop(memory, toolbox, Session.open(memory.files.engine), respond=responder, tool_steps=1).run(
+        "Where is Square?")
+    assert turn.answer == "In geometry.py." and [s.tool for s in turn.steps] == ["find_symbol"]
+    first, second = ([c for c in schema["anyOf"] if "answer" in c["properties"]] for schema in responder.schemas)
+    assert not first and second
+
+
 def test_a_random_model_under_the_grammar_only_makes_valid_calls(setup):
     _, memory, toolbox = setup
     turn = AgentLoop(memory, toolbox, Session.open(memory.files.engine), max_steps=3).run("Where is Square?")
