@@ -4,9 +4,11 @@ Three sources, tried in order, each named in the result so the user sees where a
 1. a scripted plan: the task is a JSON list of `{"action", "args"}` steps (or a file holding one);
 2. rules: plain refactoring requests ("rename X to Y", "add parameter P=D to F", "move X to FILE"),
    several joined by "then" or ";";
-3. the model, reading memory, decoding a JSON plan constrained to `agent.schemas.plan_schema` (actions
-   and arguments whose symbols and files come from the index), so its reply is a valid plan by
-   construction; it is checked like any other.
+3. the model, reading memory: for each request of the task, it writes one step per action under a grammar
+   (`agent.schemas.plan_schema`: arguments whose symbols and files come from the index and the task), so
+   every candidate is a valid step by construction, and the step whose action it found likeliest (the
+   log-probability of the reply up to the action's name) is chosen. (Letting it pick the action greedily,
+   by the first token, chose add_parameter for nearly every request.) The plan is checked like any other.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.schemas import Vocabulary, plan_schema
+from agent.schemas import PLAN_ACTIONS, Vocabulary, plan_schema
 from l2m_core.errors import L2MError
 from tools.plan import PlanStep, make_plan
 from tools.symbols import SymbolIndex, TextSource
@@ -51,7 +53,8 @@ PLAN_INSTRUCTION = (
     '"dest_file": "app/config.py"}}]; "explain in a docstring that run starts the server" -> '
     '[{"action": "add_docstring", "args": {"function": "run", "docstring": "Start the server."}}]'
 )
-AskModel = Callable[[str, str, dict], str]  # (instruction, task, JSON schema of the reply) -> the reply
+# (instruction, request, JSON schema of the reply) -> (the reply, its tokens' text and the model's log-probability)
+AskModel = Callable[[str, str, dict], tuple[str, list[tuple[str, float]]]]
 
 
 @dataclass
@@ -105,8 +108,8 @@ def scripted(task: str) -> list[dict] | None:
 
 def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
               source: TextSource | None = None) -> Plan:
-    """The checked plan for `task`. `ask_model(instruction, task, schema)` is the model reading memory, decoding
-    its reply against `schema`; `source` lists the repository's files for that schema (with `index`)."""
+    """The checked plan for `task`. `ask_model(instruction, request, schema)` is the model reading memory,
+    decoding its reply against `schema` and scoring it; `source` lists the repository's files (for the schema)."""
     if not task.strip():
         raise L2MError("the task is empty")
     for kind, steps in (("script", scripted(task)), ("rules", parse_rules(task))):
@@ -115,13 +118,29 @@ def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
     if ask_model is None or source is None:
         raise L2MError("could not turn the task into a plan without a model; try 'rename X to Y', "
                        "'add parameter P=DEFAULT to F', 'move X to FILE.py', or a JSON plan")
-    schema = plan_schema(task, Vocabulary.of(index, source), clauses(task))
-    reply = ask_model(PLAN_INSTRUCTION, task, schema)
-    try:
-        steps = json.loads(reply)
-    except json.JSONDecodeError:
-        raise L2MError(f"the model's plan is not valid JSON: {reply[:200]!r}") from None
+    vocab, steps = Vocabulary.of(index, source), []
+    for request in clauses(task):
+        scored = []
+        for action in PLAN_ACTIONS:
+            reply, pieces = ask_model(PLAN_INSTRUCTION, request, plan_schema(request, vocab, action, task))
+            scored.append((choice_score(pieces, action), reply))
+        reply = max(scored)[1]
+        try:
+            steps += json.loads(reply)
+        except json.JSONDecodeError:
+            raise L2MError(f"the model's plan is not valid JSON: {reply[:200]!r}") from None
     return Plan(make_plan(index, follow_renames(steps)), "model")
+
+
+def choice_score(pieces: list[tuple[str, float]], action: str) -> float:
+    """How much the model wanted `action`: the log-probability of the reply's tokens up to the action's name
+    (the rest is the arguments, which a fluent free-text docstring would win on)."""
+    text, total = "", 0.0
+    for piece, logprob in pieces:
+        text, total = text + piece, total + logprob
+        if f'"{action}"' in text:
+            break
+    return total
 
 
 def follow_renames(steps: list[dict]) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Reading structured parts out of a model's reply: the one parser of tool calls, and JSON values in text.
+"""Reading a model's reply: the one parser of tool calls.
 
 A constrained reply (`l2m_core.grammar`) is exactly `{"tool": NAME, "arguments": {...}}` or
 `{"answer": TEXT}`; a free-text reply (a scripted responder, an unconstrained model) may wrap the call
@@ -13,21 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 _FENCE = re.compile(r"```(?:json)?")
-
-
-def first_json(text: str, opener: str = "{") -> tuple[object, int, int] | None:
-    """The first JSON value starting with `opener` in `text`, as (value, start, end), or None.
-
-    `raw_decode` reads one value and ignores what follows, so prose after the JSON does not spoil it.
-    """
-    start = text.find(opener)
-    while start >= 0:
-        try:
-            value, end = json.JSONDecoder().raw_decode(text, start)
-            return value, start, end
-        except json.JSONDecodeError:
-            start = text.find(opener, start + 1)
-    return None
 
 
 @dataclass(frozen=True)

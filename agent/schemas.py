@@ -19,6 +19,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from l2m_core.errors import L2MError
 from tools.symbols import SymbolIndex, TextSource
 
+PLAN_ACTIONS = ("rename_symbol", "add_parameter", "set_default", "move_definition", "add_docstring")
 IDENTIFIER = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,39}$"}
 PY_PATH = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_/]{0,60}\.py$"}
 LITERAL = {"type": "string",
@@ -81,32 +82,30 @@ def _object(properties: dict, required: Sequence[str]) -> dict:
     return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
 
 
-def _step(action: str, args: dict, required: Sequence[str]) -> dict:
-    return _object({"action": {"const": action}, "args": _object(args, required)}, ["action", "args"])
-
-
-def plan_schema(task: str, vocab: Vocabulary, requests: Sequence[str]) -> dict:
-    """A plan of at most one refactoring step per request, whose names and files come from the index and the
-    task. (Having each step first repeat its request, as an enum, made the default model choose worse.)"""
+def plan_schema(request: str, vocab: Vocabulary, action: str, task: str | None = None) -> dict:
+    """A one-step plan doing `action` for `request`: symbols are those the whole `task` (default: the request)
+    names, else all the index knows; new names, default values and destination files those the request spells
+    (identifier-like words that are not symbols yet, Python literals, .py paths), else any of their form."""
+    task = task or request
     symbols = mentioned(task, vocab.symbols) or list(vocab.symbols)
     functions = mentioned(task, vocab.functions) or list(vocab.functions)
     top_level = mentioned(task, vocab.top_level) or list(vocab.top_level)
-    fresh = [w for w in words(task) if w not in vocab.symbols]  # a new name is one the task spells
-    new_name = choice(fresh, IDENTIFIER)
-    default = choice(list(dict.fromkeys(_LITERALS.findall(task))), LITERAL)
-    steps = [
-        _step("rename_symbol", {"old": choice(symbols, IDENTIFIER), "new": new_name}, ["old", "new"]),
-        _step("add_parameter", {"function": choice(functions, IDENTIFIER), "parameter": new_name,
-                                "default": default}, ["function", "parameter", "default"]),
-        _step("set_default", {"function": choice(functions, IDENTIFIER), "parameter": new_name,
-                              "default": default}, ["function", "parameter", "default"]),
-        _step("move_definition", {"name": choice(top_level, IDENTIFIER),
-                                  "dest_file": choice(list(dict.fromkeys(_PATHS.findall(task))), PY_PATH)},
-              ["name", "dest_file"]),
-        _step("add_docstring", {"function": choice(symbols, IDENTIFIER), "docstring": SENTENCE},
-              ["function", "docstring"]),
-    ]
-    return {"type": "array", "items": {"anyOf": steps}, "minItems": 1, "maxItems": max(1, len(requests))}
+    new_name = choice([w for w in words(request) if w not in vocab.symbols], IDENTIFIER)
+    default = choice(list(dict.fromkeys(_LITERALS.findall(request))), LITERAL)
+    args = {
+        "rename_symbol": ({"old": choice(symbols, IDENTIFIER), "new": new_name}, ["old", "new"]),
+        "add_parameter": ({"function": choice(functions, IDENTIFIER), "parameter": new_name, "default": default},
+                          ["function", "parameter", "default"]),
+        "set_default": ({"function": choice(functions, IDENTIFIER), "parameter": new_name, "default": default},
+                        ["function", "parameter", "default"]),
+        "move_definition": ({"name": choice(top_level, IDENTIFIER),
+                             "dest_file": choice(list(dict.fromkeys(_PATHS.findall(request))), PY_PATH)},
+                            ["name", "dest_file"]),
+        "add_docstring": ({"function": choice(symbols, IDENTIFIER), "docstring": SENTENCE}, ["function", "docstring"]),
+    }
+    properties, required = args[action]
+    step = _object({"action": {"const": action}, "args": _object(properties, required)}, ["action", "args"])
+    return {"type": "array", "items": step, "minItems": 1, "maxItems": 1}
 
 
 def tool_parameters(method: Callable[..., Any]) -> dict:

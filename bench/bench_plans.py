@@ -10,9 +10,10 @@ model), whether the plan is valid (checked by `tools.plan.make_plan`), whether i
 (actions, names, files and defaults as Python values; a docstring's wording is free), whether the
 fixture's tests pass after applying it, and whether undo restores every file byte for byte.
 
-Overhead: each model plan's tokens are decoded twice from the same prompt, with the grammar and with
-plain greedy argmax; per token it reports the time llguidance's mask takes (computing the mask and
-masking the logits) and the whole decoding step, both ways.
+The model path writes one candidate step per action under the grammar and keeps the likeliest; every
+candidate is recorded with its score. Overhead: per token, the time llguidance's choice takes (computing
+the mask, masking the logits, argmax) against plain argmax, and the whole decoding step both ways (the
+first candidate's prompt is decoded once more without the grammar, as many tokens).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent import Agent  # noqa: E402
-from agent.planner import plan_task  # noqa: E402
+from agent.planner import choice_score, plan_task  # noqa: E402
 from bench.plans.fixtures import write_fixture  # noqa: E402
 from l2m_core.errors import L2MError  # noqa: E402
 from l2m_core.grammar import JsonGrammar  # noqa: E402
@@ -95,19 +96,25 @@ def run_request(request: dict, lm, workdir: Path) -> dict:
         toolbox = Toolbox(root, policy=RunPolicy(allow=True))
         before = snapshot(root)
 
-        def ask_model(instruction: str, task: str, schema: dict) -> str:
-            constrained = Timed(JsonGrammar.for_memory(agent.memory, schema))
+        def ask_model(instruction: str, task: str, schema: dict) -> tuple[str, list[tuple[str, float]]]:
+            grammar = JsonGrammar.for_memory(agent.memory, schema)
+            constrained = Timed(grammar)
             answer = agent.memory.ask(task, instruction=instruction, max_new_tokens=PLAN_TOKENS,
                                       choose_token=constrained)
-            plain = Timed(None)
-            free = agent.memory.ask(task, instruction=instruction, max_new_tokens=len(constrained.seconds),
-                                    choose_token=plain)
-            timing.update(
-                tokens=len(constrained.seconds), mask_s=constrained.seconds, argmax_s=plain.seconds,
-                step_s=(answer.timings["total_s"] - answer.timings["first_token_s"]) / len(constrained.seconds),
-                plain_step_s=(free.timings["total_s"] - free.timings["first_token_s"]) / max(1, len(plain.seconds)),
-                complete=constrained.grammar.complete, unconstrained_reply=free.text[:300])
-            return answer.text
+            steps = len(constrained.seconds)
+            timing.setdefault("mask_s", []).extend(constrained.seconds)
+            decoding = answer.timings["total_s"] - answer.timings["first_token_s"]
+            timing.setdefault("step_s", []).append(decoding / steps)
+            action = schema["items"]["properties"]["action"]["const"]
+            record.setdefault("candidates", []).append(
+                {"reply": answer.text, "score": choice_score(grammar.pieces(), action)})
+            if "argmax_s" not in timing:  # once per request: the same prompt decoded plainly, as many tokens
+                plain = Timed(None)
+                free = agent.memory.ask(task, instruction=instruction, max_new_tokens=steps, choose_token=plain)
+                timing.update(argmax_s=plain.seconds, unconstrained_reply=free.text[:300],
+                              plain_step_s=(free.timings["total_s"] - free.timings["first_token_s"])
+                              / max(1, len(plain.seconds)))
+            return answer.text, grammar.pieces()
 
         try:
             plan = plan_task(request["request"], toolbox.index, ask_model, toolbox.edits)
@@ -131,11 +138,10 @@ def run_request(request: dict, lm, workdir: Path) -> dict:
 def _summary(timing: dict) -> dict:
     if not timing:
         return {}
-    return {"tokens": timing["tokens"], "complete": timing["complete"],
-            "mask_ms_per_token": 1000 * statistics.mean(timing["mask_s"]),
+    return {"tokens": len(timing["mask_s"]), "mask_ms_per_token": 1000 * statistics.mean(timing["mask_s"]),
             "argmax_ms_per_token": 1000 * statistics.mean(timing["argmax_s"]) if timing["argmax_s"] else None,
-            "constrained_step_ms": 1000 * timing["step_s"], "plain_step_ms": 1000 * timing["plain_step_s"],
-            "unconstrained_reply": timing["unconstrained_reply"]}
+            "constrained_step_ms": 1000 * statistics.mean(timing["step_s"]),
+            "plain_step_ms": 1000 * timing["plain_step_s"], "unconstrained_reply": timing["unconstrained_reply"]}
 
 
 def totals(records: list[dict]) -> dict:
@@ -186,6 +192,7 @@ def main() -> None:
     requests = [r for r in json.loads(REQUESTS.read_text()) if not args.only or r["id"] in args.only]
     lm = load_model(None, device="cpu")
     started = time.time()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         records = []
         for request in requests:
@@ -193,11 +200,10 @@ def main() -> None:
             r = records[-1]
             print(f"{r['id']:16} path={r['path']} valid={r['valid']} right={r['right']} green={r['green']} "
                   f"undo={r['undo_restores']} {r.get('plan') or r.get('error')}", flush=True)
-    result = {"model": lm.name, "machine": platform.machine(), "python": platform.python_version(),
-              "threads": __import__("torch").get_num_threads(), "seconds": time.time() - started,
-              "totals": totals(records), "records": records}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+            result = {"model": lm.name, "machine": platform.machine(), "python": platform.python_version(),
+                      "threads": __import__("torch").get_num_threads(), "seconds": time.time() - started,
+                      "complete": len(records) == len(requests), "totals": totals(records), "records": records}
+            args.out.write_text(json.dumps(result, indent=1))  # after each request: a stopped run keeps its part
     plot(result, args.out.with_suffix(".png"))
     print(json.dumps(result["totals"], indent=1))
 

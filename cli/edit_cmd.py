@@ -29,15 +29,22 @@ def _planned(task: str, store: str | None, model_spec: str | None, test: str | N
     root = _root(store)
     toolbox = Toolbox(root, policy=RunPolicy(allowlist=(test,) if test else ()))
 
-    def ask_model(instruction: str, text: str, schema: dict) -> str:
+    agents = []  # opened on the first question only: the literal forms need no model
+
+    def ask_model(instruction: str, text: str, schema: dict) -> tuple[str, list[tuple[str, float]]]:
         from cli.common import open_agent
         from l2m_core.grammar import ask_json
 
-        with open_agent(store, model_spec) as agent:
-            plan, _ = ask_json(agent.memory, text, schema, instruction=instruction, max_new_tokens=PLAN_TOKENS)
-            return json.dumps(plan)
+        if not agents:
+            agents.append(open_agent(store, model_spec))
+        plan, _, pieces = ask_json(agents[0].memory, text, schema, instruction=instruction, max_new_tokens=PLAN_TOKENS)
+        return json.dumps(plan), pieces
 
-    return toolbox, plan_task(task, toolbox.index, ask_model, toolbox.edits)
+    try:
+        return toolbox, plan_task(task, toolbox.index, ask_model, toolbox.edits)
+    finally:
+        for agent in agents:
+            agent.close()
 
 
 common = [

@@ -55,9 +55,10 @@ class JsonGrammar:
         self.matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if self.matcher.is_error():
             raise L2MError(f"cannot compile the output schema: {self.matcher.get_error()}")
-        self.vocab, self.stop_id = vocab, stop_id
+        self.tokenizer, self.vocab, self.stop_id = tokenizer, vocab, stop_id
         self.mask = np.zeros((vocab + 31) // 32, dtype=np.int32)
         self.steps = 0
+        self.chosen: list[tuple[int, float]] = []  # each token and the model's own (unmasked) log-probability
 
     @classmethod
     def for_memory(cls, memory: Any, schema: dict) -> JsonGrammar:
@@ -76,7 +77,12 @@ class JsonGrammar:
         token = int(masked.argmax())
         self.matcher.consume_token(token)
         self.steps += 1
+        self.chosen.append((token, float(torch.log_softmax(logits.float(), -1)[token])))
         return token
+
+    def pieces(self) -> list[tuple[str, float]]:
+        """The text of each token chosen, with the model's log-probability of it (how much it wanted it)."""
+        return [(self.tokenizer.decode_str([token]), logprob) for token, logprob in self.chosen]
 
     @property
     def complete(self) -> bool:
@@ -84,11 +90,11 @@ class JsonGrammar:
         return self.matcher.is_accepting() or self.matcher.is_stopped()
 
 
-def ask_json(memory: Any, question: str, schema: dict, **ask: Any) -> tuple[Any, Any]:
-    """(the JSON value, the `Answer`) of `memory.ask(question, **ask)` decoded against `schema`.
-    Raises `L2MError` when the token limit cut the document off before it was complete."""
+def ask_json(memory: Any, question: str, schema: dict, **ask: Any) -> tuple[Any, Any, list[tuple[str, float]]]:
+    """(the JSON value, the `Answer`, its tokens' `pieces`) of `memory.ask(question, **ask)` decoded against
+    `schema`. Raises `L2MError` when the token limit cut the document off before it was complete."""
     grammar = JsonGrammar.for_memory(memory, schema)
     answer = memory.ask(question, choose_token=grammar, **ask)
     if not grammar.complete:
         raise L2MError(f"the constrained reply was cut off by the token limit after {grammar.steps} tokens")
-    return json.loads(answer.text), answer
+    return json.loads(answer.text), answer, grammar.pieces()

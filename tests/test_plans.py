@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tools_helpers import snapshot, write_repo
 
-from agent.planner import clauses, follow_renames, plan_task
+from agent.planner import choice_score, clauses, follow_renames, plan_task
 from agent.schemas import Vocabulary, plan_schema, words
 from bench.plans.fixtures import write_fixture
 from l2m_core.errors import L2MError
@@ -82,9 +82,8 @@ def shop_vocabulary(tmp_path) -> Vocabulary:
     return Vocabulary.of(PythonIndex(edits), edits)
 
 
-def step_args(schema: dict, action: str) -> dict:
-    [step] = [s for s in schema["items"]["anyOf"] if s["properties"]["action"]["const"] == action]
-    return step["properties"]["args"]["properties"]
+def step_args(schema: dict) -> dict:
+    return schema["items"]["properties"]["args"]["properties"]
 
 
 def test_plan_schema_takes_names_from_the_index_and_the_task(tmp_path):
@@ -92,23 +91,29 @@ def test_plan_schema_takes_names_from_the_index_and_the_task(tmp_path):
     assert {"compute_total", "apply_tax", "Cart", "format_price", "summary"} <= set(vocab.symbols)
     assert "Cart" not in vocab.functions and "add" in vocab.functions and "add" not in vocab.top_level
     task = "Rename the function compute_total to total_amount everywhere it is defined and used"
-    schema = plan_schema(task, vocab, clauses(task))
-    rename = step_args(schema, "rename_symbol")
-    assert rename["old"] == {"enum": ["compute_total"]}  # the one existing symbol the task names
-    assert "total_amount" in rename["new"]["enum"] and "compute_total" not in rename["new"]["enum"]
-    assert "pattern" in step_args(schema, "add_parameter")["default"]  # no literal in the task: any literal
-    assert schema["maxItems"] == 1
-    two = "Rename shout to yell, then give yell a parameter times that defaults to 1"
-    assert plan_schema(two, vocab, clauses(two))["maxItems"] == 2
-    moved = plan_schema("Move format_price into shop/money.py", vocab, [])
-    assert step_args(moved, "move_definition")["dest_file"] == {"enum": ["shop/money.py"]}
-    assert step_args(plan_schema("set it to 'x' or 0.5", vocab, []), "set_default")["default"] == {
-        "enum": ["'x'", "0.5"]}
+    rename = plan_schema(task, vocab, "rename_symbol")
+    assert rename["maxItems"] == 1 and rename["items"]["properties"]["action"] == {"const": "rename_symbol"}
+    args = step_args(rename)
+    assert args["old"] == {"enum": ["compute_total"]}  # the one existing symbol the task names
+    assert "total_amount" in args["new"]["enum"] and "compute_total" not in args["new"]["enum"]
+    assert "pattern" in step_args(plan_schema(task, vocab, "add_parameter"))["default"]  # no literal: any literal
+    moved = step_args(plan_schema("Move format_price into shop/money.py", vocab, "move_definition"))
+    assert moved["dest_file"] == {"enum": ["shop/money.py"]} and moved["name"] == {"enum": ["format_price"]}
+    assert step_args(plan_schema("set it to 'x' or 0.5", vocab, "set_default"))["default"] == {"enum": ["'x'", "0.5"]}
+    second = step_args(plan_schema("then give it a parameter sep", vocab, "add_parameter", "Rename summary ..."))
+    assert second["function"] == {"enum": ["summary"]}  # names come from the whole task
+    assert clauses("Rename shout to yell, then give yell a parameter times") == ["Rename shout to yell",
+                                                                                "give yell a parameter times"]
 
 
 def test_task_words_leave_out_python_keywords():
     assert words("Rename the class Cart to class_ if it is free") == ["Rename", "the", "Cart", "to", "class_", "it",
                                                                       "free"]
+
+
+def test_the_choice_score_counts_the_tokens_up_to_the_action_name():
+    pieces = [('[{"', -0.5), ('action": "', -0.25), ("rename", -2.0), ('_symbol"', -1.0), (', "args"', -9.0)]
+    assert choice_score(pieces, "rename_symbol") == -3.75
 
 
 def test_later_steps_follow_an_earlier_rename():
@@ -146,16 +151,19 @@ def tiny_shop(tiny_model_dir, tmp_path_factory):
 def test_a_random_model_writes_a_valid_plan_by_construction(tiny_shop, task):
     root, memory = tiny_shop
     toolbox = Toolbox(root)
-    replies = []
+    candidates = []
 
-    def ask_model(instruction: str, text: str, schema: dict) -> str:
-        replies.append(ask_json(memory, text, schema, instruction=instruction, max_new_tokens=400)[0])
-        return json.dumps(replies[-1])
+    def ask_model(instruction: str, text: str, schema: dict) -> tuple[str, list]:
+        plan, _, pieces = ask_json(memory, text, schema, instruction=instruction, max_new_tokens=400)
+        candidates.append((choice_score(pieces, plan[0]["action"]), plan))
+        return json.dumps(plan), pieces
 
     before = snapshot(root)
     plan = plan_task(task, toolbox.index, ask_model, toolbox.edits)
-    assert plan.source == "model" and 1 <= len(plan.steps) <= len(clauses(task))
-    assert [s.action for s in plan.steps] == [s["action"] for s in replies[0]]
+    assert plan.source == "model" and len(plan.steps) == len(clauses(task))
+    assert len(candidates) == 5 * len(clauses(task))  # one candidate per action and request
+    best = max(candidates[:5], key=lambda c: c[0])[1]
+    assert plan.steps[0].action == best[0]["action"]
     assert snapshot(root) == before  # planning writes nothing
 
 
@@ -163,8 +171,9 @@ def test_a_plan_cut_off_by_the_token_limit_is_an_error_not_half_a_plan(tiny_shop
     root, memory = tiny_shop
     toolbox = Toolbox(root)
 
-    def ask_model(instruction: str, text: str, schema: dict) -> str:
-        return json.dumps(ask_json(memory, text, schema, instruction=instruction, max_new_tokens=5)[0])
+    def ask_model(instruction: str, text: str, schema: dict) -> tuple[str, list]:
+        plan, _, pieces = ask_json(memory, text, schema, instruction=instruction, max_new_tokens=5)
+        return json.dumps(plan), pieces
 
     with pytest.raises(L2MError, match="cut off by the token limit"):
         plan_task("Please call compute_total total_amount", toolbox.index, ask_model, toolbox.edits)
