@@ -4,11 +4,12 @@ Three sources, tried in order, each named in the result so the user sees where a
 1. a scripted plan: the task is a JSON list of `{"action", "args"}` steps (or a file holding one);
 2. rules: plain refactoring requests ("rename X to Y", "add parameter P=D to F", "move X to FILE"),
    several joined by "then" or ";";
-3. the model, reading memory: for each request of the task, it writes one step per action under a grammar
-   (`agent.schemas.plan_schema`: arguments whose symbols and files come from the index and the task), so
-   every candidate is a valid step by construction, and the step whose action it found likeliest (the
-   log-probability of the reply up to the action's name) is chosen. (Letting it pick the action greedily,
-   by the first token, chose add_parameter for nearly every request.) The plan is checked like any other.
+3. the model, reading memory: for each request of the task, the action it finds likeliest (the
+   log-probability of `[{"action": "NAME"` for each of the five, decoded under `agent.schemas.action_schema`)
+   is chosen, then it writes that step under a grammar (`agent.schemas.plan_schema`: arguments whose symbols
+   and files come from the index and the task), so the step is valid by construction. (Letting it pick
+   the action greedily, by the first token, chose add_parameter for nearly every request.) The plan is
+   checked like any other.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.schemas import PLAN_ACTIONS, Vocabulary, plan_schema
+from agent.schemas import PLAN_ACTIONS, Vocabulary, action_schema, plan_schema
 from l2m_core.errors import L2MError
 from tools.plan import PlanStep, make_plan
 from tools.symbols import SymbolIndex, TextSource
@@ -120,11 +121,9 @@ def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
                        "'add parameter P=DEFAULT to F', 'move X to FILE.py', or a JSON plan")
     vocab, steps = Vocabulary.of(index, source), []
     for request in clauses(task):
-        scored = []
-        for action in PLAN_ACTIONS:
-            reply, pieces = ask_model(PLAN_INSTRUCTION, request, plan_schema(request, vocab, action, task))
-            scored.append((choice_score(pieces, action), reply))
-        reply = max(scored)[1]
+        scores = {action: choice_score(ask_model(PLAN_INSTRUCTION, request, action_schema(action))[1], action)
+                  for action in PLAN_ACTIONS}
+        reply, _ = ask_model(PLAN_INSTRUCTION, request, plan_schema(request, vocab, max(scores, key=scores.get), task))
         try:
             steps += json.loads(reply)
         except json.JSONDecodeError:

@@ -108,6 +108,13 @@ def plan_schema(request: str, vocab: Vocabulary, action: str, task: str | None =
     return {"type": "array", "items": step, "minItems": 1, "maxItems": 1}
 
 
+def action_schema(action: str) -> dict:
+    """A plan's opening up to its first action: `[{"action": ACTION}]`, which the model's reply to `plan_schema`
+    also starts with, for scoring how much it wants each action at the cost of a few tokens."""
+    return {"type": "array", "items": _object({"action": {"const": action}}, ["action"]), "minItems": 1,
+            "maxItems": 1}
+
+
 def tool_parameters(method: Callable[..., Any]) -> dict:
     """The JSON schema of a tool's arguments, from its typed signature."""
     return convert_to_openai_tool(method)["function"]["parameters"]

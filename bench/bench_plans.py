@@ -10,8 +10,8 @@ model), whether the plan is valid (checked by `tools.plan.make_plan`), whether i
 (actions, names, files and defaults as Python values; a docstring's wording is free), whether the
 fixture's tests pass after applying it, and whether undo restores every file byte for byte.
 
-The model path writes one candidate step per action under the grammar and keeps the likeliest; every
-candidate is recorded with its score. Overhead: per token, the time llguidance's choice takes (computing
+The model path scores each action (`agent.planner`), then writes the step; every scored reply is
+recorded with its score. Overhead: per token, the time llguidance's choice takes (computing
 the mask, masking the logits, argmax) against plain argmax, and the whole decoding step both ways (the
 first candidate's prompt is decoded once more without the grammar, as many tokens).
 """
@@ -108,7 +108,8 @@ def run_request(request: dict, lm, workdir: Path) -> dict:
             action = schema["items"]["properties"]["action"]["const"]
             record.setdefault("candidates", []).append(
                 {"reply": answer.text, "score": choice_score(grammar.pieces(), action)})
-            if "argmax_s" not in timing:  # once per request: the same prompt decoded plainly, as many tokens
+            if "argmax_s" not in timing and "args" in schema["items"]["properties"]:  # once: a whole step's prompt
+                # decoded plainly, as many tokens
                 plain = Timed(None)
                 free = agent.memory.ask(task, instruction=instruction, max_new_tokens=steps, choose_token=plain)
                 timing.update(argmax_s=plain.seconds, unconstrained_reply=free.text[:300],

@@ -12,7 +12,7 @@ import pytest
 from tools_helpers import snapshot, write_repo
 
 from agent.planner import choice_score, clauses, follow_renames, plan_task
-from agent.schemas import Vocabulary, plan_schema, words
+from agent.schemas import PLAN_ACTIONS, Vocabulary, plan_schema, words
 from bench.plans.fixtures import write_fixture
 from l2m_core.errors import L2MError
 from l2m_core.grammar import ask_json
@@ -161,9 +161,10 @@ def test_a_random_model_writes_a_valid_plan_by_construction(tiny_shop, task):
     before = snapshot(root)
     plan = plan_task(task, toolbox.index, ask_model, toolbox.edits)
     assert plan.source == "model" and len(plan.steps) == len(clauses(task))
-    assert len(candidates) == 5 * len(clauses(task))  # one candidate per action and request
+    assert len(candidates) == 6 * len(clauses(task))  # per request: each action scored, then the step written
+    assert [c[1] for c in candidates[:5]] == [[{"action": a}] for a in PLAN_ACTIONS]
     best = max(candidates[:5], key=lambda c: c[0])[1]
-    assert plan.steps[0].action == best[0]["action"]
+    assert plan.steps[0].action == candidates[5][1][0]["action"] == best[0]["action"]
     assert snapshot(root) == before  # planning writes nothing
 
 
