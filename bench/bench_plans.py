@@ -2,6 +2,7 @@
 
     python bench/bench_plans.py                      # writes bench/results/plans.json and plans.png
     python bench/bench_plans.py --only shop-rename-1 --out /tmp/plans.json
+    python bench/bench_plans.py --replot             # redraw the PNG (e.g. of a run stopped part-way)
 
 For each request of `bench/plans/requests.json` (written before the model ever saw them) on its fixture
 package (`bench/plans/fixtures.py`, ingested into a fresh store) it runs the library path of `l2m edit
@@ -172,7 +173,8 @@ def plot(result: dict, path: Path) -> None:
     left.bar(names, [t[k] for k in names], color="tab:blue")
     left.set_ylim(0, 1.05)
     left.axhline(0.8, color="gray", linestyle="--", linewidth=1)
-    left.set_title(f"{t['requests']} plain-language edit requests (default model)")
+    left.set_title(f"{t['requests']} plain-language edit requests (default model)"
+                   + ("" if result.get("complete", True) else " - run stopped part-way"))
     left.tick_params(axis="x", rotation=20)
     labels = ["mask + choose", "argmax", "decode step (constrained)", "decode step (plain)"]
     values = [t["mask_ms_per_token"], t["argmax_ms_per_token"], t["constrained_step_ms"], t["plain_step_ms"]]
@@ -189,7 +191,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "plans.json")
     parser.add_argument("--only", action="append", help="Run only these request ids.")
+    parser.add_argument("--replot", action="store_true", help="Only redraw the PNG of an existing --out JSON.")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return
     requests = [r for r in json.loads(REQUESTS.read_text()) if not args.only or r["id"] in args.only]
     lm = load_model(None, device="cpu")
     started = time.time()
