@@ -20,10 +20,10 @@ from l2m_core.errors import L2MError
 from l2m_core.loading import DEFAULT_MODEL, LoadedModel, load_model
 from l2m_core.memory import Answer, BlockSpan, Memory
 from l2m_core.settings import MemorySettings
+from l2m_core.store import MANIFEST, STORE_DIR, is_store
 from repos_index.index import CorpusIndex
 from repos_index.pipeline import UpdateReport
-
-STORE_DIR = ".l2m"
+from repos_index.scan import relative_to_root
 
 
 class _CorpusMemory:
@@ -57,7 +57,7 @@ class Agent:
         if not root.is_dir():
             raise L2MError(f"not a directory: {root}")
         store = Path(store) if store else root / STORE_DIR
-        exists = (store / "manifest.json").is_file()
+        exists = is_store(store)
         if not exists and not create:
             raise L2MError(f"no memory store at {store}; run `l2m ingest` first")
         lm = model if isinstance(model, LoadedModel) else load_model(model or _manifest_model(store), device=device)
@@ -65,23 +65,17 @@ class Agent:
             address_head = load_address_head(address_head, lm.model)
         memory = Memory.open(store, lm) if exists else Memory.create(store, lm, settings, database_url)
         memory.address_head = address_head
+        index = CorpusIndex(memory.files.engine, root)
+        memory.enclosing = index.enclosing
         if memory.files.manifest.get("root") is None:
             memory.files.update_manifest(root=str(root))
-        return cls(root, memory, CorpusIndex(memory.files.engine, root))
+        return cls(root, memory, index)
 
     @classmethod
     def from_store(cls, store: str | Path, model: str | LoadedModel | None = None, device: str = "auto",
                    address_head: str | Path | AddressHead | None = None) -> Agent:
         """Open an existing store; its corpus root comes from the store's manifest."""
-        store = Path(store)
-        manifest = store / "manifest.json"
-        try:
-            root = json.loads(manifest.read_text()).get("root") or str(store.resolve().parent)
-        except FileNotFoundError:
-            raise L2MError(f"no memory store at {store}; run `l2m ingest` first") from None
-        except ValueError:
-            raise L2MError(f"{manifest} is damaged (not valid JSON)") from None
-        return cls.open(root, store, model, create=False, device=device, address_head=address_head)
+        return cls.open(store_root(store), store, model, create=False, device=device, address_head=address_head)
 
     def close(self) -> None:
         self.memory.close()
@@ -93,7 +87,9 @@ class Agent:
         self.close()
 
     def ingest(self, paths: list[str | Path] | None = None, progress: bool = False) -> UpdateReport:
-        """Index `paths` (default: the whole root) and write new or changed files into memory."""
+        """Index `paths` (default: the whole root) and write new or changed files into memory. A path outside
+        the root is an error, raised before anything is written."""
+        require_inside(self.root, paths or [])
         return self.index.update(_CorpusMemory(self.memory), paths=paths, progress=progress)
 
     def ask(self, question: str, max_new_tokens: int = 96, hops: int = 1, pins: list[int] | None = None) -> Answer:
@@ -103,9 +99,32 @@ class Agent:
         return self.memory.ask(question, max_new_tokens=max_new_tokens, hops=hops, pins=[*(pins or []), *named])
 
 
+def store_root(store: str | Path) -> Path:
+    """The corpus root recorded in the manifest of `store` (older stores: the folder holding the store)."""
+    store = Path(store)
+    manifest = store / MANIFEST
+    try:
+        root = json.loads(manifest.read_text()).get("root")
+    except FileNotFoundError:
+        raise L2MError(f"no memory store at {store}; run `l2m ingest` first") from None
+    except ValueError:
+        raise L2MError(f"{manifest} is damaged (not valid JSON)") from None
+    return Path(root) if root else store.resolve().parent
+
+
+def require_inside(root: Path, paths: list[str | Path]) -> None:
+    """Raise `L2MError` for the first of `paths` (absolute, or relative to `root`) outside the corpus root:
+    a store indexes one tree, and a path it cannot index must not pass as ingested."""
+    root = Path(root).resolve()
+    for path in paths:
+        if relative_to_root(root, path) is None:
+            raise L2MError(f"{path} is outside the corpus root {root}; ingest it into another store (--store) "
+                           "or create this one with a root that holds both (--root)")
+
+
 def _manifest_model(store: Path) -> str | None:
     try:
-        name = json.loads((store / "manifest.json").read_text()).get("model")
+        name = json.loads((store / MANIFEST).read_text()).get("model")
     except (OSError, ValueError):
         return None
     return None if name in (None, DEFAULT_MODEL) else name

@@ -45,7 +45,7 @@ from agent.replies import Reply, parse_tool_call
 from agent.schemas import tool_call_schema
 from l2m_core.errors import L2MError
 from l2m_core.grammar import JsonGrammar
-from l2m_core.memory import DEFAULT_INSTRUCTION, Citation, Memory
+from l2m_core.memory import Citation, Memory
 from l2m_core.store import blocks
 from repos_index.index import CorpusIndex
 from tools.toolbox import Toolbox
@@ -73,9 +73,10 @@ class _ReadsMemory(BaseModel):
 
 
 def citation_metadata(citation: Citation) -> dict[str, Any]:
-    """A citation as JSON-friendly provenance: source, line span, attention weight, block ids."""
+    """A citation as JSON-friendly provenance: source, line span, enclosing symbol or section, attention weight,
+    block ids."""
     return {"source": citation.source, "line_start": citation.line_start, "line_end": citation.line_end,
-            "weight": citation.weight, "block_ids": list(citation.block_ids)}
+            "label": citation.label, "weight": citation.weight, "block_ids": list(citation.block_ids)}
 
 
 # ---- chat model --------------------------------------------------------------------------------------
@@ -85,11 +86,12 @@ class L2MChatModel(_ReadsMemory, BaseChatModel):
     """A chat model whose answers read the L2M memory (greedy decoding; no sampling).
 
     The last human message is the question; system messages, `instruction` and the earlier turns go into
-    the instruction the model reads before the memory; tool calls and results after the question follow
-    it. `stop` sequences cut the answer where they first occur.
+    the instruction the model reads beside the question, after the memory (the memory's own reading
+    instruction always comes before it); tool calls and results after the question follow it. `stop`
+    sequences cut the answer where they first occur.
     """
 
-    instruction: str = DEFAULT_INSTRUCTION
+    instruction: str = ""
     max_tokens: int = Field(default=128, ge=1)
     temperature: float = 0.0
     stop: list[str] | None = None

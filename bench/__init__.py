@@ -1,1 +1,2 @@
-"""Benchmarks of L2M against its baselines; `bench.evals` holds the long-context evaluation suite."""
+"""Benchmark scripts and their results, run from a checkout (not installed). The long-context evaluation
+library behind `l2m eval` is `agent.evals`."""

@@ -40,7 +40,7 @@ from repos_index import schema as idx_tables  # noqa: E402
 NOVEL = REPO.parent / "shared" / "data" / "haystack" / "pride.txt"
 KEEPERS = ["Ada", "Boris", "Chiara", "Dmitri", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas"]
 QUESTIONS = ["Who keeps vault 2?", "Who keeps vault 5?", "Which vault does Ada keep?"]
-STORE = ".l2m"
+STORE = mem_tables.STORE_DIR
 
 
 def cli_env() -> dict[str, str]:
@@ -78,9 +78,8 @@ def start_ingest(root: Path, model_dir: Path) -> subprocess.Popen:
 
 def wait_for_store(proc: subprocess.Popen, root: Path, timeout: float = 300.0) -> float:
     """Block until the ingest has created its store (its writing phase starts); return that moment."""
-    manifest = root / STORE / "manifest.json"
     deadline = time.monotonic() + timeout
-    while not manifest.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not mem_tables.is_store(root / STORE) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     return time.monotonic()
 
@@ -158,7 +157,7 @@ def memory_problems(store: Path, lm: LoadedModel) -> list[str] | None:
     """Memory's own consistency right after a kill (None: the kill came before the store existed)."""
     from l2m_core.memory import Memory
 
-    if not (store / "manifest.json").is_file():
+    if not mem_tables.is_store(store):
         return None
     with Memory.open(store, lm) as memory:
         return memory.verify()

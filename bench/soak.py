@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -36,7 +37,7 @@ MB = 2**20
 def build_store(root: Path, model_dir: Path, tokens: int, hot_budget_mb: float, files: int = 10) -> dict:
     """`files` slices of a novel totalling about `tokens` tokens (one byte each), each with one fact."""
     from agent import Agent
-    from l2m_core.loading import load_model
+    from l2m_core.loading import kv_geometry, load_model
     from l2m_core.settings import MemorySettings
 
     text = NOVEL.read_text(encoding="utf-8")
@@ -52,7 +53,7 @@ def build_store(root: Path, model_dir: Path, tokens: int, hot_budget_mb: float, 
         agent.ingest()
         stats = agent.memory.stats()
     cfg = lm.model.config
-    per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
+    per_token = 2 * cfg.num_hidden_layers * math.prod(kv_geometry(cfg))
     return {"tokens": stats["tokens"], "blocks": stats["blocks"], "documents": stats["documents"],
             "hot_budget_mb": hot_budget_mb, "cold_kv_mb": round(stats["kv_bytes"] / MB, 1),
             "all_blocks_in_hot_tier_mb": round(stats["tokens"] * per_token * lm.model.dtype.itemsize / MB, 1),

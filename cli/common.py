@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from l2m_core.errors import L2MError
+from l2m_core.store import STORE_DIR, is_store
 
 
 class L2MGroup(click.Group):
@@ -29,16 +30,13 @@ def emit(data: dict, as_json: bool, text: str) -> None:
     click.echo(json.dumps(data, ensure_ascii=False) if as_json else text)
 
 
-STORE_DIR = ".l2m"
-
-
 def find_store(explicit: str | None) -> Path | None:
     """`--store`, else the nearest `.l2m/` from the current directory upwards (None if there is none)."""
     if explicit:
         return Path(explicit)
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
-        if (folder / STORE_DIR / "manifest.json").is_file():
+        if is_store(folder / STORE_DIR):
             return folder / STORE_DIR
     return None
 

@@ -11,13 +11,14 @@ import click
 
 from cli.common import STORE_DIR, address_head_option, emit, find_store, open_agent, store_options
 from l2m_core.errors import L2MError
-from l2m_core.store import DATABASE_URL_ENV
+from l2m_core.store import DATABASE_URL_ENV, is_store
 
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Corpus root for a new store (default: the current directory).")
+              help="Corpus root for a new store (default: the folder given, the common folder of the PATHS "
+                   "given, else the current directory).")
 @click.option("--codec", type=click.Choice(["int8", "int4", "fp16", "fp32"]), default=None,
               help="Cold-tier compression for a new store (default int8).")
 @click.option("--database-url", envvar=DATABASE_URL_ENV, default=None,
@@ -26,23 +27,27 @@ from l2m_core.store import DATABASE_URL_ENV
                    "there or in $PGPASSWORD, never on the command line.")
 @store_options
 def ingest(paths, root, codec, database_url, store, model_spec, device, as_json) -> None:
-    """Index PATHS (default: the whole root) and write new or changed files into memory."""
+    """Index PATHS (default: the whole root) and write new or changed files into memory.
+
+    PATHS of an existing store must lie under its corpus root."""
     from agent import Agent
+    from agent.core import require_inside
     from l2m_core.settings import MemorySettings
 
-    existing = find_store(store)
-    if existing is not None and (existing / "manifest.json").is_file():
+    paths = [_absolute(p) for p in paths]
+    base = (root.resolve() if root else None) or _common_folder(paths) or Path.cwd().resolve()
+    existing = find_store(store) or base / STORE_DIR
+    if is_store(existing):
         agent = Agent.from_store(existing, model_spec, device=device)
     else:
-        base = (root or Path.cwd()).resolve()
-        path = Path(store) if store else base / STORE_DIR
+        require_inside(base, paths)  # before the new store is created
         settings = MemorySettings(codec=codec) if codec else None
         if database_url and urlsplit(database_url).password and database_url != os.environ.get(DATABASE_URL_ENV):
             raise L2MError(f"put the database password in ${DATABASE_URL_ENV} or $PGPASSWORD, not on the command "
                            "line: other users can read it there, and later commands look for it in the environment")
-        agent = Agent.open(base, path, model_spec, settings=settings, device=device, database_url=database_url)
+        agent = Agent.open(base, existing, model_spec, settings=settings, device=device, database_url=database_url)
     with agent:
-        report = agent.ingest([p.absolute() for p in paths] or None, progress=sys.stderr.isatty() and not as_json)
+        report = agent.ingest(paths or None, progress=sys.stderr.isatty() and not as_json)
         stats = agent.memory.stats()
     data = {**report.as_dict(), "store": str(agent.memory.files.path),
             "memory": {k: stats[k] for k in ("documents", "blocks", "tokens")}}
@@ -54,6 +59,20 @@ def ingest(paths, root, codec, database_url, store, model_spec, device, as_json)
         click.echo(f"error: {line}", err=True)
     if problems:
         raise SystemExit(1)
+
+
+def _absolute(path: Path) -> Path:
+    """`path` made absolute with its folder's links resolved (the store's root is resolved), its own name kept:
+    a linked file is indexed under its own name."""
+    path = Path(os.path.abspath(path))
+    return path.parent.resolve() / path.name if path.name else path
+
+
+def _common_folder(paths: list[Path]) -> Path | None:
+    """The corpus root a new store over `paths` gets: the folder given, or the folder holding all of them."""
+    if not paths:
+        return None
+    return Path(os.path.commonpath([p if p.is_dir() else p.parent for p in paths]))
 
 
 @click.command()

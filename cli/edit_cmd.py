@@ -9,16 +9,17 @@ from pathlib import Path
 import click
 
 from cli.common import emit, find_store
+from l2m_core.store import is_store
 
 PLAN_TOKENS = 256  # a constrained plan of a few steps fits easily; a cut-off one is an error, never half a plan
 
 
 def _root(store: str | None) -> Path:
     """The corpus root of the nearest store, else the current directory."""
+    from agent.core import store_root
+
     path = find_store(store)
-    if path is not None and (path / "manifest.json").is_file():
-        return Path(json.loads((path / "manifest.json").read_text()).get("root") or path.resolve().parent)
-    return Path.cwd()
+    return store_root(path) if path is not None and is_store(path) else Path.cwd()
 
 
 def _planned(task: str, store: str | None, model_spec: str | None, test: str | None):

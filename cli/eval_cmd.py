@@ -27,9 +27,9 @@ def _run_options(default_lengths: str) -> Callable:
         click.option("--model", "model_spec", default=None, help="Hub id, local directory or .gguf (default model)."),
         click.option("--methods", default=METHOD_NAMES, show_default=True, help="Methods to compare."),
         click.option("--data", type=click.Path(path_type=Path), default=None,
-                     help="Data folder (default: <repo>/../shared/data)."),
+                     help="Data folder holding haystack/ and babi/ (default: $L2M_DATA)."),
         click.option("--out", type=click.Path(path_type=Path), default=None,
-                     help="Results JSON (or a folder for it); default bench/out/<task>-<timestamp>.json."),
+                     help="Results JSON (or a folder for it); default ./<task>-<timestamp>.json."),
         click.option("--top-k", default=4, show_default=True, help="rag: chunks pasted into the prompt."),
         click.option("--part-tokens", default=512, show_default=True, help="l2m: tokens per haystack document."),
         click.option("--hops", default=1, show_default=True,
@@ -87,13 +87,13 @@ def niah(variants: str, **kwargs) -> None:
 
 @eval_group.command()
 @click.option("--results", type=click.Path(path_type=Path), default=None,
-              help="Folder of result JSON files (default bench/results).")
-@click.option("--output", type=click.Path(path_type=Path), default=None, help="Markdown (default bench/RESULTS.md).")
+              help="Folder of result JSON files (default: the current directory).")
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Markdown (default ./RESULTS.md).")
 def report(results: Path | None, output: Path | None) -> None:
     """Regenerate the results markdown and the plots from result JSON files."""
-    from bench.evals.report import DEFAULT_MARKDOWN, DEFAULT_RESULTS, write_report
+    from agent.evals.report import write_report
 
-    path = write_report(results or DEFAULT_RESULTS, output or DEFAULT_MARKDOWN)
+    path = write_report(results or Path.cwd(), output or Path("RESULTS.md"))
     click.echo(f"wrote {path}")
 
 
@@ -101,9 +101,9 @@ def _run(task: str, variants: str | None, lengths: str, samples: int, seed: int,
          methods: str, data: Path | None, out: Path | None, top_k: int, part_tokens: int, hops: int,
          store_dir: Path | None, haystack: str | None, depths: str | None, threads: int | None, as_json: bool,
          quiet: bool) -> None:
-    from bench.evals.methods import MethodOptions
-    from bench.evals.plots import format_length
-    from bench.evals.runner import EvalConfig, parse_length, parse_list, run
+    from agent.evals.methods import MethodOptions
+    from agent.evals.plots import format_length
+    from agent.evals.runner import EvalConfig, parse_length, parse_list, run
 
     config = EvalConfig(
         task=task, lengths=[parse_length(n) for n in parse_list(lengths)],
@@ -126,7 +126,7 @@ def _run(task: str, variants: str | None, lengths: str, samples: int, seed: int,
 def _parse_depths(text: str | None) -> list[float] | None:
     if not text:
         return None
-    from bench.evals.runner import parse_list
+    from agent.evals.runner import parse_list
 
     try:
         depths = [float(d) for d in parse_list(text)]

@@ -8,6 +8,7 @@ import click
 
 from cli.common import emit, find_store, open_agent, store_options
 from l2m_core.errors import L2MError
+from l2m_core.store import is_store
 
 
 @click.group()
@@ -53,7 +54,7 @@ def compact(store, model_spec, device, as_json) -> None:
 def clear(store, yes) -> None:
     """Delete the store (memory, index, transcripts)."""
     path = find_store(store)
-    if path is None or not (path / "manifest.json").is_file():
+    if path is None or not is_store(path):
         raise L2MError("no memory store to clear")
     if not yes:
         click.confirm(f"delete the memory store {path}?", abort=True)

@@ -6,7 +6,7 @@ import click
 
 from cli.common import emit
 from l2m_core import provision
-from l2m_core.loading import load_model
+from l2m_core.loading import kv_geometry, load_model
 
 
 @click.group()
@@ -28,6 +28,7 @@ def info(model_spec: str | None, as_json: bool) -> None:
     """Show what is installed: size, architecture, context length."""
     loaded = load_model(model_spec)
     cfg = loaded.config
+    kv_heads, head_dim = kv_geometry(cfg)
     params = sum(p.numel() for p in loaded.model.parameters())
     data = {
         "name": loaded.name,
@@ -35,8 +36,8 @@ def info(model_spec: str | None, as_json: bool) -> None:
         "parameters": params,
         "layers": cfg.num_hidden_layers,
         "attention_heads": cfg.num_attention_heads,
-        "kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
-        "head_dim": getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads),
+        "kv_heads": kv_heads,
+        "head_dim": head_dim,
         "context_length": cfg.max_position_embeddings,
         "dtype": str(loaded.model.dtype).removeprefix("torch."),
         "device": str(loaded.device),

@@ -42,7 +42,7 @@ from torch import nn
 from l2m_core.addressing import rrf
 from l2m_core.attention import RecordPlan, active
 from l2m_core.errors import L2MError
-from l2m_core.loading import fingerprint
+from l2m_core.loading import fingerprint, kv_geometry
 
 if TYPE_CHECKING:
     from l2m_core.memory import Memory
@@ -77,8 +77,7 @@ class AddressHead(nn.Module):
     def for_model(cls, model, layers: int | Sequence[int] = 6, rank: int = 32, seed: int = 0) -> AddressHead:
         """An untrained head for `model` over the given layers, or that many evenly spaced ones."""
         cfg = model.config
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        kv_heads, head_dim = kv_geometry(cfg)
         if isinstance(layers, int):
             layers = evenly_spaced(cfg.num_hidden_layers, layers)
         bad = [layer for layer in layers if not 0 <= layer < cfg.num_hidden_layers]

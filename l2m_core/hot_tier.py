@@ -1,6 +1,6 @@
 """The hot tier: decoded block tensors on the model's device, within a byte budget, least recently used out.
 
-Keys are `(block_id, layer)`. Pinned entries are never evicted. Hits and misses are counted so a
+Keys are `(block_id, layer)`. Hits and misses are counted so a
 session can report its hit rate.
 """
 
@@ -17,7 +17,6 @@ class HotTier:
         self.used = 0
         self.hits = self.misses = 0
         self._entries: OrderedDict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._pinned: set[tuple[int, int]] = set()
 
     def __contains__(self, key: tuple[int, int]) -> bool:
         return key in self._entries
@@ -31,26 +30,20 @@ class HotTier:
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: tuple[int, int], k: torch.Tensor, v: torch.Tensor, pin: bool = False) -> None:
+    def put(self, key: tuple[int, int], k: torch.Tensor, v: torch.Tensor) -> None:
         if key in self._entries:
             return
         self._entries[key] = (k, v)
         self.used += _nbytes(k, v)
-        if pin:
-            self._pinned.add(key)
         self._evict()
 
     def discard_blocks(self, block_ids: set[int]) -> None:
         for key in [key for key in self._entries if key[0] in block_ids]:
             self.used -= _nbytes(*self._entries.pop(key))
-            self._pinned.discard(key)
 
     def _evict(self) -> None:
-        for key in list(self._entries):
-            if self.used <= self.budget:
-                return
-            if key not in self._pinned:
-                self.used -= _nbytes(*self._entries.pop(key))
+        while self.used > self.budget and self._entries:
+            self.used -= _nbytes(*self._entries.popitem(last=False)[1])
 
     def stats(self) -> dict:
         lookups = self.hits + self.misses

@@ -46,6 +46,14 @@ class LoadedModel:
         return self.model.config
 
 
+def kv_geometry(config) -> tuple[int, int]:
+    """(key/value heads, head size) of a decoder config: the shape of every stored key and value. Configs may
+    leave either unset (None), meaning one key/value head per query head and hidden size / heads."""
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return kv_heads, head_dim
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

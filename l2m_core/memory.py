@@ -5,16 +5,18 @@
     answer = mem.ask("Where is the retry policy configured?")
     print(answer.text, [str(c) for c in answer.citations])
 
-Writing: a document is fed in chunks; each chunk attends to the document's first `sink` tokens, the
-last `local` tokens and itself (attention.RecordPlan). Every token's un-rotated key and value are kept;
-each run of `block_size` tokens becomes a block: compressed keys/values per layer (cold tier),
-representative keys and provenance (in RAM for addressing). Documents are independent, so one file
-can be re-ingested without touching the others.
+Writing: a document is fed in chunks; each chunk attends to the store's reading head (the chat turn and
+reading instruction a question later sees before its context), the document's first `sink` tokens, the
+last `local` tokens and itself (attention.RecordPlan). Blocks are so written in the context they are read
+in: stored as a bare document, the same evidence was read correctly far less often (DESIGN.md s10).
+Every token's un-rotated key and value are kept; each run of `block_size` tokens becomes a block:
+compressed keys/values per layer (cold tier), representative keys and provenance (in RAM for addressing).
+Documents are independent, so one file can be re-ingested without touching the others.
 
-Reading: the prompt is split at the memory slot into a head (system text, instruction) and a tail
-(the question). The head is computed fresh; then each layer picks its read set (addressing.py),
-rotates those blocks to positions just before the tail, and the tail and every generated token attend
-to `[head | read blocks | tail so far]` (attention.ReadPlan). The attention mass on each block is
+Reading: the prompt is split at the memory slot into the reading head and a tail (any further instruction
+and the question). Each layer picks its read set (addressing.py), rotates those blocks to the positions
+right after the head, and the tail and every generated token attend to `[head | read blocks | tail so
+far]` (attention.ReadPlan). The attention mass on each block is
 mapped back to `source:line` citations.
 """
 
@@ -35,6 +37,7 @@ import torch
 
 from l2m_core import codec
 from l2m_core.addressing import BlockMeta, LexicalIndex, ReprBank, fuse, neighbours
+from l2m_core.answer_form import named_answer, without_repeats
 from l2m_core.attention import ReadPlan, RecordPlan, active
 from l2m_core.errors import L2MError
 from l2m_core.hot_tier import HotTier
@@ -48,8 +51,23 @@ if TYPE_CHECKING:
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 MEMORY_SLOT = "\x00L2M-MEMORY\x00"
-DEFAULT_INSTRUCTION = "Answer the question using the context. Answer briefly."
+READING_INSTRUCTION = "Answer the question using the context. Answer briefly."
 ChooseToken = Callable[[torch.Tensor], int]  # next-token logits -> the token to emit
+
+
+def prompt_text(tokenizer, question: str, instruction: str | None = None) -> str:
+    """The chat prompt of a question, with `MEMORY_SLOT` where the read blocks go. The reading instruction
+    comes before the context (measured: instruction after the evidence read far worse); an `instruction`
+    of the caller's (tools, answer format) goes after it, beside the question."""
+    extra = f"{instruction}\n\n" if instruction else ""
+    content = f"{READING_INSTRUCTION}\n\nContext:\n{MEMORY_SLOT}\n\n{extra}Question: {question}"
+    return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
+def reading_head(tokenizer) -> str:
+    """The prompt up to the memory slot: what every block is written after, and read after."""
+    return prompt_text(tokenizer, "").split(MEMORY_SLOT)[0]
 
 
 class BlocksGone(L2MError):
@@ -65,15 +83,24 @@ class BlockSpan:
 
 
 @dataclass(frozen=True)
+class Enclosing:
+    """The definition or section a block lies in, as the corpus index knows it."""
+    label: str                   # "RetryPolicy.backoff", "Article 33", a heading
+    heading_block: int | None    # the block holding its first line (`def ...`, "Article 33 / title")
+
+
+@dataclass(frozen=True)
 class Citation:
     source: str
     line_start: int
     line_end: int
     weight: float
     block_ids: tuple[int, ...]
+    label: str = ""              # the enclosing symbol or section of its heaviest block, when known
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.line_start}-{self.line_end}"
+        where = f"{self.source}:{self.line_start}-{self.line_end}"
+        return f"{where} {self.label}" if self.label else where
 
 
 @dataclass(frozen=True)
@@ -95,7 +122,8 @@ class Answer:
 
     def to_dict(self) -> dict:
         return {"answer": self.text, "citations": [{"source": c.source, "lines": [c.line_start, c.line_end],
-                                                     "weight": round(c.weight, 4)} for c in self.citations],
+                                                     "label": c.label, "weight": round(c.weight, 4)}
+                                                    for c in self.citations],
                 "lexical_blocks": self.lexical, "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
@@ -119,6 +147,10 @@ class Memory:
         self.lexical = LexicalIndex()
         self.reprs = ReprBank()
         self.address_head: AddressHead | None = None  # optional learned addressing, fused with BM25
+        # Where each block lies in its corpus (set by the agent from the corpus index): heading blocks join
+        # the read set beside what addressing found, and citations name their definition or section.
+        self.enclosing: Callable[[Iterable[int]], dict[int, Enclosing]] | None = None
+        self._heads: dict[str, tuple[list[int], list[torch.Tensor], list[torch.Tensor]]] = {}
         self._load_index()
 
     # ---- opening -----------------------------------------------------------------------------------
@@ -128,6 +160,8 @@ class Memory:
                database_url: str | None = None) -> Memory:
         _check_architecture(lm)
         settings = settings or MemorySettings()
+        if settings.reading_head is None:
+            settings = settings.replace(reading_head=reading_head(lm.tokenizer))
         files = StoreFiles.create(Path(path), _model_info(lm), settings, database_url)
         return cls(files, lm, settings)
 
@@ -285,6 +319,7 @@ class Memory:
         s = self.settings
         device = self.lm.device
         n = len(ids)
+        _, head_k, head_v = self._head_states(self.settings.reading_head or "")
         buf_k = buf_v = buf_r = None
         buf_start = 0            # document index of the first token held in the buffers
         sink_k = sink_v = None   # the document's first `sink` tokens, per layer
@@ -292,15 +327,15 @@ class Memory:
         for t0 in range(0, n, s.chunk_size):
             chunk = torch.tensor([ids[t0:t0 + s.chunk_size]], device=device)
             local_from = max(min(s.sink, t0), t0 - s.local)
-            prefix_k = prefix_v = None
+            prefix_k, prefix_v = head_k, head_v
             if t0:
                 lo = local_from - buf_start
                 n_sink = min(s.sink, t0, local_from)
-                prefix_k = [torch.cat([sink_k[layer][:, :, :n_sink], buf_k[layer][:, :, lo:]], dim=2)
+                prefix_k = [torch.cat([head_k[layer], sink_k[layer][:, :, :n_sink], buf_k[layer][:, :, lo:]], dim=2)
                             for layer in range(self.layers)]
-                prefix_v = [torch.cat([sink_v[layer][:, :, :n_sink], buf_v[layer][:, :, lo:]], dim=2)
+                prefix_v = [torch.cat([head_v[layer], sink_v[layer][:, :, :n_sink], buf_v[layer][:, :, lo:]], dim=2)
                             for layer in range(self.layers)]
-            n_prefix = prefix_k[0].shape[2] if prefix_k else 0
+            n_prefix = prefix_k[0].shape[2]
             positions = torch.arange(n_prefix, n_prefix + chunk.shape[1], device=device)
             plan = RecordPlan(self.rotary, prefix_k, prefix_v, positions, track_received=True)
             with torch.inference_mode(), active(plan):
@@ -375,47 +410,48 @@ class Memory:
 
     def ask(self, question: str, instruction: str | None = None, max_new_tokens: int = 64,
             pins: Sequence[int] = (), hops: int = 1, choose_token: ChooseToken | None = None) -> Answer:
-        """Answer `question` reading memory. `pins` are block ids read by every layer (see `blocks_for`).
+        """Answer `question` reading memory. `pins` are block ids read by every layer (see `blocks_for`);
+        `instruction` (tools, an answer format) is placed beside the question, after the context.
         With `hops=2` the first answer joins the question to address memory again (chained reads).
         `choose_token(logits) -> token id` replaces greedy argmax in decoding (e.g. `grammar.JsonGrammar`,
-        which constrains the answer to a JSON schema); with hops > 1 it sees every hop's tokens."""
+        which constrains the answer to a JSON schema; its text is then returned as decoded)."""
         if not question.strip():
             raise L2MError("the question is empty")
         self.refresh()
         try:
-            return self._ask(question, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins), hops,
-                             choose_token)
+            return self._ask(question, instruction, max_new_tokens, list(pins), hops, choose_token)
         except BlocksGone:
             if not self.refresh():  # no other writer retired them: the store itself lost them
                 raise
-            return self._ask(question, instruction or DEFAULT_INSTRUCTION, max_new_tokens, list(pins), hops,
-                             choose_token)
+            return self._ask(question, instruction, max_new_tokens, list(pins), hops, choose_token)
 
-    def _ask(self, question: str, instruction: str, max_new_tokens: int, pins: list[int], hops: int,
-             choose_token: ChooseToken | None = None) -> Answer:
+    def _ask(self, question: str, instruction: str | None, max_new_tokens: int, pins: list[int],
+             hops: int, choose_token: ChooseToken | None = None) -> Answer:
         query, answer = question, None
         for _ in range(max(1, hops)):
             answer = self._answer(question, query, instruction, max_new_tokens, pins, choose_token)
             query = f"{question} {answer.text}"
         return answer
 
-    def _answer(self, question: str, query: str, instruction: str, max_new_tokens: int, pins: list[int],
-                choose_token: ChooseToken | None = None) -> Answer:
+    def _answer(self, question: str, query: str, instruction: str | None, max_new_tokens: int,
+                pins: list[int], choose_token: ChooseToken | None = None) -> Answer:
         start = time.perf_counter()
-        prompt = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": f"{instruction}\n\nContext:\n{MEMORY_SLOT}\n\nQuestion: {question}"}],
-            add_generation_prompt=True, tokenize=False)
-        head_text, tail_text = prompt.split(MEMORY_SLOT)
-        head = self.tokenizer(head_text, add_special_tokens=False)["input_ids"]
+        tail_text = prompt_text(self.tokenizer, question, instruction).split(MEMORY_SLOT)[1]
         tail = self.tokenizer(tail_text, add_special_tokens=False, return_offsets_mapping=True)
         q_from = tail_text.index(question)
         q_tokens = [i for i, (a, b) in enumerate(tail["offset_mapping"]) if b > q_from and a < q_from + len(question)]
         shared = self._shared_read_set(query, pins)
-        plan, logits = self._prefill(head, tail["input_ids"], slice(q_tokens[0], q_tokens[-1] + 1), shared, pins)
+        plan, logits = self._prefill(tail["input_ids"], slice(q_tokens[0], q_tokens[-1] + 1), shared, pins)
         first_token = time.perf_counter()
-        text = self._decode(plan, logits, len(head) + len(tail["input_ids"]), max_new_tokens, choose_token)
+        text = self._decode(plan, logits, max_new_tokens, choose_token).strip()
+        if choose_token is None:  # a constrained reply (JSON) is exactly what was decoded
+            text = without_repeats(text)
+        citations = self._citations(plan.block_mass(), set(pins))
+        # a plain question (no tool protocol, no answer format of the caller's, no grammar)
+        if citations and not instruction and choose_token is None:
+            text = named_answer(question, text, citations[0].source, citations[0].label)
         done = time.perf_counter()
-        return Answer(text.strip(), self._citations(plan.block_mass(), set(pins)), plan.read_set(), shared,
+        return Answer(text, citations, plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})
 
     def _shared_read_set(self, query: str, pins: list[int]) -> list[int]:
@@ -428,20 +464,36 @@ class Memory:
         else:
             lexical = self.lexical.top(query, s.lexical_top_k)
         extra = neighbours(lexical, self.meta, self.by_position, s.neighbours)
-        return fuse(pins, lexical, extra, [], s.max_read_blocks)
+        return fuse(pins, lexical, [*self._headings(lexical), *extra], [], s.max_read_blocks)
 
-    def logits(self, tail: list[int], head: Sequence[int] = (), pins: Sequence[int] = ()) -> torch.Tensor:
-        """Next-token logits after `[head | read set | tail]`: the read path without decoding.
-        Every tail token counts as question for addressing. Used to check the path against the plain model."""
+    def _headings(self, found: list[int]) -> list[int]:
+        """The heading blocks of the definitions or sections holding `found` blocks: a function body read
+        without its `def` line, or a paragraph without "Article N", leaves the model to invent the name."""
+        if self.enclosing is None:
+            return []
+        where = self.enclosing(found)
+        return [h for b in found if (h := where[b].heading_block if b in where else None) is not None and h != b]
+
+    def logits(self, tail: list[int], pins: Sequence[int] = (), head: str | None = None) -> torch.Tensor:
+        """Next-token logits after `[head | read set | tail]` (default head: the reading head): the read path
+        without decoding. Every tail token counts as question for addressing. Used to check the path against
+        the plain model."""
         pins = list(pins)
         shared = fuse(pins, [], [], [], self.settings.max_read_blocks)
-        return self._prefill(list(head), list(tail), slice(0, len(tail)), shared, pins)[1]
+        return self._prefill(list(tail), slice(0, len(tail)), shared, pins, head)[1]
 
-    def _prefill(self, head: list[int], tail: list[int], question: slice, shared: list[int], pins: list[int]):
+    def _prefill(self, tail: list[int], question: slice, shared: list[int], pins: list[int],
+                 head_text: str | None = None):
+        """Run the tail against `[head | read blocks]`. The shared read set sits right after the head; only
+        blocks a layer adds by its own key scores (`attention_top_k`) leave room before it, so positions are
+        contiguous whenever every layer reads the same set (the default)."""
         s, device = self.settings, self.lm.device
-        head_k, head_v = self._record_head(head)
+        # A bare store's blocks were written after no head; its questions still need the chat turn's start.
+        head, head_k, head_v = self._head_states(
+            self.settings.reading_head or reading_head(self.tokenizer) if head_text is None else head_text)
         staged = self._prefetch(shared)
-        memory_end = len(head) + s.max_read_blocks * s.block_size
+        room = min(s.attention_top_k, s.max_read_blocks - len(shared)) * s.block_size
+        memory_end = len(head) + sum(self.meta[b].n_tokens for b in shared) + room
 
         def select(layer: int, query_raw: torch.Tensor) -> list[int]:
             attention = self.reprs.top(layer, query_raw, s.attention_top_k, exclude=set(shared))
@@ -455,24 +507,31 @@ class Memory:
                                 use_cache=False, logits_to_keep=1).logits[0, -1]
         return plan, logits
 
-    def _record_head(self, head: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        device, dtype = self.lm.device, self.model.dtype
-        if not head:
-            empty = torch.zeros(1, self.kv_heads, 0, self.head_dim, device=device, dtype=dtype)
-            return [empty] * self.layers, [empty] * self.layers
-        positions = torch.arange(len(head), device=device)
-        plan = RecordPlan(self.rotary, None, None, positions)
-        with torch.inference_mode(), active(plan):
-            self.model(torch.tensor([head], device=device), position_ids=positions[None], use_cache=False,
-                       logits_to_keep=1)
-        return [plan.keys[i] for i in range(self.layers)], [plan.values[i] for i in range(self.layers)]
+    def _head_states(self, text: str) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
+        """A head's token ids and un-rotated keys/values per layer (at positions 0..n-1), computed once per
+        text: the reading head that blocks are written after and read after."""
+        if text not in self._heads:
+            device, dtype = self.lm.device, self.model.dtype
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if not ids:
+                empty = torch.zeros(1, self.kv_heads, 0, self.head_dim, device=device, dtype=dtype)
+                self._heads[text] = ids, [empty] * self.layers, [empty] * self.layers
+                return self._heads[text]
+            positions = torch.arange(len(ids), device=device)
+            plan = RecordPlan(self.rotary, None, None, positions)
+            with torch.inference_mode(), active(plan):
+                self.model(torch.tensor([ids], device=device), position_ids=positions[None], use_cache=False,
+                           logits_to_keep=1)
+            self._heads[text] = (ids, [plan.keys[i] for i in range(self.layers)],
+                                 [plan.values[i] for i in range(self.layers)])
+        return self._heads[text]
 
-    def _decode(self, plan: ReadPlan, logits: torch.Tensor, position: int, max_new_tokens: int,
+    def _decode(self, plan: ReadPlan, logits: torch.Tensor, max_new_tokens: int,
                 choose_token: ChooseToken | None = None) -> str:
         """Greedy decoding (or `choose_token`'s choice) against the plan's per-layer caches (the read set
         stays fixed)."""
         device = self.lm.device
-        position += self.settings.max_read_blocks * self.settings.block_size
+        position = int(plan.positions[-1]) + 1
         stop = _stop_ids(self.tokenizer, self.model)
         out: list[int] = []
         for _ in range(max_new_tokens):
@@ -535,8 +594,11 @@ class Memory:
             else:
                 runs.append([block_id])
         total = sum(mass.values()) or 1.0
+        heaviest = [max(r, key=mass.__getitem__) for r in runs]
+        where = self.enclosing(heaviest) if self.enclosing is not None else {}
         cites = [Citation(self.meta[r[0]].source, self.meta[r[0]].line_start, self.meta[r[-1]].line_end,
-                          sum(mass[b] for b in r) / total, tuple(r)) for r in runs]
+                          sum(mass[b] for b in r) / total, tuple(r), where[h].label if h in where else "")
+                 for r, h in zip(runs, heaviest, strict=True)]
         return sorted(cites, key=lambda c: (pinned.isdisjoint(c.block_ids), -c.weight))
 
     # ---- name lookups and bookkeeping ---------------------------------------------------------------

@@ -29,8 +29,9 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from l2m_core.errors import L2MError
 from l2m_core.settings import MemorySettings
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: blocks are written after the store's reading head (settings.reading_head)
 MANIFEST = "manifest.json"
+STORE_DIR = ".l2m"  # a corpus's store, in its root unless told otherwise
 DATABASE = "memory.db"
 DATABASE_URL_ENV = "L2M_DATABASE_URL"
 BUSY_TIMEOUT_MS = 30_000
@@ -191,6 +192,11 @@ class StoreFiles:
         _write_manifest(self.path, self.manifest)
 
 
+def is_store(path: str | Path) -> bool:
+    """Whether `path` holds a store's manifest (whether the store opens is for `StoreFiles.open` to say)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
 def _sqlite_url(path: Path) -> str:
     return f"sqlite:///{path / DATABASE}"
 
@@ -220,7 +226,8 @@ def _read_manifest(path: Path) -> dict:
     if not isinstance(manifest, dict):
         raise L2MError(f"{file} is damaged (not a JSON object)")
     if manifest.get("format") != FORMAT_VERSION:
-        raise L2MError(f"{path} has store format {manifest.get('format')}; this l2m reads {FORMAT_VERSION}")
+        raise L2MError(f"{path} has store format {manifest.get('format')}; this l2m reads {FORMAT_VERSION} "
+                       "(its blocks are written after a reading head): ingest again into a new store")
     if not isinstance(manifest.get("database"), str | None):
         raise L2MError(f"{file} is damaged (database is not a URL)")
     settings = manifest.get("settings")

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import Engine, and_, func, or_, select
 
 from l2m_core.errors import L2MError
+from l2m_core.memory import Enclosing
 from repos_index import schema
 from repos_index.graph import build_graph, dependency_order, load_facts
 from repos_index.memory import MemorySink
@@ -21,6 +22,10 @@ SECTION_KINDS = (
     "preamble", "recital", "part", "title", "chapter", "subchapter", "section", "subsection", "article",
     "annex", "appendix", "schedule", "exhibit", "paragraph", "point", "heading",
 )
+# What a citation names: the innermost definition of code, the innermost of these legal units (not a
+# paragraph or point: "Article 33" is what a reader looks up), or a prose heading.
+_NAMED_KINDS = frozenset({"class", "function", "method", "heading", "article", "annex", "recital", "section",
+                          "subsection", "schedule", "appendix", "exhibit"})
 _LEGAL_WORDS = {
     "art": "Article", "article": "Article", "articles": "Article", "§": "§", "sec": "Section", "section": "Section",
     "chapter": "Chapter", "title": "Title", "part": "Part", "annex": "Annex", "recital": "Recital",
@@ -231,6 +236,31 @@ class CorpusIndex:
             if line_start is not None:
                 query = query.where(b.c.line_end >= line_start)
             return list(conn.execute(query.order_by(b.c.line_start, b.c.block_id)).scalars())
+
+    def enclosing(self, block_ids: Iterable[int]) -> dict[int, Enclosing]:
+        """For each memory block, the definition or section it lies in (the innermost named chunk holding the
+        block's middle line): its name and the block holding its first line, where the heading is."""
+        b, c = schema.blocks, schema.chunks
+        wanted = set(block_ids)
+        out: dict[int, Enclosing] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(b).where(b.c.block_id.in_(wanted))).all() if wanted else []
+            for file_id in {r.file_id for r in rows}:
+                spans = conn.execute(select(b.c.block_id, b.c.line_start, b.c.line_end)
+                                     .where(b.c.file_id == file_id).order_by(b.c.line_start, b.c.block_id)).all()
+                named = conn.execute(select(c.c.kind, c.c.name, c.c.qualname, c.c.line_start, c.c.line_end)
+                                     .where(c.c.file_id == file_id, c.c.kind.in_(_NAMED_KINDS))).all()
+                for row in (r for r in rows if r.file_id == file_id):
+                    middle = (row.line_start + row.line_end) // 2
+                    holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end]
+                    if not holding:
+                        continue
+                    chunk = min(holding, key=lambda ch: ch.line_end - ch.line_start)
+                    heading = next((s.block_id for s in spans if s.line_start <= chunk.line_start <= s.line_end),
+                                   None)
+                    label = chunk.qualname if chunk.kind in ("class", "function", "method") else chunk.name
+                    out[row.block_id] = Enclosing(label or chunk.name or "", heading)
+        return out
 
     def file_graph(self) -> dict[str, set[str]]:
         """path -> the indexed paths it depends on (imports and names used from elsewhere)."""

@@ -30,6 +30,7 @@ _PARAGRAPH = re.compile(r"^(?P<num>\d+[a-z]?)\.\s+\S")
 _POINT = re.compile(r"^\((?P<tok>[a-z]{1,3}|[ivxlc]+|[A-Z]|\d+[a-z]?)\)(?:\s+\S.*)?$")
 _ROMAN = re.compile(r"^[ivxlc]+$")
 _MAX_HEADING = 200
+_MARKUP = re.compile(r"^#{1,6}\s+|\*\*|__")  # Markdown conversions: "## Article 13: Title", "**1.** The ..."
 _MAX_TITLE_WORDS = 12
 
 # Defined terms: "'personal data' means ..." at the start of a line or point, and "(the "Supplier")".
@@ -93,7 +94,7 @@ def looks_legal(text: str) -> bool:
     provisions = clauses = 0
     defines = False
     for line in text.split("\n", 20000):
-        stripped = line.strip()
+        stripped = _plain(line)
         heading = _heading(stripped)
         if (heading is not None and heading[0] in ("article", "section")) or _SECTION_SIGN.match(stripped):
             provisions += 1
@@ -103,6 +104,11 @@ def looks_legal(text: str) -> bool:
         if provisions >= 3 or (clauses >= 3 and defines):
             return True
     return False
+
+
+def _plain(line: str) -> str:
+    """A line without surrounding space and Markdown heading or bold markers."""
+    return _MARKUP.sub("", line.strip()).strip()
 
 
 def _is_clause_title(title: str) -> bool:
@@ -158,7 +164,7 @@ class _LegalParser:
         self.lines = [line.rstrip("\r") for line in text.split("\n")]
         self.table = LineTable(text)
         self.has_articles = any(
-            (h := _heading(line.strip())) is not None and h[0] == "article" for line in self.lines
+            (h := _heading(_plain(line))) is not None and h[0] == "article" for line in self.lines
         )
         self.has_sections = any(_SECTION_SIGN.match(line.strip()) for line in self.lines)
         self.clauses = not self.has_articles and not self.has_sections
@@ -174,7 +180,7 @@ class _LegalParser:
     def run(self) -> FileAnalysis:
         skip_title_line = 0
         for number, line in enumerate(self.lines, start=1):
-            stripped = line.strip()
+            stripped = _plain(line)
             if not stripped or number == skip_title_line:
                 if stripped:
                     self.last_text_line = number
@@ -224,7 +230,7 @@ class _LegalParser:
     def _title_after(self, number: int) -> tuple[str | None, int]:
         """A heading's title on the next non-blank line ("Article 5" / "Governance and organisation")."""
         for following in range(number, min(number + 4, len(self.lines))):
-            candidate = self.lines[following].strip()
+            candidate = _plain(self.lines[following])
             if not candidate:
                 continue
             if (len(candidate) > _MAX_HEADING or len(candidate.split()) > 2 * _MAX_TITLE_WORDS

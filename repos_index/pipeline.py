@@ -18,9 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, delete, insert, select, update
-from sqlalchemy.exc import OperationalError
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from l2m_core.store import transient  # the store's retry rule: the index shares its database
 from repos_index import schema
 from repos_index.chunking import analyze, detect_language
 from repos_index.graph import build_graph, dependency_order, load_facts
@@ -78,15 +77,6 @@ class UpdateReport:
 
 class ChangedFile(Exception):
     """A file could not be read back as the text that was scanned."""
-
-
-def _locked(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) and "locked" in str(exc).lower()
-
-
-_retry_when_locked = retry(
-    retry=retry_if_exception(_locked), stop=stop_after_attempt(5), wait=wait_exponential(0.2, max=5), reraise=True
-)
 
 
 def decode(data: bytes) -> tuple[str, bool]:
@@ -219,7 +209,7 @@ class Updater:
             raise ChangedFile("it changed during the update; run the update again")
         return text
 
-    @_retry_when_locked
+    @transient
     def _store(self, item: _Pending, analysis: FileAnalysis, lines: int) -> None:
         values = dict(
             path=item.scanned.path, sha256=item.sha, size=item.scanned.size, mtime_ns=item.scanned.mtime_ns,
@@ -256,7 +246,7 @@ class Updater:
                 for x in analysis.xrefs
             ])
 
-    @_retry_when_locked
+    @transient
     def _rename(self, old, item: _Pending) -> None:
         """Same content under a new path: keep the analysis, and let memory re-learn it under the new name."""
         with self.engine.begin() as conn:
@@ -266,7 +256,7 @@ class Updater:
                 path=item.scanned.path, size=item.scanned.size, mtime_ns=item.scanned.mtime_ns, memory_sha256=None))
             _queue_retirement(conn, old.path)
 
-    @_retry_when_locked
+    @transient
     def _forget(self, file_id: int, path: str) -> None:
         with self.engine.begin() as conn:
             for table in schema.PER_FILE_TABLES:
@@ -274,7 +264,7 @@ class Updater:
             conn.execute(delete(schema.files).where(schema.files.c.id == file_id))
             _queue_retirement(conn, path)
 
-    @_retry_when_locked
+    @transient
     def _write(self, statement) -> None:
         with self.engine.begin() as conn:
             conn.execute(statement)
@@ -329,7 +319,7 @@ class Updater:
     def _order(self) -> list[str]:
         return dependency_order(build_graph(load_facts(self.engine)))
 
-    @_retry_when_locked
+    @transient
     def _map_blocks(self, file_id: int, sha: str, spans: list[BlockSpan]) -> None:
         with self.engine.begin() as conn:
             ranges = conn.execute(select(schema.chunks.c.ordinal, schema.chunks.c.line_start, schema.chunks.c.line_end)

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import pathspec
 
 from l2m_core.errors import L2MError
+from l2m_core.store import STORE_DIR
 
 DEFAULT_MAX_BYTES = 1 << 20
 IGNORE_FILES = (".gitignore", ".l2mignore")
@@ -28,7 +29,7 @@ VENDORED_DIRS = frozenset(
 )
 GENERATED_DIRS = frozenset(
     {"__pycache__", "build", "dist", "target", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache",
-     ".gradle", ".next", ".nuxt", "htmlcov", ".eggs", ".l2m"}
+     ".gradle", ".next", ".nuxt", "htmlcov", ".eggs", STORE_DIR}
 )
 GENERATED_FILES = frozenset(
     {"package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "Pipfile.lock", "Cargo.lock",
@@ -111,20 +112,27 @@ def in_scope(path: str, scope: list[str] | None) -> bool:
     return scope is None or any(s == "" or path == s or path.startswith(s + "/") for s in scope)
 
 
+def relative_to_root(base: Path, item: str | os.PathLike[str]) -> str | None:
+    """`item` (absolute, or relative to the resolved root `base`) as a root-relative posix path ("" for the
+    root itself), or None when it lies outside the root."""
+    candidate = Path(item) if Path(item).is_absolute() else base / item
+    try:
+        relative = Path(os.path.abspath(candidate)).relative_to(base)
+    except ValueError:
+        return None
+    return "" if str(relative) == "." else relative.as_posix()
+
+
 def _scope(base: Path, only: Iterable[str | os.PathLike[str]], result: ScanResult) -> list[str]:
     found = []
     for item in only:
-        candidate = Path(item) if Path(item).is_absolute() else base / item
-        absolute = Path(os.path.abspath(candidate))
-        try:
-            relative = absolute.relative_to(base)
-        except ValueError:
+        relative = relative_to_root(base, item)
+        if relative is None:
             result.skip(OUTSIDE_ROOT, str(item))
-            continue
-        if not os.path.lexists(absolute):
+        elif not os.path.lexists(base / relative):
             result.skip(MISSING, str(item))
-            continue
-        found.append("" if str(relative) == "." else relative.as_posix())
+        else:
+            found.append(relative)
     return found
 
 

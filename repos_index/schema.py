@@ -24,7 +24,7 @@ from sqlalchemy import (
     event,
 )
 
-BUSY_TIMEOUT_MS = 10_000
+from l2m_core.store import BUSY_TIMEOUT_MS  # one lock wait for the database the index shares with the store
 
 metadata = MetaData()
 

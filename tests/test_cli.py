@@ -156,3 +156,41 @@ def test_ask_with_a_learned_memory_adapter(repo, tiny_model_dir, tmp_path):
                "--json", cwd=repo)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["memory"] == "learned"
+
+
+def test_ingest_of_a_folder_from_elsewhere_makes_it_the_new_store_root(tmp_path, tiny_model_dir):
+    """Absolute paths from another directory: a new store's corpus root is the folder given, not the current
+    directory (which left every file `outside_root` and the store empty)."""
+    corpus, elsewhere, store = tmp_path / "corpus", tmp_path / "elsewhere", tmp_path / "store"
+    shutil.copytree(FIXTURE, corpus)
+    elsewhere.mkdir()
+    done = l2m("ingest", str(corpus / "shapes"), "--store", str(store), "--model", str(tiny_model_dir), "--json",
+               cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ingested"] and report["memory"]["blocks"] > 0 and not report["skipped"]
+    assert json.loads((store / "manifest.json").read_text())["root"] == str((corpus / "shapes").resolve())
+    answer = l2m("ask", "Where is class Square defined?", "--store", str(store), "--max-tokens", "2", "--json",
+                 cwd=elsewhere)
+    assert answer.returncode == 0, answer.stderr
+    assert any(c["source"] == "geometry.py" for c in json.loads(answer.stdout)["citations"])
+
+
+def test_ingest_of_files_from_elsewhere_roots_a_new_store_at_their_common_folder(tmp_path, tiny_model_dir):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(FIXTURE, corpus)
+    files = [str(corpus / "app.py"), str(corpus / "shapes" / "geometry.py")]
+    done = l2m("ingest", *files, "--store", str(tmp_path / "store"), "--model", str(tiny_model_dir), "--json",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(json.loads(done.stdout)["ingested"]) == ["app.py", "shapes/geometry.py"]
+
+
+def test_ingest_of_a_path_outside_an_existing_stores_root_is_an_error(repo, tmp_path):
+    outside = tmp_path / "notes.md"
+    outside.write_text("# Notes\n\nNot part of the repository.\n")
+    before = json.loads(l2m("memory", "stats", "--json", cwd=repo).stdout)
+    done = l2m("ingest", str(outside), "--store", str(repo / ".l2m"), cwd=tmp_path)
+    assert done.returncode == 2 and "outside" in done.stderr and str(repo.resolve()) in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert json.loads(l2m("memory", "stats", "--json", cwd=repo).stdout) == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import DATA
 
-from bench.evals.generators import (
+from agent.evals.generators import (
     BabilongGenerator,
     Insertion,
     NiahGenerator,

@@ -7,10 +7,10 @@ import torch
 from conftest import DATA
 from evals_helpers import CALLS, FakeMemory
 
-from bench.evals.decoding import GreedyDecoder
-from bench.evals.generators import PasskeyGenerator
-from bench.evals.methods import L2M, Full, Method, MethodOptions, Rag, Reply, Skip, Truncate, make_method
-from bench.evals.stores import patch, split_parts
+from agent.evals.decoding import GreedyDecoder
+from agent.evals.generators import PasskeyGenerator
+from agent.evals.methods import L2M, Full, Method, MethodOptions, Rag, Reply, Skip, Truncate, make_method
+from agent.evals.stores import patch, split_parts
 from l2m_core.errors import L2MError
 from l2m_core.loading import load_model
 from l2m_core.tiny import byte_tokenizer, save_tiny_model
@@ -226,7 +226,7 @@ def test_l2m_reuses_the_parts_a_longer_haystack_shares(lm, tmp_path):
 
 
 def test_a_needle_straddling_two_blocks_counts_half_read_when_one_is(tmp_path):
-    from bench.evals.methods import _mean_read, _needle_blocks
+    from agent.evals.methods import _mean_read, _needle_blocks
 
     memory = FakeMemory.create(tmp_path / "store", None)
     memory.ingest_document("x" * 300, source="doc")

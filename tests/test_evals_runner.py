@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import DATA
 from evals_helpers import FakeMemory
 
-from bench.evals.methods import MethodOptions
-from bench.evals.report import write_report
-from bench.evals.runner import EvalConfig, parse_length, parse_list, run
+from agent.evals.methods import MethodOptions
+from agent.evals.report import write_report
+from agent.evals.runner import EvalConfig, parse_length, parse_list, run
 from cli.eval_cmd import eval_group
 from l2m_core.errors import L2MError
 from l2m_core.loading import load_model
@@ -119,8 +121,9 @@ def test_cli_runs_a_task_and_prints_the_summary(model_dir, tmp_path):
 ])
 def test_cli_user_errors_are_one_line(model_dir, tmp_path, args, message):
     defaults = ["--model", str(model_dir), "--samples", "1", "--out", str(tmp_path)]
-    if "--lengths" not in args:
-        defaults += ["--lengths", "0K"]
+    for option, value in (("--lengths", "0K"), ("--data", str(DATA))):
+        if option not in args:
+            defaults += [option, value]
     result = CliRunner().invoke(eval_group, args + defaults)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
@@ -133,3 +136,36 @@ def test_cli_report_writes_markdown(passkey_run, tmp_path):
                                              "--output", str(tmp_path / "R.md")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "R.md").read_text().startswith("# Long-context evaluation results")
+
+
+def test_cli_writes_results_where_it_runs_unless_told(model_dir, tmp_path, monkeypatch):
+    """No `--out`: the JSON and the plot go to the current directory (not into the source tree)."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(eval_group, [
+        "passkey", "--model", str(model_dir), "--lengths", "0K", "--samples", "1", "--methods", "truncate",
+        "--data", str(DATA), "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    path = Path(json.loads(result.output)["results"])
+    assert path.parent.resolve() == tmp_path.resolve() and path.name.startswith("passkey-")
+    assert path.is_file() and path.with_suffix(".png").is_file()
+
+
+def test_cli_takes_its_data_from_l2m_data_else_asks_for_it(model_dir, tmp_path, monkeypatch):
+    args = ["passkey", "--model", str(model_dir), "--lengths", "0K", "--samples", "1", "--methods", "truncate",
+            "--out", str(tmp_path), "--quiet"]
+    monkeypatch.delenv("L2M_DATA", raising=False)
+    missing = CliRunner().invoke(eval_group, args)
+    assert missing.exit_code == 2 and "--data" in missing.output and "L2M_DATA" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+    monkeypatch.setenv("L2M_DATA", str(DATA))
+    assert CliRunner().invoke(eval_group, args).exit_code == 0
+
+
+def test_cli_report_reads_and_writes_the_current_directory_by_default(passkey_run, tmp_path, monkeypatch):
+    _, path = passkey_run
+    shutil.copy(path, tmp_path / path.name)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(eval_group, ["report"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "RESULTS.md").read_text().startswith("# Long-context evaluation results")
+    assert (tmp_path / path.with_suffix(".png").name).is_file()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import DATA
 
-from bench.evals.generators import BabilongGenerator, NiahGenerator, PasskeyGenerator
-from bench.evals.scoring import babilong_correct, passkey_score, score, string_match_all
+from agent.evals.generators import BabilongGenerator, NiahGenerator, PasskeyGenerator
+from agent.evals.scoring import babilong_correct, passkey_score, score, string_match_all
 from l2m_core.tiny import byte_tokenizer
 
 ROOMS = ["bathroom", "bedroom", "garden", "hallway", "kitchen", "office"]

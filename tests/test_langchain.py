@@ -18,7 +18,7 @@ from agent.langchain import L2MChatModel, L2MRetriever, cut_at_stop, l2m_tools, 
 from agent.replies import parse_tool_call
 from l2m_core.errors import L2MError
 from l2m_core.loading import LoadedModel, load_model
-from l2m_core.memory import DEFAULT_INSTRUCTION, Memory
+from l2m_core.memory import Memory
 from l2m_core.settings import MemorySettings
 from tools.toolbox import TOOL_NAMES, Toolbox
 
@@ -104,7 +104,7 @@ def test_messages_become_instruction_and_question(memory, scripted):
     assert call["question"] == QUESTION
     assert (call["max_new_tokens"], call["hops"]) == (7, 2)
     instruction = call["instruction"]
-    assert instruction.index("You are terse.") < instruction.index(DEFAULT_INSTRUCTION)
+    assert instruction.index("You are terse.") < instruction.index("User: Is the fig lamp on?")
     assert "User: Is the fig lamp on?\nAssistant: It glows." in instruction
     assert QUESTION not in instruction
     chat.invoke(QUESTION, max_tokens=3)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from l2m_core import provision
 from l2m_core.errors import L2MError
-from l2m_core.loading import fingerprint, load_model
+from l2m_core.loading import fingerprint, kv_geometry, load_model
 from l2m_core.tiny import byte_tokenizer, tiny_llama
 
 
@@ -110,3 +111,10 @@ def test_truncated_gguf_is_detected_and_refetched(isolated_home):
     assert not provision.is_installed()
     provision.pull(log=lambda m: None)
     assert provision.sha256_file(target) == provision.DEFAULT.gguf_sha256
+
+
+def test_kv_geometry_fills_in_what_a_config_leaves_unset():
+    gqa = SimpleNamespace(num_attention_heads=9, num_key_value_heads=3, head_dim=64, hidden_size=576)
+    unset = SimpleNamespace(num_attention_heads=8, num_key_value_heads=None, head_dim=None, hidden_size=512)
+    absent = SimpleNamespace(num_attention_heads=4, hidden_size=256)
+    assert [kv_geometry(c) for c in (gqa, unset, absent)] == [(3, 64), (8, 64), (4, 64)]

@@ -54,18 +54,37 @@ def test_quantization_error_is_bounded_by_half_a_step(name, levels):
 
 
 @pytest.mark.parametrize("chunk", [32, 256])
-def test_read_path_equals_plain_model_when_everything_is_read(tiny, tmp_path, chunk):
-    """All blocks in the read set, nothing compressed, full context while ingesting: same logits."""
-    settings = small(codec="fp32", chunk_size=chunk, local=4096, max_read_blocks=64)
+@pytest.mark.parametrize("head", [None, ""], ids=["reading-head", "bare"])
+def test_read_path_equals_plain_model_when_everything_is_read(tiny, tmp_path, chunk, head):
+    """All blocks in the read set, nothing compressed, full context while ingesting: the same logits as the
+    plain model over `[reading head | document | tail]` (head and blocks at contiguous positions)."""
+    settings = small(codec="fp32", chunk_size=chunk, local=4096, max_read_blocks=64, reading_head=head)
     mem = Memory.create(tmp_path / "s", tiny, settings)
     doc = TEXT[:400]
     mem.ingest_document(doc, "doc.txt")
+    head_ids = tiny.tokenizer(mem.settings.reading_head, add_special_tokens=False)["input_ids"]
+    assert bool(head_ids) == (head is None)
     doc_ids = tiny.tokenizer(doc, add_special_tokens=False)["input_ids"]
     tail = tiny.tokenizer(" and then", add_special_tokens=False)["input_ids"]
-    ours = mem.logits(tail, pins=mem.blocks_for("doc.txt"))
+    ours = mem.logits(tail, pins=mem.blocks_for("doc.txt"), head=mem.settings.reading_head)
     with torch.inference_mode():
-        plain = tiny.model(torch.tensor([doc_ids + tail])).logits[0, -1]
+        plain = tiny.model(torch.tensor([head_ids + doc_ids + tail])).logits[0, -1]
     assert torch.allclose(ours, plain, atol=1e-4), (ours - plain).abs().max()
+
+
+def test_part_of_the_document_read_sits_right_after_the_head(tiny, tmp_path):
+    """Fewer blocks than the budget: still no position gap between the head and the first block read."""
+    settings = small(codec="fp32", local=4096, max_read_blocks=64)
+    mem = Memory.create(tmp_path / "s", tiny, settings)
+    doc = TEXT[:400]
+    spans = mem.ingest_document(doc, "doc.txt")
+    first = [spans[0].block_id]
+    head_ids = tiny.tokenizer(mem.settings.reading_head, add_special_tokens=False)["input_ids"]
+    block_ids = tiny.tokenizer(doc, add_special_tokens=False)["input_ids"][:mem.meta[first[0]].n_tokens]
+    tail = tiny.tokenizer(" and then", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        plain = tiny.model(torch.tensor([head_ids + block_ids + tail])).logits[0, -1]
+    assert torch.allclose(mem.logits(tail, pins=first), plain, atol=1e-4)
 
 
 def test_read_path_differs_without_the_blocks(tiny, tmp_path):
@@ -148,6 +167,18 @@ def test_hot_tier_respects_budget_and_counts_hits(tiny, tmp_path):
         mem.ask("green lamp number 70", max_new_tokens=1)
     stats = mem.stats()["hot_tier"]
     assert stats["bytes"] <= stats["budget"] and stats["hits"] > 0 and stats["misses"] > 0
+
+
+def test_hot_tier_evicts_the_least_recently_used():
+    from l2m_core.hot_tier import HotTier
+
+    entry = torch.zeros(4), torch.zeros(4)  # 32 bytes
+    hot = HotTier(budget_bytes=64)
+    hot.put((1, 0), *entry)
+    hot.put((2, 0), *entry)
+    assert hot.get((1, 0)) is not None  # (2, 0) is now the oldest
+    hot.put((3, 0), *entry)
+    assert (1, 0) in hot and (3, 0) in hot and (2, 0) not in hot and hot.used == 64
 
 
 def test_int8_store_is_about_half_of_fp16(tiny, tmp_path):

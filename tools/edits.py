@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from l2m_core.errors import L2MError
+from l2m_core.store import STORE_DIR
 from tools.journal import FileChange, UndoJournal
 from tools.workspace import Workspace, write_atomic
 
@@ -28,7 +29,7 @@ class EditSet:
 
     def __init__(self, ws: Workspace, journal: UndoJournal | None = None):
         self.ws = ws
-        self.journal = journal if journal is not None else UndoJournal(ws.root / ".l2m" / "undo")
+        self.journal = journal if journal is not None else UndoJournal(ws.root / STORE_DIR / "undo")
         self._files: dict[str, _Staged] = {}
         self._history: list[tuple[str, str | None]] = []  # (file, its staged text before the step, None: unstaged)
 

@@ -15,10 +15,11 @@ from pathlib import Path, PurePosixPath
 import pathspec
 
 from l2m_core.errors import L2MError
+from l2m_core.store import STORE_DIR
 
-SKIPPED_DIRS = frozenset({".git", ".l2m", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules",
+SKIPPED_DIRS = frozenset({".git", STORE_DIR, ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules",
                           ".pytest_cache", ".ruff_cache", ".mypy_cache", ".tox"})
-PROTECTED_DIRS = frozenset({".git", ".l2m"})
+PROTECTED_DIRS = frozenset({".git", STORE_DIR})
 MAX_FILE_BYTES = 10_000_000  # larger files are data, not something to view or edit line by line
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.evals.generators import Insertion, insert
+from agent.evals.generators import Insertion, insert
 from l2m_core.loading import LoadedModel
 
 

@@ -11,6 +11,7 @@ sample i asks the same question at every length, which makes accuracy curves com
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from abc import ABC, abstractmethod
@@ -25,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from l2m_core.errors import L2MError
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA_ENV = "L2M_DATA"
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 NOVELS = ("haystack/pride.txt", "haystack/sense.txt")
 _SENTENCE_END = re.compile(r"[.!?][\"'’”)\]]*(?=\s)")
@@ -33,10 +34,15 @@ _TRAILER = re.compile(r"\s*=+\s*\(See notice at gutenberg\.txt\)\s*$")
 
 
 def data_dir(path: str | Path | None = None) -> Path:
-    """The shared data folder: `path`, else `<repo>/../shared/data`."""
-    folder = Path(path).expanduser() if path else DEFAULT_DATA
+    """The data folder (novels in `haystack/`, bAbI in `babi/`): `path`, else `$L2M_DATA`. It is not shipped
+    with the package, so there is no default to fall back on."""
+    given = path or os.environ.get(DATA_ENV)
+    if not given:
+        raise L2MError(f"no data folder: give one with --data DIR or ${DATA_ENV} (the folder holding haystack/ "
+                       "and babi/)")
+    folder = Path(given).expanduser()
     if not folder.is_dir():
-        raise L2MError(f"data folder not found: {folder} (give one with --data)")
+        raise L2MError(f"data folder not found: {folder} (give one with --data DIR or ${DATA_ENV})")
     return folder
 
 

@@ -2,5 +2,5 @@
 
 `generators` builds samples, `methods` answers them (the memory engine and three baselines on the
 same model), `scoring` grades answers, `runner` runs a task into JSON and a plot, and `report`
-regenerates `bench/RESULTS.md` from the JSON files.
+regenerates a results markdown (this repository keeps its own in `bench/RESULTS.md`) from the JSON files.
 """

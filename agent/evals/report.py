@@ -1,4 +1,4 @@
-"""Regenerate `bench/RESULTS.md` and the plots from the result JSON files of `l2m eval` runs.
+"""Regenerate a results markdown (`bench/RESULTS.md` here) and the plots from the result JSON files of `l2m eval` runs.
 
 A targets table checked against the issue's goals from whatever has been measured, the results
 folder's hand-written `NOTES.md` if there is one (analysis that outlives regeneration), then one
@@ -13,19 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.evals.plots import format_length, plot_accuracy
+from agent.evals.plots import format_length, plot_accuracy
 from l2m_core.errors import L2MError
 
-BENCH = Path(__file__).resolve().parents[1]
-DEFAULT_RESULTS = BENCH / "results"
-DEFAULT_MARKDOWN = BENCH / "RESULTS.md"
 K = 1024
 
 Row = dict
 Index = dict[tuple[str, str, str, int], Row]
 
 
-def write_report(results_dir: Path = DEFAULT_RESULTS, output: Path = DEFAULT_MARKDOWN) -> Path:
+def write_report(results_dir: Path, output: Path) -> Path:
     """Re-plot every `*.json` under `results_dir` (PNG beside it) and write the markdown to `output`."""
     results_dir, output = Path(results_dir), Path(output)
     runs, files = [], []

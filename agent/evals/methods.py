@@ -26,9 +26,9 @@ from typing import Any, ClassVar
 
 from rank_bm25 import BM25Okapi
 
-from bench.evals.decoding import GreedyDecoder
-from bench.evals.generators import Sample
-from bench.evals.stores import BaseStores, part_source, patch, split_parts, sync
+from agent.evals.decoding import GreedyDecoder
+from agent.evals.generators import Sample
+from agent.evals.stores import BaseStores, part_source, patch, split_parts, sync
 from l2m_core.errors import L2MError
 from l2m_core.loading import LoadedModel
 from l2m_core.paths import l2m_home

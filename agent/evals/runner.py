@@ -20,14 +20,13 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.evals.generators import GENERATORS, Sample
-from bench.evals.methods import L2M, METHODS, Method, MethodOptions, Prediction, make_method
-from bench.evals.plots import format_length, plot_accuracy
-from bench.evals.scoring import score
+from agent.evals.generators import GENERATORS, Sample, data_dir
+from agent.evals.methods import L2M, METHODS, Method, MethodOptions, Prediction, make_method
+from agent.evals.plots import format_length, plot_accuracy
+from agent.evals.scoring import score
 from l2m_core.errors import L2MError
 from l2m_core.loading import LoadedModel, load_model
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "out"
 VISIBLE_ENOUGH = 0.5  # "needle visible": at least half the needed text (l2m: half the layers) was read
 
 
@@ -57,7 +56,7 @@ class EvalConfig:
     data: Path | None = None
     haystack: str | None = None            # None: the task's default filler
     depths: list[float] | None = None      # None: spread from 10% to 90% over the samples
-    out: Path | None = None
+    out: Path | None = None                # a JSON file, or a folder for it (None: the current directory)
     quiet: bool = False
     threads: int | None = None             # torch CPU threads (None: torch's default)
     options: MethodOptions = field(default_factory=MethodOptions)
@@ -91,8 +90,9 @@ def run(config: EvalConfig, lm: LoadedModel | None = None) -> tuple[dict, Path]:
         raise L2MError("--samples must be at least 1")
     if config.threads:
         torch.set_num_threads(config.threads)
+    data = data_dir(config.data)  # before the model loads: a missing folder is a user's error, said at once
     lm = lm or load_model(config.model)
-    generator = GENERATORS[config.task](lm.tokenizer, config.data, config.seed, config.haystack, config.depths)
+    generator = GENERATORS[config.task](lm.tokenizer, data, config.seed, config.haystack, config.depths)
     variants = config.variants or list(generator.variants)
     for variant in variants:
         generator.check_variant(variant)
@@ -189,7 +189,7 @@ def _mean(values) -> float | None:
 
 
 def _out_path(config: EvalConfig) -> Path:
-    out = Path(config.out) if config.out else DEFAULT_OUT
+    out = Path(config.out) if config.out else Path.cwd()
     if out.suffix != ".json":
         out = out / f"{config.task}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

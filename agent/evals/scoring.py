@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-from bench.evals.generators import Sample
+from agent.evals.generators import Sample
 
 
 def passkey_score(answers: list[str], output: str) -> float:

@@ -1,0 +1,133 @@
+"""Reading as the evidence allows: heading blocks join the read set, citations name their definition or
+section, answers to "which function/file/Article" name what was read, looping replies are cut, and a
+store written before reading heads is refused."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from agent import Agent
+from l2m_core.answer_form import asks_for, named_answer, without_repeats
+from l2m_core.errors import L2MError
+from l2m_core.loading import load_model
+from l2m_core.memory import Memory
+from l2m_core.settings import MemorySettings
+
+SETTINGS = dict(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, lexical_top_k=1, neighbours=0,
+                hot_budget_mb=4)
+
+# A long function whose `def` line lies many blocks before the rare word in its body.
+CODE = textwrap.dedent('''\
+    """Shipping helpers."""
+
+
+    def parcel_cost(weight, distance):
+        """Price of one parcel."""
+        total = 0
+        total = total + weight * 2
+        total = total + distance * 3
+        total = total + weight * distance
+        total = total - 1
+        total = total * 2
+        total = total + 5
+        total = total + 7
+        total = total + 11
+        surcharge = zanzibar_tariff(total)
+        return total + surcharge
+
+
+    def other():
+        return 1
+''')
+
+LEGAL = textwrap.dedent('''\
+    Article 1
+    Subject matter
+
+    1. This Regulation lays down rules on the keeping of lamps in public buildings and on the way in
+    which their owners report broken ones to the authority that the Member State has designated.
+
+    2. The owners shall keep a register of every lamp that has been repaired, together with the date of
+    the repair, the name of the repairer and the quince-coloured seal that the repairer applied.
+
+    Article 2
+    Definitions
+
+    For the purposes of this Regulation, 'lamp' means any device that gives light.
+
+    Article 3
+    Entry into force
+
+    This Regulation shall enter into force on the twentieth day following its publication.
+''')
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture
+def corpus(tmp_path, tiny):
+    (tmp_path / "ship.py").write_text(CODE)
+    (tmp_path / "rules.txt").write_text(LEGAL)
+    agent = Agent.open(tmp_path, tmp_path / "store", tiny, settings=MemorySettings(**SETTINGS))
+    agent.ingest()
+    yield agent
+    agent.close()
+
+
+def test_the_heading_block_of_a_body_found_by_text_is_read_and_named(corpus):
+    memory = corpus.memory
+    found = memory.lexical.top("zanzibar_tariff", 1)
+    heading = corpus.index.blocks_for("ship.py", 4, 4)[0]  # the block where `def parcel_cost` starts
+    assert found and heading not in found  # the word sits far below the `def` line
+    answer = corpus.ask("What does zanzibar_tariff get?", max_new_tokens=2)
+    assert heading in answer.lexical and found[0] in answer.lexical
+    assert all(heading in ids for ids in answer.read_set.values())
+    labels = {c.label for c in answer.citations if c.source == "ship.py"}
+    assert labels <= {"parcel_cost", "other", ""} and "parcel_cost" in labels
+
+
+def test_legal_paragraph_found_by_text_reads_its_article_heading_and_cites_it(corpus):
+    answer = corpus.ask("What colour is the seal the repairer applied?", max_new_tokens=2)
+    heading = corpus.index.blocks_for("rules.txt", 1, 1)[0]
+    assert heading in answer.lexical
+    article_1 = [c for c in answer.citations if c.source == "rules.txt" and c.line_start <= 8]
+    assert article_1 and article_1[0].label == "Article 1"
+    assert str(article_1[0]).endswith(" Article 1")
+    assert answer.to_dict()["citations"][0]["label"] == answer.citations[0].label
+
+
+def test_answers_name_what_was_read_when_a_name_is_asked():
+    assert asks_for("Which function turns a path into its matching form?") == "symbol"
+    assert asks_for("In which file is the registry of pattern factories kept?") == "file"
+    assert asks_for("Which Article sets out the obligations of importers?") == "section"
+    assert asks_for("What does match_file return for an excluded file?") is None
+    read = ("pkg/util.py", "normalize_file")
+    assert named_answer("Which function normalises paths?", "It is fix_path.", *read) == "normalize_file (pkg/util.py)"
+    assert named_answer("Which function normalises paths?", "normalize_file.", *read) == "normalize_file."
+    assert named_answer("In which module is it?", "In utils.", *read) == "pkg/util.py (normalize_file)"
+    assert named_answer("What does it return?", "A string.", *read) == "A string."
+    assert named_answer("Which function normalises paths?", "fix_path", "pkg/util.py", "") == "fix_path"
+
+
+def test_a_looping_reply_is_cut_where_it_repeats():
+    assert without_repeats("It returns a list.\nIt returns a list.\nIt returns a list.") == "It returns a list."
+    assert without_repeats("A. B? A.") == "A. B?"
+    assert without_repeats("def f():\n    return 1\n") == "def f():\n    return 1\n"
+
+
+def test_store_written_before_reading_heads_is_refused(tmp_path, tiny):
+    mem = Memory.create(tmp_path / "s", tiny, MemorySettings(**SETTINGS))
+    mem.close()
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["settings"]["reading_head"].startswith(tiny.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}], tokenize=False)[:10])
+    manifest["format"] = 1
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(L2MError, match="ingest again into a new store"):
+        Memory.open(tmp_path / "s", tiny)
