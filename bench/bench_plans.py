@@ -2,7 +2,7 @@
 
     python bench/bench_plans.py                      # writes bench/results/plans.json and plans.png
     python bench/bench_plans.py --only shop-rename-1 --out /tmp/plans.json
-    python bench/bench_plans.py --replot             # redraw the PNG (e.g. of a run stopped part-way)
+    python bench/bench_plans.py --replot             # recount and redraw (e.g. a run stopped part-way)
 
 For each request of `bench/plans/requests.json` (written before the model ever saw them) on its fixture
 package (`bench/plans/fixtures.py`, ingested into a fresh store) it runs the library path of `l2m edit
@@ -151,7 +151,9 @@ def totals(records: list[dict]) -> dict:
     timed = [r["timing"] for r in records if r["timing"]]
     mean = (lambda key: statistics.mean(t[key] for t in timed)) if timed else (lambda key: None)
     out = {"requests": n, **{key: sum(bool(r[key]) for r in records) / n for key in ("valid", "right", "green")},
-           "undo_restores": sum(r["undo_restores"] is True for r in records) / n,
+           "applied": sum(r["undo_restores"] is not None for r in records),
+           "undo_restores": sum(r["undo_restores"] is True for r in records)  # of the applied plans
+           / max(1, sum(r["undo_restores"] is not None for r in records)),
            "right_and_green": sum(r["right"] and r["green"] for r in records) / n,
            "paths": {p: sum(r["path"] == p for r in records) for p in {r["path"] for r in records}},
            "mask_ms_per_token": mean("mask_ms_per_token"), "argmax_ms_per_token": mean("argmax_ms_per_token"),
@@ -169,7 +171,7 @@ def plot(result: dict, path: Path) -> None:
 
     t = result["totals"]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    names = ["valid", "right", "green", "right_and_green", "undo_restores"]
+    names = ["valid", "right", "green", "right_and_green", "undo_restores"]  # the last: of the applied plans
     left.bar(names, [t[k] for k in names], color="tab:blue")
     left.set_ylim(0, 1.05)
     left.axhline(0.8, color="gray", linestyle="--", linewidth=1)
@@ -193,8 +195,11 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="Run only these request ids.")
     parser.add_argument("--replot", action="store_true", help="Only redraw the PNG of an existing --out JSON.")
     args = parser.parse_args()
-    if args.replot:
-        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+    if args.replot:  # totals recomputed from the records, then the PNG
+        result = json.loads(args.out.read_text())
+        result["totals"] = totals(result["records"])
+        args.out.write_text(json.dumps(result, indent=1))
+        plot(result, args.out.with_suffix(".png"))
         return
     requests = [r for r in json.loads(REQUESTS.read_text()) if not args.only or r["id"] in args.only]
     lm = load_model(None, device="cpu")
