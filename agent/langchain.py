@@ -10,17 +10,18 @@
 
 The chat model does not paste retrieved text into a prompt: the last human message is the question
 and `Memory.ask` attends to the stored blocks; each answer's `response_metadata["citations"]` says
-which passages it read, weighted by attention mass. Tool calling is prompted, not trained: with tools
-bound, the model is asked to reply with one JSON object `{"tool": name, "arguments": {...}}`, and a
-reply that parses becomes `AIMessage.tool_calls`. A small model rarely manages that; a reply that
-tries and fails becomes `invalid_tool_calls`, anything else plain text.
+which passages it read, weighted by attention mass. Tool calls are decoded under a grammar: with tools
+bound, the reply is constrained (`l2m_core.grammar`) to one JSON object `{"tool": name, "arguments": {...}}`
+whose name is a bound tool and whose arguments fit that tool's schema, or (unless `tool_choice` demands a
+call) `{"answer": text}`; the call becomes `AIMessage.tool_calls`, parsed from that output by the agent's
+one parser (`agent.replies.parse_tool_call`), never from free text. A reply cut off by `max_tokens` before
+the call is complete becomes `invalid_tool_calls`.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Self
@@ -40,14 +41,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.core import Agent
 from agent.names import name_pins
+from agent.replies import Reply, parse_tool_call
+from agent.schemas import tool_call_schema
 from l2m_core.errors import L2MError
+from l2m_core.grammar import JsonGrammar
 from l2m_core.memory import Citation, Memory
 from l2m_core.store import blocks
 from repos_index.index import CorpusIndex
 from tools.toolbox import Toolbox
 
 _ROLES = {"human": "User", "ai": "Assistant", "system": "System", "tool": "Tool result"}
-_FENCE = re.compile(r"```(?:json)?")
 
 
 class _ReadsMemory(BaseModel):
@@ -129,7 +132,7 @@ class L2MChatModel(_ReadsMemory, BaseChatModel):
                    **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         """Offer `tools` (any form `convert_to_openai_tool` takes). `tool_choice`: None or "auto" (call a tool
         or answer), "any"/"required"/True (call one), or a tool's name (call that one). The choice is an
-        instruction to the model, not a constraint on its decoding."""
+        constraint on the decoding: with "any" or a name the reply cannot be plain text."""
         formatted = [convert_to_openai_tool(t) for t in tools]
         names = [t["function"]["name"] for t in formatted]
         return self.bind(tools=formatted, tool_choice=_tool_choice(tool_choice, names), **kwargs)
@@ -138,10 +141,16 @@ class L2MChatModel(_ReadsMemory, BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, *, tools: list[dict] | None = None,
                   tool_choice: str | None = None, **kwargs: Any) -> ChatResult:
         question, instruction, pin_query = self._prompt(messages, tools or [], tool_choice)
+        names = [t["function"]["name"] for t in tools or []]
+        grammar = None
+        if tools:
+            schema = tool_call_schema({t["function"]["name"]: t["function"].get("parameters", {}) for t in tools},
+                                      answer=tool_choice is None, only=None if tool_choice == "any" else tool_choice)
+            grammar = JsonGrammar.for_memory(self.memory, schema)
         answer = self.memory.ask(question, instruction=instruction, pins=self._pins(pin_query), hops=self.hops,
-                                 max_new_tokens=kwargs.get("max_tokens", self.max_tokens))
-        text = cut_at_stop(answer.text, self._stops(stop))
-        content, calls, invalid = parse_tool_call(text, [t["function"]["name"] for t in tools or []])
+                                 max_new_tokens=kwargs.get("max_tokens", self.max_tokens), choose_token=grammar)
+        text = cut_at_stop(answer.text, self._stops(stop)) if not tools else answer.text
+        content, calls, invalid = message_parts(parse_tool_call(text, names)) if tools else (text, [], [])
         message = AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid, response_metadata={
             "model_name": self.memory.lm.name, "citations": [citation_metadata(c) for c in answer.citations],
             "lexical_blocks": answer.lexical, "timings": answer.timings})
@@ -213,35 +222,14 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:min(cuts)] if cuts else text
 
 
-def parse_tool_call(text: str, names: Sequence[str]) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
-    """Split a reply into (remaining text, tool calls, invalid tool calls).
-
-    The first JSON object with a "tool" key is the call: valid when the tool is one of `names` and
-    "arguments" (default {}) is an object. Text that starts a call but is not valid JSON (a reply cut off
-    by the token limit) is an invalid call. Without `names`, or without a call, the text is the answer.
-    """
-    start = text.find("{")
-    if not names or start < 0:
-        return text, [], []
-    try:
-        obj, end = json.JSONDecoder().raw_decode(text, start)
-    except json.JSONDecodeError:
-        if '"tool"' not in text[start:]:
-            return text, [], []
-        return _rest(text[:start]), [], [invalid_tool_call(name=None, args=text[start:], id=_call_id(),
-                                                            error="the tool call is not valid JSON")]
-    if not isinstance(obj, dict) or "tool" not in obj:
-        return text, [], []
-    rest, name, args = _rest(text[:start] + text[end:]), obj["tool"], obj.get("arguments", {})
-    if name in names and isinstance(args, dict):
-        return rest, [tool_call(name=name, args=args, id=_call_id())], []
-    error = f"unknown tool {name!r}" if name not in names else "arguments must be a JSON object"
-    return rest, [], [invalid_tool_call(name=name if isinstance(name, str) else None, args=json.dumps(args),
-                                        id=_call_id(), error=error)]
-
-
-def _rest(text: str) -> str:
-    return _FENCE.sub("", text).strip()
+def message_parts(reply: Reply) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
+    """A parsed reply as an `AIMessage`'s (content, tool calls, invalid tool calls)."""
+    if reply.error:
+        return reply.text, [], [invalid_tool_call(name=reply.tool, args=reply.attempt, id=_call_id(),
+                                                  error=reply.error)]
+    if reply.tool is not None:
+        return reply.text, [tool_call(name=reply.tool, args=reply.arguments, id=_call_id())], []
+    return reply.text, [], []
 
 
 def _call_id() -> str:

@@ -1,10 +1,13 @@
 """The agent loop: the model, reading memory, either calls a tool or answers.
 
-A tool call is a strict JSON block `{"tool": NAME, "arguments": {...}}` (small local models have no
-native tool format). Tool results are written into memory and pinned into the next step's read set,
-so a long session does not grow the prompt. Only tool calls in the model's own reply run; text in the
-corpus is data. `run` is offered only when the user allowed commands. Every turn ends with a stop
-reason: answered, step_limit, or no_tools (the reply named no usable tool).
+The model's reply is decoded against a JSON schema (`agent.schemas.tool_call_schema`): either
+`{"tool": NAME, "arguments": {...}}` with NAME one of the offered tools and arguments valid for it
+(a path one of the repository's files, a symbol name one that exists, preferring those the turn has
+mentioned), or `{"answer": TEXT}`; so every call is valid by construction. A call already made this
+turn is not offered again (its result is already in memory). Tool results are written into memory and
+pinned into the next step's read set, so a long session does not grow the prompt. Only tool calls in the
+model's own reply run; text in the corpus is data. `run` is offered only when the user allowed commands.
+Every turn ends with a stop reason: answered or step_limit.
 """
 
 from __future__ import annotations
@@ -13,18 +16,23 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from agent.replies import first_json
+from agent.replies import parse_tool_call
+from agent.schemas import Vocabulary, mentioned, narrow, tool_call_schema, tool_parameters
 from agent.session import Session
 from l2m_core.errors import L2MError
+from l2m_core.grammar import JsonGrammar
 from l2m_core.memory import Answer, Citation, Memory
 from tools.toolbox import Toolbox
 
 READ_TOOLS = ("view", "search", "find_symbol", "find_references", "outline")
 INSTRUCTION = (
-    "You answer questions about the repository in the context. To look something up, reply with only a JSON "
-    'object {{"tool": NAME, "arguments": {{...}}}}; otherwise reply with the answer. Tools: {tools}.'
+    "You answer questions about the repository in the context. To look something up, reply with a JSON "
+    'object {{"tool": NAME, "arguments": {{...}}}}; when the context holds the answer, reply {{"answer": TEXT}}. '
+    "Tools: {tools}."
 )
-Respond = Callable[[str, str, list[int]], Answer]  # (question, instruction, pins) -> Answer
+REPLY_TOKENS = 256
+SYMBOL_ARGUMENTS = ("name",)  # tool arguments that name a symbol ("path" names a file)
+Respond = Callable[[str, str, list[int], dict], Answer]  # (question, instruction, pins, reply schema) -> Answer
 
 
 @dataclass
@@ -48,38 +56,58 @@ class TurnResult:
                           for s in self.steps]}
 
 
-def parse_tool_call(reply: str) -> tuple[str, dict] | None:
-    """(tool, arguments) when the reply holds a JSON tool call, else None."""
-    found = first_json(reply)
-    call = found[0] if found else None
-    if not isinstance(call, dict) or not isinstance(call.get("tool"), str):
-        return None
-    arguments = call.get("arguments", {})
-    return (call["tool"], arguments) if isinstance(arguments, dict) else None
-
-
 class AgentLoop:
     def __init__(self, memory: Memory, toolbox: Toolbox, session: Session, max_steps: int = 4,
-                 tools: Sequence[str] = READ_TOOLS, respond: Respond | None = None):
+                 tools: Sequence[str] = READ_TOOLS, respond: Respond | None = None, tool_steps: int = 0):
+        """`tool_steps`: the first replies of each turn that must call a tool (LangChain's tool_choice "required"
+        for them; the model still chooses which tool and arguments)."""
         self.memory, self.toolbox, self.session, self.max_steps = memory, toolbox, session, max_steps
+        self.tool_steps = tool_steps
         self.tools = {name: fn for name, fn in toolbox.tools().items() if name in tools}
         self.instruction = INSTRUCTION.format(tools=", ".join(self.tools))
-        self.respond = respond or (lambda q, instruction, pins: memory.ask(q, instruction=instruction, pins=pins))
+        self.respond = respond or self._constrained
+
+    def _constrained(self, question: str, instruction: str, pins: list[int], schema: dict) -> Answer:
+        grammar = JsonGrammar.for_memory(self.memory, schema)
+        return self.memory.ask(question, instruction=instruction, pins=pins, max_new_tokens=REPLY_TOKENS,
+                               choose_token=grammar)
+
+    def reply_schema(self, said: str, done: set[tuple[str, str]], answer: bool = True) -> dict:
+        """The schema of the next reply: a call of an offered tool (files and symbols narrowed to those `said`
+        mentions, else all; values in `done`, (tool, value) pairs already called, left out) or an answer."""
+        vocab = Vocabulary.of(self.toolbox.index, self.toolbox.edits)
+        files = mentioned(said, vocab.files) or list(vocab.files)
+        symbols = mentioned(said, vocab.symbols) or list(vocab.symbols)
+        tools = {}
+        for name, method in self.tools.items():
+            parameters = tool_parameters(method)
+            choices = {"path": files, **{arg: symbols for arg in SYMBOL_ARGUMENTS}}
+            choices = {arg: [v for v in values if (name, v) not in done] for arg, values in choices.items()}
+            required = parameters.get("required", [])
+            if any(arg in required and arg in parameters["properties"] and not values
+                   for arg, values in choices.items()):
+                continue  # every value of its main argument has been called already
+            tools[name] = narrow(parameters, choices)
+        return tool_call_schema(tools, answer=answer or not tools)
 
     def run(self, message: str) -> TurnResult:
         """One user turn: up to `max_steps` tool calls, then the answer (or the step limit)."""
         budget = self.memory.settings.max_read_blocks // 2
         pins = self._recent_blocks() + self._remember("user", message)
         result = TurnResult("", [])
-        for _ in range(self.max_steps):
-            answer = self.respond(message, self.instruction, pins[-budget:])
-            call = parse_tool_call(answer.text)
-            if call is None:
-                result.answer, result.citations = answer.text, answer.citations
+        said, done = message, set()
+        for step in range(self.max_steps):
+            schema = self.reply_schema(said, done, answer=step >= self.tool_steps)
+            answer = self.respond(message, self.instruction, pins[-budget:], schema)
+            reply = parse_tool_call(answer.text)
+            if reply.tool is None and reply.error is None:
+                result.answer, result.citations = reply.text, answer.citations
                 break
-            name, arguments = call
-            observation = self._call(name, arguments)
+            name, arguments = reply.tool or "?", reply.arguments
+            observation = f"error: {reply.error}" if reply.error else self._call(name, arguments)
             result.steps.append(ToolStep(name, arguments, observation))
+            said += "\n" + observation
+            done.update((name, v) for v in arguments.values() if isinstance(v, str))
             pins += self._remember("tool", f"Tool {name}({json.dumps(arguments)}) returned:\n{observation}")
         else:
             result.stop_reason = "step_limit"

@@ -4,7 +4,12 @@ Three sources, tried in order, each named in the result so the user sees where a
 1. a scripted plan: the task is a JSON list of `{"action", "args"}` steps (or a file holding one);
 2. rules: plain refactoring requests ("rename X to Y", "add parameter P=D to F", "move X to FILE"),
    several joined by "then" or ";";
-3. the model, reading memory, asked for a JSON plan; its reply is validated like any other.
+3. the model, reading memory: for each request of the task, the action it finds likeliest (the
+   log-probability of `[{"action": "NAME"` for each of the five, decoded under `agent.schemas.action_schema`)
+   is chosen, then it writes that step under a grammar (`agent.schemas.plan_schema`: arguments whose symbols
+   and files come from the index and the task), so the step is valid by construction. (Letting it pick
+   the action greedily, by the first token, chose add_parameter for nearly every request.) The plan is
+   checked like any other.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.replies import first_json
+from agent.schemas import PLAN_ACTIONS, Vocabulary, action_schema, plan_schema
 from l2m_core.errors import L2MError
-from tools.plan import ACTIONS, PlanStep, make_plan
-from tools.symbols import SymbolIndex
+from tools.plan import PlanStep, make_plan
+from tools.symbols import SymbolIndex, TextSource
 
 _NAME = r"`?([A-Za-z_][\w.]*)`?"
 _RULES: list[tuple[re.Pattern, Callable[[re.Match], dict]]] = [
@@ -34,10 +39,23 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], dict]]] = [
 ]
 _SPLIT = re.compile(r"\s*(?:;|\n|,?\s+then\s+|,?\s+and\s+then\s+)\s*", re.I)
 PLAN_INSTRUCTION = (
-    "You plan code edits. Reply with only a JSON list of steps, each {\"action\": ..., \"args\": {...}}. "
-    "Actions: rename_symbol(old, new); add_parameter(function, parameter, default?, argument?); "
-    "move_definition(name, dest_file); str_replace(path, old, new); insert(path, line, text); create(path, text)."
+    "You plan code edits. Reply with a JSON list of steps, each {\"action\": ..., \"args\": {...}}, one step per "
+    "requested change. Actions: rename_symbol(old, new): give a function or class a new name; "
+    "add_parameter(function, parameter, default): add a new parameter; set_default(function, parameter, default): "
+    "change the default value of an existing parameter; move_definition(name, dest_file): move a definition to "
+    "another file; add_docstring(function, docstring): document a function or class.\n"
+    "Examples: \"call load_data read_data instead\" -> "
+    '[{"action": "rename_symbol", "args": {"old": "load_data", "new": "read_data"}}]; '
+    '"let parse take a strict flag, off by default" -> '
+    '[{"action": "add_parameter", "args": {"function": "parse", "parameter": "strict", "default": "False"}}]; '
+    '"retries in fetch should default to 5" -> '
+    '[{"action": "set_default", "args": {"function": "fetch", "parameter": "retries", "default": "5"}}]; '
+    '"put Config in app/config.py" -> [{"action": "move_definition", "args": {"name": "Config", '
+    '"dest_file": "app/config.py"}}]; "explain in a docstring that run starts the server" -> '
+    '[{"action": "add_docstring", "args": {"function": "run", "docstring": "Start the server."}}]'
 )
+# (instruction, request, JSON schema of the reply) -> (the reply, its tokens' text and the model's log-probability)
+AskModel = Callable[[str, str, dict], tuple[str, list[tuple[str, float]]]]
 
 
 @dataclass
@@ -54,12 +72,17 @@ class Plan:
         return "\n".join([f"plan ({self.source}):"] + [f"  {n}. {s}" for n, s in enumerate(self.steps, 1)])
 
 
+def clauses(task: str) -> list[str]:
+    """The requests of a task joined by "then" or ";" (each is at most one step of a plan)."""
+    return [c.strip().rstrip(".") for c in _SPLIT.split(task.strip().rstrip(".")) if c.strip()]
+
+
 def parse_rules(task: str) -> list[dict] | None:
     """Steps for a task made only of plain refactoring requests, else None."""
     steps = []
-    for clause in filter(None, _SPLIT.split(task.strip().rstrip("."))):
+    for clause in clauses(task):
         for pattern, build in _RULES:
-            match = pattern.match(clause.strip().rstrip("."))
+            match = pattern.match(clause)
             if match:
                 steps.append(build(match))
                 break
@@ -84,24 +107,49 @@ def scripted(task: str) -> list[dict] | None:
     return steps
 
 
-def from_model_reply(reply: str) -> list[dict] | None:
-    """The first JSON list in a model's reply, if it is a list of steps."""
-    found = first_json(reply, "[")
-    steps = found[0] if found else None
-    ok = isinstance(steps, list) and steps and all(isinstance(s, dict) and s.get("action") in ACTIONS for s in steps)
-    return steps if ok else None
-
-
-def plan_task(task: str, index: SymbolIndex, ask_model: Callable[[str, str], str] | None = None) -> Plan:
-    """The checked plan for `task`; `ask_model(instruction, task)` is the model reading memory."""
+def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
+              source: TextSource | None = None) -> Plan:
+    """The checked plan for `task`. `ask_model(instruction, request, schema)` is the model reading memory,
+    decoding its reply against `schema` and scoring it; `source` lists the repository's files (for the schema)."""
     if not task.strip():
         raise L2MError("the task is empty")
-    for source, steps in (("script", scripted(task)), ("rules", parse_rules(task))):
+    for kind, steps in (("script", scripted(task)), ("rules", parse_rules(task))):
         if steps is not None:
-            return Plan(make_plan(index, steps), source)
-    reply = ask_model(PLAN_INSTRUCTION, task) if ask_model else ""
-    steps = from_model_reply(reply)
-    if steps is None:
-        raise L2MError("could not turn the task into a plan (the model gave no valid JSON plan); try "
-                       "'rename X to Y', 'add parameter P=DEFAULT to F', 'move X to FILE.py', or a JSON plan")
-    return Plan(make_plan(index, steps), "model")
+            return Plan(make_plan(index, steps), kind)
+    if ask_model is None or source is None:
+        raise L2MError("could not turn the task into a plan without a model; try 'rename X to Y', "
+                       "'add parameter P=DEFAULT to F', 'move X to FILE.py', or a JSON plan")
+    vocab, steps = Vocabulary.of(index, source), []
+    for request in clauses(task):
+        scores = {action: choice_score(ask_model(PLAN_INSTRUCTION, request, action_schema(action))[1], action)
+                  for action in PLAN_ACTIONS}
+        reply, _ = ask_model(PLAN_INSTRUCTION, request, plan_schema(request, vocab, max(scores, key=scores.get), task))
+        try:
+            steps += json.loads(reply)
+        except json.JSONDecodeError:
+            raise L2MError(f"the model's plan is not valid JSON: {reply[:200]!r}") from None
+    return Plan(make_plan(index, follow_renames(steps)), "model")
+
+
+def choice_score(pieces: list[tuple[str, float]], action: str) -> float:
+    """How much the model wanted `action`: the log-probability of the reply's tokens up to the action's name
+    (the rest is the arguments, which a fluent free-text docstring would win on)."""
+    text, total = "", 0.0
+    for piece, logprob in pieces:
+        text, total = text + piece, total + logprob
+        if f'"{action}"' in text:
+            break
+    return total
+
+
+def follow_renames(steps: list[dict]) -> list[dict]:
+    """Steps whose symbol arguments name a symbol an earlier step renamed, by its new name (the schema offers
+    the names that exist before the plan, so a model names a renamed function by its old name)."""
+    renamed: dict[str, str] = {}
+    out = []
+    for step in steps:
+        args = {k: renamed.get(v, v) if k in ("old", "function", "name") else v for k, v in step["args"].items()}
+        out.append({**step, "args": args})
+        if step["action"] == "rename_symbol":
+            renamed[args["old"]] = args["new"]
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import click
 
 from cli.common import emit, find_store
 from l2m_core.store import is_store
+
+PLAN_TOKENS = 256  # a constrained plan of a few steps fits easily; a cut-off one is an error, never half a plan
 
 
 def _root(store: str | None) -> Path:
@@ -27,13 +30,22 @@ def _planned(task: str, store: str | None, model_spec: str | None, test: str | N
     root = _root(store)
     toolbox = Toolbox(root, policy=RunPolicy(allowlist=(test,) if test else ()))
 
-    def ask_model(instruction: str, text: str) -> str:
+    agents = []  # opened on the first question only: the literal forms need no model
+
+    def ask_model(instruction: str, text: str, schema: dict) -> tuple[str, list[tuple[str, float]]]:
         from cli.common import open_agent
+        from l2m_core.grammar import ask_json
 
-        with open_agent(store, model_spec) as agent:
-            return agent.memory.ask(text, instruction=instruction, max_new_tokens=160).text
+        if not agents:
+            agents.append(open_agent(store, model_spec))
+        plan, _, pieces = ask_json(agents[0].memory, text, schema, instruction=instruction, max_new_tokens=PLAN_TOKENS)
+        return json.dumps(plan), pieces
 
-    return toolbox, plan_task(task, toolbox.index, ask_model)
+    try:
+        return toolbox, plan_task(task, toolbox.index, ask_model, toolbox.edits)
+    finally:
+        for agent in agents:
+            agent.close()
 
 
 common = [

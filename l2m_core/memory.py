@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 MEMORY_SLOT = "\x00L2M-MEMORY\x00"
 READING_INSTRUCTION = "Answer the question using the context. Answer briefly."
+ChooseToken = Callable[[torch.Tensor], int]  # next-token logits -> the token to emit
 
 
 def prompt_text(tokenizer, question: str, instruction: str | None = None) -> str:
@@ -448,30 +449,32 @@ class Memory:
     # ---- reading -----------------------------------------------------------------------------------
 
     def ask(self, question: str, instruction: str | None = None, max_new_tokens: int = 64,
-            pins: Sequence[int] = (), hops: int = 1) -> Answer:
+            pins: Sequence[int] = (), hops: int = 1, choose_token: ChooseToken | None = None) -> Answer:
         """Answer `question` reading memory. `pins` are block ids read by every layer (see `blocks_for`);
         `instruction` (tools, an answer format) is placed beside the question, after the context.
-        With `hops=2` the first answer joins the question to address memory again (chained reads)."""
+        With `hops=2` the first answer joins the question to address memory again (chained reads).
+        `choose_token(logits) -> token id` replaces greedy argmax in decoding (e.g. `grammar.JsonGrammar`,
+        which constrains the answer to a JSON schema; its text is then returned as decoded)."""
         if not question.strip():
             raise L2MError("the question is empty")
         self.refresh()
         try:
-            return self._ask(question, instruction, max_new_tokens, list(pins), hops)
+            return self._ask(question, instruction, max_new_tokens, list(pins), hops, choose_token)
         except BlocksGone:
             if not self.refresh():  # no other writer retired them: the store itself lost them
                 raise
-            return self._ask(question, instruction, max_new_tokens, list(pins), hops)
+            return self._ask(question, instruction, max_new_tokens, list(pins), hops, choose_token)
 
     def _ask(self, question: str, instruction: str | None, max_new_tokens: int, pins: list[int],
-             hops: int) -> Answer:
+             hops: int, choose_token: ChooseToken | None = None) -> Answer:
         query, answer = question, None
         for _ in range(max(1, hops)):
-            answer = self._answer(question, query, instruction, max_new_tokens, pins)
+            answer = self._answer(question, query, instruction, max_new_tokens, pins, choose_token)
             query = f"{question} {answer.text}"
         return answer
 
     def _answer(self, question: str, query: str, instruction: str | None, max_new_tokens: int,
-                pins: list[int]) -> Answer:
+                pins: list[int], choose_token: ChooseToken | None = None) -> Answer:
         start = time.perf_counter()
         tail_text = prompt_text(self.tokenizer, question, instruction).split(MEMORY_SLOT)[1]
         tail = self.tokenizer(tail_text, add_special_tokens=False, return_offsets_mapping=True)
@@ -480,9 +483,12 @@ class Memory:
         shared = self._shared_read_set(query, pins)
         plan, logits = self._prefill(tail["input_ids"], slice(q_tokens[0], q_tokens[-1] + 1), shared, pins)
         first_token = time.perf_counter()
-        text = without_repeats(self._decode(plan, logits, max_new_tokens).strip())
+        text = self._decode(plan, logits, max_new_tokens, choose_token).strip()
+        if choose_token is None:  # a constrained reply (JSON) is exactly what was decoded
+            text = without_repeats(text)
         citations = self._citations(plan.block_mass(), set(pins))
-        if citations and not instruction:  # a plain question (no tool protocol, no answer format of the caller's)
+        # a plain question (no tool protocol, no answer format of the caller's, no grammar)
+        if citations and not instruction and choose_token is None:
             text = named_answer(question, text, citations[0].source, citations[0].label)
         done = time.perf_counter()
         return Answer(text, citations, plan.read_set(), shared,
@@ -560,14 +566,16 @@ class Memory:
                                  [plan.values[i] for i in range(self.layers)])
         return self._heads[text]
 
-    def _decode(self, plan: ReadPlan, logits: torch.Tensor, max_new_tokens: int) -> str:
-        """Greedy decoding against the plan's per-layer caches (the read set stays fixed)."""
+    def _decode(self, plan: ReadPlan, logits: torch.Tensor, max_new_tokens: int,
+                choose_token: ChooseToken | None = None) -> str:
+        """Greedy decoding (or `choose_token`'s choice) against the plan's per-layer caches (the read set
+        stays fixed)."""
         device = self.lm.device
         position = int(plan.positions[-1]) + 1
         stop = _stop_ids(self.tokenizer, self.model)
         out: list[int] = []
         for _ in range(max_new_tokens):
-            token = int(logits.argmax())
+            token = int(logits.argmax()) if choose_token is None else choose_token(logits)
             if token in stop:
                 break
             out.append(token)
@@ -637,6 +645,11 @@ class Memory:
         return sorted(cites, key=lambda c: (pinned.isdisjoint(c.block_ids), -c.weight))
 
     # ---- name lookups and bookkeeping ---------------------------------------------------------------
+
+    @property
+    def stop_ids(self) -> set[int]:
+        """The token ids that end an answer."""
+        return _stop_ids(self.tokenizer, self.model)
 
     def blocks_for(self, source: str, line_start: int | None = None, line_end: int | None = None) -> list[int]:
         """Blocks of `source` overlapping the line range (all of them without one): pins for `ask`."""

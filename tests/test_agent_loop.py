@@ -1,5 +1,6 @@
 """The agent loop's mechanics with a scripted responder in place of the model: tool calls run, results go
-into memory and are pinned, the step limit stops, corpus text never runs a command, sessions resume."""
+into memory and are pinned, the step limit stops, corpus text never runs a command, sessions resume; and
+the reply schema the model decodes against, which even a random model's replies always fit."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.loop import AgentLoop, parse_tool_call
+from agent.loop import AgentLoop
 from agent.names import candidates
+from agent.replies import parse_tool_call
 from agent.session import Session
 from l2m_core.loading import load_model
 from l2m_core.memory import Answer, Memory
@@ -24,10 +26,11 @@ class Scripted:
     """Replies in order; records the pins each call received."""
 
     def __init__(self, *replies: str):
-        self.replies, self.pins = list(replies), []
+        self.replies, self.pins, self.schemas = list(replies), [], []
 
-    def __call__(self, question, instruction, pins):
+    def __call__(self, question, instruction, pins, schema):
         self.pins.append(list(pins))
+        self.schemas.append(schema)
         return Answer(self.replies.pop(0), [], {}, [])
 
 
@@ -41,10 +44,52 @@ def setup(tmp_path, tiny_model_dir):
 
 
 def test_parse_tool_call():
-    assert parse_tool_call('{"tool": "view", "arguments": {"path": "a.py"}}') == ("view", {"path": "a.py"})
-    assert parse_tool_call("Sure: {\"tool\": \"search\"}") == ("search", {})
-    assert parse_tool_call("The answer is {not json}") is None
-    assert parse_tool_call('{"tool": "view", "arguments": [1]}') is None
+    call = parse_tool_call('{"tool": "view", "arguments": {"path": "a.py"}}')
+    assert call.is_call and (call.tool, call.arguments) == ("view", {"path": "a.py"})
+    assert parse_tool_call("Sure: {\"tool\": \"search\"}").tool == "search"
+    assert not parse_tool_call("The answer is {not json}").tool
+    assert parse_tool_call('{"answer": "In a.py."}').text == "In a.py."
+    assert "must be a JSON object" in parse_tool_call('{"tool": "view", "arguments": [1]}').error
+
+
+def offered(schema: dict) -> dict[str, dict]:
+    """tool name -> its arguments schema, from a reply schema."""
+    return {c["properties"]["tool"]["const"]: c["properties"]["arguments"] for c in schema["anyOf"]
+            if "tool" in c["properties"]}
+
+
+def test_reply_schema_offers_the_tools_with_files_and_symbols_from_the_index(setup):
+    _, memory, toolbox = setup
+    loop = AgentLoop(memory, toolbox, Session.open(memory.files.engine))
+    tools = offered(loop.reply_schema("Where is Square defined?", set()))
+    assert set(tools) == {"view", "search", "find_symbol", "find_references", "outline"}  # no run, no edits
+    assert tools["find_symbol"]["properties"]["name"] == {"enum": ["Square"]}  # the one the question names
+    assert set(tools["view"]["properties"]["path"]["enum"]) == {"app.py", "shapes/__init__.py", "shapes/geometry.py"}
+    after = offered(loop.reply_schema("Where is Square defined?\nshapes/geometry.py:3:7 class Square",
+                                      {("find_symbol", "Square")}))
+    assert after["view"]["properties"]["path"] == {"enum": ["shapes/geometry.py"]}
+    assert "find_symbol" not in after  # its only candidate was looked up already
+    assert "run" in offered(AgentLoop(memory, toolbox, Session.open(memory.files.engine),
+                                      tools=("view", "run")).reply_schema("hi", set()))
+
+
+def test_tool_steps_must_call_a_tool_then_the_model_may_answer(setup):
+    _, memory, toolbox = setup
+    responder = Scripted('{"tool": "find_symbol", "arguments": {"name": "Square"}}', '{"answer": "In geometry.py."}')
+    turn = AgentLoop(memory, toolbox, Session.open(memory.files.engine), respond=responder, tool_steps=1).run(
+        "Where is Square?")
+    assert turn.answer == "In geometry.py." and [s.tool for s in turn.steps] == ["find_symbol"]
+    first, second = ([c for c in schema["anyOf"] if "answer" in c["properties"]] for schema in responder.schemas)
+    assert not first and second
+
+
+def test_a_random_model_under_the_grammar_only_makes_valid_calls(setup):
+    _, memory, toolbox = setup
+    turn = AgentLoop(memory, toolbox, Session.open(memory.files.engine), max_steps=3).run("Where is Square?")
+    assert turn.steps or turn.stop_reason == "answered"
+    for step in turn.steps:
+        assert step.tool in ("view", "search", "find_symbol", "find_references", "outline")
+        assert not step.observation.startswith("error: bad arguments")
 
 
 def test_tool_result_goes_to_memory_and_is_pinned_next_step(setup):

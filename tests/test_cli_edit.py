@@ -83,3 +83,23 @@ def test_failing_tests_revert_when_asked(repo):
                "--revert-on-fail", cwd=repo)
     assert done.returncode == 1 and "reverted" in done.stdout
     assert snapshot(repo) == before
+
+
+PLAIN_RENAME = "Rename the function compute_total to total_amount everywhere it is defined and used"
+
+
+@pytest.mark.model
+def test_a_plain_rename_request_is_planned_by_the_model_applied_and_undone(repo):
+    """Issue 15's request: the literal forms refuse it (trailing words), and the default model used to give
+    "no valid JSON plan"; decoded under the plan grammar it is a plan, made by the model."""
+    before = snapshot(repo)
+    assert l2m("ingest", ".", cwd=repo).returncode == 0
+    done = l2m("edit", PLAIN_RENAME, "--apply", "--test", f"{sys.executable} -m pytest -q", "--json", cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["source"] == "model" and result["test"]["ok"]
+    assert [(s["action"], s["args"]) for s in result["steps"]] == [
+        ("rename_symbol", {"old": "compute_total", "new": "total_amount"})]
+    assert "compute_total" not in "".join(p.read_text() for p in repo.rglob("*.py") if ".l2m" not in p.parts)
+    assert l2m("undo", cwd=repo).returncode == 0
+    assert snapshot(repo) == before

@@ -1,6 +1,6 @@
 """LangChain components on a tiny model: the chat model reads memory, the retriever returns what it reads,
-the tools keep their contracts. Generation that must be JSON is scripted (the random model cannot write it);
-the memory read under it is always the real one."""
+the tools keep their contracts. Most generation that must be JSON is scripted; with tools bound, the random
+model itself writes valid calls (grammar-constrained decoding). The memory read is always the real one."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 from pydantic import BaseModel, ValidationError
 
 from agent.core import Agent
-from agent.langchain import L2MChatModel, L2MRetriever, cut_at_stop, l2m_tools, parse_tool_call
+from agent.langchain import L2MChatModel, L2MRetriever, cut_at_stop, l2m_tools, message_parts
+from agent.replies import parse_tool_call
 from l2m_core.errors import L2MError
 from l2m_core.loading import LoadedModel, load_model
 from l2m_core.memory import Memory
@@ -46,9 +47,9 @@ def scripted(memory, monkeypatch):
     """Make `memory.ask` reply `script["text"]` after the real read (no decoding); record every call."""
     script, calls, real_ask = {"text": ""}, [], memory.ask
 
-    def ask(question, instruction=None, max_new_tokens=64, pins=(), hops=1):
+    def ask(question, instruction=None, max_new_tokens=64, pins=(), hops=1, choose_token=None):
         calls.append({"question": question, "instruction": instruction, "max_new_tokens": max_new_tokens,
-                      "pins": list(pins), "hops": hops})
+                      "pins": list(pins), "hops": hops, "choose_token": choose_token})
         answer = real_ask(question, instruction=instruction, max_new_tokens=0, pins=pins)
         answer.text = script["text"]
         return answer
@@ -157,6 +158,14 @@ def test_a_json_reply_becomes_a_tool_call_with_citations(memory, scripted):
     assert "otherwise answer in plain text" in instruction
 
 
+@pytest.mark.parametrize("choice", ["any", "add"])
+def test_bound_tools_constrain_even_a_random_model_to_a_valid_call(memory, choice):
+    reply = L2MChatModel(memory=memory, max_tokens=96).bind_tools([add], tool_choice=choice).invoke(QUESTION)
+    [call] = reply.tool_calls
+    assert call["name"] == "add" and not reply.invalid_tool_calls
+    assert set(call["args"]) == {"a", "b"} and all(isinstance(v, int) for v in call["args"].values())
+
+
 @pytest.mark.parametrize("choice, expected", [
     ("any", "Call one of these tools"), ("required", "Call one of these tools"),
     ({"type": "function", "function": {"name": "add"}}, 'Call the tool add: reply with only one JSON object'),
@@ -190,15 +199,22 @@ def test_structured_output_parses_the_scripted_call(memory, scripted):
     ("Room 14.", "Room 14.", None, None),
 ])
 def test_parse_tool_call(text, content, call, error):
-    rest, calls, invalid = parse_tool_call(text, ["add"])
+    rest, calls, invalid = message_parts(parse_tool_call(text, ["add"]))
     assert rest == content
     assert [(c["name"], c["args"]) for c in calls] == ([call] if call else [])
     assert len(invalid) == bool(error) and all(error in i["error"] for i in invalid)
 
 
-def test_without_bound_tools_json_is_just_text():
-    text = '{"tool": "add", "arguments": {}}'
-    assert parse_tool_call(text, []) == (text, [], [])
+def test_a_constrained_answer_is_its_text():
+    assert message_parts(parse_tool_call('{"answer": "Room 14."}', ["add"])) == ("Room 14.", [], [])
+
+
+def test_without_bound_tools_json_is_just_text(memory, scripted):
+    script, calls = scripted
+    script["text"] = '{"tool": "add", "arguments": {}}'
+    reply = L2MChatModel(memory=memory).invoke("What is 1 + 2?")
+    assert reply.content == script["text"] and not reply.tool_calls and not reply.invalid_tool_calls
+    assert calls[0]["choose_token"] is None  # no tools: plain greedy decoding
 
 
 # ---- retriever -----------------------------------------------------------------------------------

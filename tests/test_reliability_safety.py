@@ -56,7 +56,7 @@ class Obedient:
     def __init__(self, call: str):
         self.replies = [call, "done"]
 
-    def __call__(self, question, instruction, pins):
+    def __call__(self, question, instruction, pins, schema):
         return Answer(self.replies.pop(0), [], {}, [])
 
 

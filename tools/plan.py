@@ -17,7 +17,7 @@ from typing import Any
 from l2m_core.errors import L2MError
 from tools.edits import EditSet
 from tools.pyindex import PythonIndex
-from tools.refactor import Refactoring, add_parameter, move_definition, rename_symbol
+from tools.refactor import Refactoring, add_docstring, add_parameter, move_definition, rename_symbol, set_default
 from tools.symbols import SymbolIndex
 
 
@@ -40,11 +40,14 @@ ACTIONS: dict[str, Callable[..., Refactoring]] = {
     "rename_symbol": rename_symbol,
     "add_parameter": add_parameter,
     "move_definition": move_definition,
+    "set_default": set_default,
+    "add_docstring": add_docstring,
     "str_replace": _str_replace,
     "insert": _insert,
     "create": _create,
 }
-_SYMBOL_ARG = {"rename_symbol": "old", "add_parameter": "function", "move_definition": "name"}
+_SYMBOL_ARG = {"rename_symbol": "old", "add_parameter": "function", "move_definition": "name",
+               "set_default": "function", "add_docstring": "function"}
 
 
 @dataclass(frozen=True)

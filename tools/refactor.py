@@ -3,7 +3,8 @@
 Each function finds what to change through a `SymbolIndex` (where a name is defined and used),
 checks every position against the current text (a stale index is an error, not a wrong edit), and
 stages the result in an `EditSet`; nothing reaches the disk until the set is applied. A refactoring
-that fails stages nothing. `add_parameter` and `move_definition` understand Python syntax.
+that fails stages nothing. `add_parameter`, `set_default`, `add_docstring` and `move_definition`
+understand Python syntax.
 """
 
 from __future__ import annotations
@@ -115,6 +116,53 @@ def add_parameter(
     for path, spans in planned.items():
         edits.replace_spans(path, spans)
     return Refactoring(sorted(planned), notes)
+
+
+def set_default(edits: EditSet, index: SymbolIndex, function: str, parameter: str, default: str) -> Refactoring:
+    """Give `parameter` of the one Python function or method `function` the default `default` (a Python
+    expression), replacing the default it has. Refuses a parameter the function lacks, a splat, and a
+    new default before parameters without one (it would not compile)."""
+    definition = _one_definition(index, function, kinds=("function", "method"))
+    src = _source(edits, {}, definition.span.path)
+    params = src.identifier_at(definition.span, function).parent.child_by_field_name("parameters")
+    items = [c for c in params.named_children if c.type != "comment"]
+    found = [n for n, c in enumerate(items) if c.type not in _SPLATS and _parameter_name(src, c) == parameter]
+    if not found:
+        raise L2MError(f"{function} has no parameter {parameter}")
+    item = items[found[0]]
+    value = item.child_by_field_name("value")
+    if value is not None:
+        edits.replace_spans(src.path, [(src.start(value), src.end(value), default)])
+        return Refactoring([src.path])
+    if item.type not in ("identifier", "typed_parameter"):
+        raise L2MError(f"{src.path}:{item.start_point[0] + 1}: {parameter} cannot take a default")
+    later = items[found[0] + 1:]
+    positional = later[:next((n for n, c in enumerate(later) if c.type in _SPLATS), len(later))]
+    if not all(c.type in (*_DEFAULTED, "dictionary_splat_pattern") for c in positional):
+        raise L2MError(f"{parameter} is followed by parameters without a default; giving it one would not compile")
+    piece = f"={default}" if item.type == "identifier" else f" = {default}"
+    edits.replace_spans(src.path, [(src.end(item), src.end(item), piece)])
+    return Refactoring([src.path])
+
+
+def add_docstring(edits: EditSet, index: SymbolIndex, function: str, docstring: str) -> Refactoring:
+    """Give the one Python function, method or class `function` the one-line docstring `docstring`.
+    Refuses a definition that has a docstring already or whose body shares its line."""
+    definition = _one_definition(index, function, kinds=("function", "method", "class"))
+    src = _source(edits, {}, definition.span.path)
+    body = src.identifier_at(definition.span, function).parent.child_by_field_name("body")
+    first = next((c for c in body.named_children if c.type != "comment"), None)
+    if first is not None and first.type == "expression_statement" and first.named_children[0].type == "string":
+        raise L2MError(f"{function} already has a docstring at {src.path}:{first.start_point[0] + 1}")
+    at = src.start(body)
+    if src.line_start(at) == src.line_start(src.start(body.parent)):
+        raise L2MError(f"{src.path}:{body.start_point[0] + 1}: the body of {function} is on its def line")
+    text = " ".join(docstring.replace('"""', "'''").split()).rstrip("\\")
+    if not text:
+        raise L2MError("the docstring is empty")
+    indent = src.text[src.line_start(at):at]
+    edits.replace_spans(src.path, [(at, at, f'"""{text}"""\n{indent}')])
+    return Refactoring([src.path])
 
 
 def move_definition(edits: EditSet, index: SymbolIndex, name: str, dest_file: str) -> Refactoring:
