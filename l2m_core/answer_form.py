@@ -1,17 +1,20 @@
 """Answers that name what was read, for questions that ask for a name.
 
 "Which function ...?", "In which file ...?" and "Which Article ...?" ask for the name of a place. The
-engine knows the place it read most (the top citation, with the definition or section around it from
-the corpus index); a small model reading a function body often invents a plausible name instead of
-the one it read. For these questions the answer names the top citation's definition, file or section,
-unless the model's own reply already does. Other questions keep the model's reply, cut where it starts
-repeating itself.
+engine knows the places it read (the citations, with the definition or section around each from the
+corpus index); a small model reading a function body often invents a plausible name instead of the one
+it read. When the reply names one of the places read, that place becomes the answer's first citation;
+when it names none, the answer is the name of the top citation. Replies are cut where they start
+repeating themselves.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
+C = TypeVar("C", bound="Cited")
 _SYMBOL = r"function|method|class|helper|decorator|callable|routine|property|exception|constructor|subclass"
 _ASKS = {
     "file": re.compile(r"\b(which|what)\s+(\w+\s+){0,2}(file|module)s?\b|\bin which (file|module)\b", re.IGNORECASE),
@@ -30,15 +33,31 @@ def asks_for(question: str) -> str | None:
     return None
 
 
-def named_answer(question: str, reply: str, source: str, label: str) -> str:
-    """The reply, or the name of what was read (`source`, its enclosing `label`) when the question asks
-    for a name and the reply does not give that one."""
+class Cited(Protocol):
+    source: str
+    label: str
+
+
+def named_answer(question: str, reply: str, citations: Sequence[C]) -> tuple[str, list[C]]:
+    """The reply and the citations, for a question that asks for a name: when the reply names a place it
+    read (a cited definition, section or file), that citation goes first, as the answer's source; when it
+    names none of them, the answer is the top citation's name. Other questions are left as they are."""
     kind = asks_for(question)
+    if kind is None or not citations:
+        return reply, list(citations)
+
+    def names(c: Cited) -> list[str]:
+        if kind == "file":
+            return [c.source, c.source.rsplit("/", 1)[-1]]
+        return [c.label, c.label.rsplit(".", 1)[-1]] if c.label else []
+
+    named = [c for c in citations if any(re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", reply) for n in names(c))]
+    if named:
+        return reply, [named[0], *(c for c in citations if c is not named[0])]
+    top = citations[0]
     if kind == "file":
-        return reply if source in reply else f"{source}" + (f" ({label})" if label else "")
-    if kind in ("symbol", "section") and label:
-        return reply if label.lower() in reply.lower() else f"{label} ({source})"
-    return reply
+        return top.source + (f" ({top.label})" if top.label else ""), list(citations)
+    return (f"{top.label} ({top.source})" if top.label else reply), list(citations)
 
 
 def without_repeats(text: str) -> str:

@@ -488,8 +488,8 @@ class Memory:
             text = without_repeats(text)
         citations = self._citations(plan.block_mass(), set(pins))
         # a plain question (no tool protocol, no answer format of the caller's, no grammar)
-        if citations and not instruction and choose_token is None:
-            text = named_answer(question, text, citations[0].source, citations[0].label)
+        if not instruction and choose_token is None:
+            text, citations = named_answer(question, text, citations)
         done = time.perf_counter()
         return Answer(text, citations, plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})

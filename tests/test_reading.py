@@ -13,7 +13,7 @@ from agent import Agent
 from l2m_core.answer_form import asks_for, named_answer, without_repeats
 from l2m_core.errors import L2MError
 from l2m_core.loading import load_model
-from l2m_core.memory import Memory
+from l2m_core.memory import Citation, Memory
 from l2m_core.settings import MemorySettings
 
 SETTINGS = dict(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, lexical_top_k=1, neighbours=0,
@@ -107,12 +107,22 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     assert asks_for("In which file is the registry of pattern factories kept?") == "file"
     assert asks_for("Which Article sets out the obligations of importers?") == "section"
     assert asks_for("What does match_file return for an excluded file?") is None
-    read = ("pkg/util.py", "normalize_file")
-    assert named_answer("Which function normalises paths?", "It is fix_path.", *read) == "normalize_file (pkg/util.py)"
-    assert named_answer("Which function normalises paths?", "normalize_file.", *read) == "normalize_file."
-    assert named_answer("In which module is it?", "In utils.", *read) == "pkg/util.py (normalize_file)"
-    assert named_answer("What does it return?", "A string.", *read) == "A string."
-    assert named_answer("Which function normalises paths?", "fix_path", "pkg/util.py", "") == "fix_path"
+    top = Citation("pkg/util.py", 1, 9, 0.6, (1,), "normalize_file")
+    other = Citation("pkg/a.py", 3, 4, 0.4, (7,), "Spec.walk")
+    cites = [top, other]
+    # the reply names nothing it read: the answer is the top citation's name
+    named = named_answer("Which function normalises paths?", "It is fix_path.", cites)
+    assert named == ("normalize_file (pkg/util.py)", cites)
+    # the reply names a place it read: kept, and that place becomes the first citation
+    named = named_answer("Which method walks the tree?", "The walk method.", cites)
+    assert named == ("The walk method.", [other, top])
+    near_miss = named_answer("Which method walks the tree?", "It is normalize_files.", cites)
+    assert near_miss[0] == "normalize_file (pkg/util.py)"
+    assert named_answer("In which module is it?", "In utils.", cites)[0] == "pkg/util.py (normalize_file)"
+    assert named_answer("In which module is it?", "It is in a.py.", cites) == ("It is in a.py.", [other, top])
+    assert named_answer("What does it return?", "A string.", cites) == ("A string.", cites)
+    unnamed = [Citation("pkg/util.py", 1, 9, 1.0, (1,))]
+    assert named_answer("Which function normalises paths?", "fix_path", unnamed) == ("fix_path", unnamed)
 
 
 def test_a_looping_reply_is_cut_where_it_repeats():
