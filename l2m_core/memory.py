@@ -5,10 +5,11 @@
     answer = mem.ask("Where is the retry policy configured?")
     print(answer.text, [str(c) for c in answer.citations])
 
-Writing: a document is fed in chunks; each chunk attends to the store's reading head (the chat turn and
-reading instruction a question later sees before its context), the document's first `sink` tokens, the
-last `local` tokens and itself (attention.RecordPlan). Blocks are so written in the context they are read
-in: stored as a bare document, the same evidence was read correctly far less often (DESIGN.md s10).
+Writing: a document is fed in chunks; each chunk attends to the store's reading head (opt-in: the chat
+turn and reading instruction a question later sees before its context; empty by default), the document's
+first `sink` tokens, the last `local` tokens and itself (attention.RecordPlan). With a head, blocks are
+written in the context they are read in (DESIGN.md s10: pasted evidence read after the instruction is read
+far better than evidence encoded before it).
 Every token's un-rotated key and value are kept; each run of `block_size` tokens becomes a block:
 compressed keys/values per layer (cold tier), representative keys and provenance (in RAM for addressing).
 Documents are independent, so one file can be re-ingested without touching the others.
@@ -183,8 +184,6 @@ class Memory:
                database_url: str | None = None) -> Memory:
         check_supported(lm.model.config)
         settings = settings or MemorySettings()
-        if settings.reading_head is None:
-            settings = settings.replace(reading_head=reading_head(lm.tokenizer))
         files = StoreFiles.create(Path(path), _model_info(lm), settings, database_url)
         return cls(files, lm, settings)
 

@@ -24,9 +24,9 @@ class MemorySettings:
     repr_keys: int = 4            # representative keys per block and KV head, kept in RAM for addressing
     codec: str = "int8"           # cold-tier compression: int8 | int4 | fp16 | fp32 (exact)
     hot_budget_mb: float = 256.0  # hot-tier byte budget
-    reading_head: str | None = None  # text every block is written after and read after (the chat template's
-                                  # turn up to the context, see memory.reading_head); None at creation means
-                                  # the model's default head, "" a bare store (blocks written as plain text)
+    reading_head: str = ""        # text every block is written after and read after; "" (default): blocks
+                                  # are written as bare documents. `memory.reading_head(tokenizer)` is the chat
+                                  # turn up to the context: opt-in, it cost a 16K pass key (see architecture.md)
 
     def __post_init__(self):
         if self.codec not in CODECS:

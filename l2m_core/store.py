@@ -29,7 +29,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from l2m_core.errors import L2MError
 from l2m_core.settings import MemorySettings
 
-FORMAT_VERSION = 2  # 2: blocks are written after the store's reading head (settings.reading_head)
+FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 STORE_DIR = ".l2m"  # a corpus's store, in its root unless told otherwise
 DATABASE = "memory.db"
@@ -226,8 +226,7 @@ def _read_manifest(path: Path) -> dict:
     if not isinstance(manifest, dict):
         raise L2MError(f"{file} is damaged (not a JSON object)")
     if manifest.get("format") != FORMAT_VERSION:
-        raise L2MError(f"{path} has store format {manifest.get('format')}; this l2m reads {FORMAT_VERSION} "
-                       "(its blocks are written after a reading head): ingest again into a new store")
+        raise L2MError(f"{path} has store format {manifest.get('format')}; this l2m reads {FORMAT_VERSION}")
     if not isinstance(manifest.get("database"), str | None):
         raise L2MError(f"{file} is damaged (database is not a URL)")
     settings = manifest.get("settings")

@@ -14,7 +14,7 @@ import torch
 from l2m_core import codec
 from l2m_core.errors import L2MError
 from l2m_core.loading import LoadedModel, load_model
-from l2m_core.memory import Memory
+from l2m_core.memory import Memory, reading_head
 from l2m_core.rope import Rotary
 from l2m_core.settings import MemorySettings
 from l2m_core.tiny import tiny_llama
@@ -54,16 +54,17 @@ def test_quantization_error_is_bounded_by_half_a_step(name, levels):
 
 
 @pytest.mark.parametrize("chunk", [32, 256])
-@pytest.mark.parametrize("head", [None, ""], ids=["reading-head", "bare"])
+@pytest.mark.parametrize("head", ["chat", ""], ids=["reading-head", "bare"])
 def test_read_path_equals_plain_model_when_everything_is_read(tiny, tmp_path, chunk, head):
     """All blocks in the read set, nothing compressed, full context while ingesting: the same logits as the
     plain model over `[reading head | document | tail]` (head and blocks at contiguous positions)."""
-    settings = small(codec="fp32", chunk_size=chunk, local=4096, max_read_blocks=64, reading_head=head)
+    settings = small(codec="fp32", chunk_size=chunk, local=4096, max_read_blocks=64,
+                     reading_head=reading_head(tiny.tokenizer) if head else "")
     mem = Memory.create(tmp_path / "s", tiny, settings)
     doc = TEXT[:400]
     mem.ingest_document(doc, "doc.txt")
     head_ids = tiny.tokenizer(mem.settings.reading_head, add_special_tokens=False)["input_ids"]
-    assert bool(head_ids) == (head is None)
+    assert bool(head_ids) == bool(head)
     doc_ids = tiny.tokenizer(doc, add_special_tokens=False)["input_ids"]
     tail = tiny.tokenizer(" and then", add_special_tokens=False)["input_ids"]
     ours = mem.logits(tail, pins=mem.blocks_for("doc.txt"), head=mem.settings.reading_head)
@@ -74,7 +75,7 @@ def test_read_path_equals_plain_model_when_everything_is_read(tiny, tmp_path, ch
 
 def test_part_of_the_document_read_sits_right_after_the_head(tiny, tmp_path):
     """Fewer blocks than the budget: still no position gap between the head and the first block read."""
-    settings = small(codec="fp32", local=4096, max_read_blocks=64)
+    settings = small(codec="fp32", local=4096, max_read_blocks=64, reading_head=reading_head(tiny.tokenizer))
     mem = Memory.create(tmp_path / "s", tiny, settings)
     doc = TEXT[:400]
     spans = mem.ingest_document(doc, "doc.txt")

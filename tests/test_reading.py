@@ -1,6 +1,6 @@
 """Reading as the evidence allows: heading blocks join the read set, citations name their definition or
 section, answers to "which function/file/Article" name what was read, looping replies are cut, and a
-store written before reading heads is refused."""
+store keeps the reading head its blocks were written after."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 import textwrap
 
 import pytest
+import torch
 
 from agent import Agent
 from l2m_core.answer_form import asks_for, named_answer, without_repeats
-from l2m_core.errors import L2MError
 from l2m_core.loading import load_model
-from l2m_core.memory import Citation, Memory
+from l2m_core.memory import Citation, Memory, reading_head
 from l2m_core.settings import MemorySettings
 
 SETTINGS = dict(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, lexical_top_k=1, neighbours=0,
@@ -131,13 +131,15 @@ def test_a_looping_reply_is_cut_where_it_repeats():
     assert without_repeats("def f():\n    return 1\n") == "def f():\n    return 1\n"
 
 
-def test_store_written_before_reading_heads_is_refused(tmp_path, tiny):
-    mem = Memory.create(tmp_path / "s", tiny, MemorySettings(**SETTINGS))
+def test_a_store_keeps_its_reading_head_and_reads_after_it(tmp_path, tiny):
+    head = reading_head(tiny.tokenizer)
+    mem = Memory.create(tmp_path / "s", tiny, MemorySettings(**SETTINGS, reading_head=head))
+    mem.ingest_document(LEGAL, "rules.txt")
+    expected = mem.logits([5, 6, 7], pins=mem.blocks_for("rules.txt")[:2])
     mem.close()
-    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    assert manifest["settings"]["reading_head"].startswith(tiny.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}], tokenize=False)[:10])
-    manifest["format"] = 1
-    (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(L2MError, match="ingest again into a new store"):
-        Memory.open(tmp_path / "s", tiny)
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["settings"]["reading_head"] == head
+    again = Memory.open(tmp_path / "s", tiny)
+    assert again.settings.reading_head == head
+    assert torch.equal(again.logits([5, 6, 7], pins=again.blocks_for("rules.txt")[:2]), expected)
+    bare = Memory.create(tmp_path / "bare", tiny, MemorySettings(**SETTINGS))
+    assert bare.settings.reading_head == ""
