@@ -65,7 +65,7 @@ def without_repeats(text: str) -> str:
     seen: set[str] = set()
     for piece in re.finditer(r"[^.!?\n]+[.!?]?", text):
         key = piece[0].strip().lower()
-        if len(key) > 1 and key in seen:
+        if sum(ch.isalpha() for ch in key) >= 8 and key in seen:  # not "1." of a list or "3.1"
             return text[:piece.start()].rstrip()
         seen.add(key)
     return text

@@ -503,7 +503,8 @@ class Memory:
         else:
             lexical = self.lexical.top(query, s.lexical_top_k)
         extra = neighbours(lexical, self.meta, self.by_position, s.neighbours)
-        return fuse(pins, lexical, [*self._headings(lexical), *extra], [], s.max_read_blocks)
+        headings = self._headings(lexical) if s.heading_blocks else []
+        return fuse(pins, lexical, [*headings, *extra], [], s.max_read_blocks)
 
     def _headings(self, found: list[int]) -> list[int]:
         """The heading blocks of the definitions or sections holding `found` blocks: a function body read
@@ -531,8 +532,11 @@ class Memory:
         head, head_k, head_v = self._head_states(
             self.settings.reading_head or reading_head(self.tokenizer) if head_text is None else head_text)
         staged = self._prefetch(shared)
-        room = min(s.attention_top_k, s.max_read_blocks - len(shared)) * s.block_size
-        memory_end = len(head) + sum(self.meta[b].n_tokens for b in shared) + room
+        if s.contiguous:
+            room = min(s.attention_top_k, s.max_read_blocks - len(shared)) * s.block_size
+            memory_end = len(head) + sum(self.meta[b].n_tokens for b in shared) + room
+        else:
+            memory_end = len(head) + s.max_read_blocks * s.block_size
 
         def select(layer: int, query_raw: torch.Tensor) -> list[int]:
             attention = self.reprs.top(layer, query_raw, s.attention_top_k, exclude=set(shared))

@@ -24,6 +24,11 @@ class MemorySettings:
     repr_keys: int = 4            # representative keys per block and KV head, kept in RAM for addressing
     codec: str = "int8"           # cold-tier compression: int8 | int4 | fp16 | fp32 (exact)
     hot_budget_mb: float = 256.0  # hot-tier byte budget
+    contiguous: bool = False      # read blocks start right after the head (exact for any read set); default:
+                                  # they end at head + max_read_blocks * block_size, where the question starts
+                                  # (the layout the default model's tests were measured with; DORA's TLPT
+                                  # question went wrong with contiguous blocks)
+    heading_blocks: bool = False  # also read the heading block of each lexical hit (needs the corpus index)
     reading_head: str = ""        # text every block is written after and read after; "" (default): blocks
                                   # are written as bare documents. `memory.reading_head(tokenizer)` is the chat
                                   # turn up to the context: opt-in, it cost a 16K pass key (see architecture.md)

@@ -26,7 +26,7 @@ HEAD = "<|im_start|>user\nAnswer the question using the context.\n\nContext:\n"
 TAIL = " and then the lamp"
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 EXACT = MemorySettings(block_size=16, chunk_size=32, sink=16, local=4096, max_read_blocks=64, codec="fp32",
-                       hot_budget_mb=4)
+                       hot_budget_mb=4, contiguous=True)
 
 
 def test_every_tiny_family_is_a_supported_family():

@@ -58,7 +58,7 @@ def test_quantization_error_is_bounded_by_half_a_step(name, levels):
 def test_read_path_equals_plain_model_when_everything_is_read(tiny, tmp_path, chunk, head):
     """All blocks in the read set, nothing compressed, full context while ingesting: the same logits as the
     plain model over `[reading head | document | tail]` (head and blocks at contiguous positions)."""
-    settings = small(codec="fp32", chunk_size=chunk, local=4096, max_read_blocks=64,
+    settings = small(codec="fp32", chunk_size=chunk, local=4096, max_read_blocks=64, contiguous=True,
                      reading_head=reading_head(tiny.tokenizer) if head else "")
     mem = Memory.create(tmp_path / "s", tiny, settings)
     doc = TEXT[:400]
@@ -75,7 +75,8 @@ def test_read_path_equals_plain_model_when_everything_is_read(tiny, tmp_path, ch
 
 def test_part_of_the_document_read_sits_right_after_the_head(tiny, tmp_path):
     """Fewer blocks than the budget: still no position gap between the head and the first block read."""
-    settings = small(codec="fp32", local=4096, max_read_blocks=64, reading_head=reading_head(tiny.tokenizer))
+    settings = small(codec="fp32", local=4096, max_read_blocks=64, contiguous=True,
+                     reading_head=reading_head(tiny.tokenizer))
     mem = Memory.create(tmp_path / "s", tiny, settings)
     doc = TEXT[:400]
     spans = mem.ingest_document(doc, "doc.txt")

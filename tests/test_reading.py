@@ -17,7 +17,7 @@ from l2m_core.memory import Citation, Memory, reading_head
 from l2m_core.settings import MemorySettings
 
 SETTINGS = dict(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, lexical_top_k=1, neighbours=0,
-                hot_budget_mb=4)
+                hot_budget_mb=4, heading_blocks=True)
 
 # A long function whose `def` line lies many blocks before the rare word in its body.
 CODE = textwrap.dedent('''\
@@ -127,7 +127,8 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
 
 def test_a_looping_reply_is_cut_where_it_repeats():
     assert without_repeats("It returns a list.\nIt returns a list.\nIt returns a list.") == "It returns a list."
-    assert without_repeats("A. B? A.") == "A. B?"
+    assert without_repeats("Red lamps. Blue? Red lamps.") == "Red lamps. Blue?"
+    assert without_repeats("1. One thing.\n1.1 Another thing.") == "1. One thing.\n1.1 Another thing."
     assert without_repeats("def f():\n    return 1\n") == "def f():\n    return 1\n"
 
 
