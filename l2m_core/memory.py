@@ -524,9 +524,10 @@ class Memory:
 
     def _prefill(self, tail: list[int], question: slice, shared: list[int], pins: list[int],
                  head_text: str | None = None):
-        """Run the tail against `[head | read blocks]`. The shared read set sits right after the head; only
-        blocks a layer adds by its own key scores (`attention_top_k`) leave room before it, so positions are
-        contiguous whenever every layer reads the same set (the default)."""
+        """Run the tail against `[head | read blocks]`. By default the read blocks end where the tail starts,
+        `max_read_blocks * block_size` after the head. With `settings.contiguous` the shared read set sits
+        right after the head; only blocks a layer adds by its own key scores (`attention_top_k`) leave room
+        before it, so positions are contiguous whenever every layer reads the same set."""
         s, device = self.settings, self.lm.device
         # A bare store's blocks were written after no head; its questions still need the chat turn's start.
         head, head_k, head_v = self._head_states(
