@@ -32,7 +32,7 @@ from rank_bm25 import BM25Okapi
 
 from agent import Agent
 from agent.evals.decoding import GreedyDecoder
-from l2m_core.addressing import terms
+from l2m_core.addressing import query_terms, terms
 from l2m_core.loading import load_model
 from l2m_core.memory import MEMORY_SLOT, prompt_text
 from l2m_core.settings import MemorySettings
@@ -178,7 +178,7 @@ def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens
                     continue
                 text, citation = decoder.generate(prompt_ids(lm.tokenizer, item["question"], context), max_tokens), None
             elif method == "rag":
-                scores = bm25.get_scores(terms(item["question"]))
+                scores = bm25.get_scores(query_terms(item["question"]))
                 best = sorted(range(len(windows)), key=lambda i: -scores[i])[:4]
                 context = "\n\n".join(f"[{windows[i][0]}]\n{windows[i][3]}" for i in sorted(best))
                 text = decoder.generate(prompt_ids(lm.tokenizer, item["question"], context), max_tokens)

@@ -168,7 +168,7 @@ class Memory:
         self.rotary = Rotary(self.model)
         self.meta: dict[int, BlockMeta] = {}
         self.by_position: dict[tuple[int, int], int] = {}
-        self.lexical = LexicalIndex()
+        self.lexical = LexicalIndex(self._labels)
         self.reprs = ReprBank()
         self.address_head: AddressHead | None = None  # optional learned addressing, fused with BM25
         # Where each block lies in its corpus (set by the agent from the corpus index): heading blocks join
@@ -241,7 +241,7 @@ class Memory:
         if self._generation() == self._loaded_generation:
             return False
         self.meta, self.by_position = {}, {}
-        self.lexical, self.reprs = LexicalIndex(), ReprBank()
+        self.lexical, self.reprs = LexicalIndex(self._labels), ReprBank()
         self.hot = HotTier(self.hot.budget)
         self._load_index()
         return True
@@ -541,6 +541,12 @@ class Memory:
         extra = neighbours(lexical, self.meta, self.by_position, s.neighbours)
         headings = self._headings(lexical) if s.heading_blocks else []
         return fuse(pins, lexical, [*headings, *extra], [], s.max_read_blocks)
+
+    def _labels(self, ids: list[int]) -> dict[int, str]:
+        """The definition or section each block lies in, by name (none without a corpus index)."""
+        if self.enclosing is None:
+            return {}
+        return {b: e.label for b, e in self.enclosing(ids).items() if e.label}
 
     def _headings(self, found: list[int]) -> list[int]:
         """The heading blocks of the definitions or sections holding `found` blocks: a function body read
