@@ -171,7 +171,10 @@ def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens
                 top = answer.citations[0] if answer.citations else None
                 read = {b for ids in answer.read_set.values() for b in ids}
                 text, citation = answer.text, top and (top.source, top.line_start, top.line_end)
-                record.update(evidence_read=bool(evidence_blocks & read), label=top.label if top else None)
+                record.update(evidence_read=bool(evidence_blocks & read), label=top.label if top else None,
+                              cited=[[c.source, c.line_start, c.line_end, c.label, round(c.weight, 4),
+                                      bool(evidence_blocks.intersection(c.block_ids))] for c in answer.citations],
+                              lexical_on_evidence=[b in evidence_blocks for b in answer.lexical])
             elif method == "oracle":
                 context = evidence_text(root, spans)
                 if context is None:
