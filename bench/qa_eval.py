@@ -31,10 +31,11 @@ from pathlib import Path
 from rank_bm25 import BM25Okapi
 
 from agent import Agent
-from l2m_core.addressing import terms
+from l2m_core.addressing import query_terms, terms
 from l2m_core.generation import GreedyDecoder
 from l2m_core.loading import load_model
 from l2m_core.memory import MEMORY_SLOT, prompt_text
+from l2m_core.settings import MemorySettings
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -146,12 +147,13 @@ def answered(text: str, item: dict) -> bool:
 
 
 def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens: int,
-        methods: tuple[str, ...]) -> tuple[list[dict], float]:
+        methods: tuple[str, ...], settings: dict) -> tuple[list[dict], float]:
     lm = load_model(None)
     agent = Agent.open(root, store, lm)
     start = time.perf_counter()
     agent.ingest([root / p for p in paths])
     ingest_s = time.perf_counter() - start
+    agent.memory.settings = agent.memory.settings.replace(**settings)
     if not agent.memory.meta:
         raise SystemExit("nothing was ingested")
     windows = chunks(corpus_files(root, paths), root, lm.tokenizer)
@@ -176,7 +178,7 @@ def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens
                     continue
                 text, citation = decoder.generate(prompt_ids(lm.tokenizer, item["question"], context), max_tokens), None
             elif method == "rag":
-                scores = bm25.get_scores(terms(item["question"]))
+                scores = bm25.get_scores(query_terms(item["question"]))
                 best = sorted(range(len(windows)), key=lambda i: -scores[i])[:4]
                 context = "\n\n".join(f"[{windows[i][0]}]\n{windows[i][3]}" for i in sorted(best))
                 text = decoder.generate(prompt_ids(lm.tokenizer, item["question"], context), max_tokens)
@@ -187,7 +189,10 @@ def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens
                           citation_ok=overlaps(citation, spans) if citation else None,
                           seconds=round(time.perf_counter() - t, 3))
             records.append(record)
-            print(f"{item['id']} {method}: answer {'ok' if record['answer_ok'] else '--'} {text[:70]!r}", flush=True)
+            marks = "".join(f" {k} {'ok' if record[k] else '--'}" for k in ("evidence_read", "citation_ok")
+                            if record.get(k) is not None)
+            print(f"{item['id']} {method}: answer {'ok' if record['answer_ok'] else '--'}{marks} {text[:70]!r}",
+                  flush=True)
     agent.close()
     return records, ingest_s
 
@@ -240,7 +245,16 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N questions (for trying a change)")
     parser.add_argument("--work", type=Path, help="keep the corpus copy and the store here and reuse them "
                         "(a later run ingests only what changed); default: a temporary folder")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a read-time memory setting for l2m (e.g. reread_tokens=192); repeatable")
     args = parser.parse_args()
+    settings = {}
+    for pair in args.setting:
+        name, _, value = pair.partition("=")
+        default = getattr(MemorySettings(), name, None)
+        if default is None or not value:
+            raise SystemExit(f"not a memory setting: {pair}")
+        settings[name] = value.lower() in ("1", "true") if isinstance(default, bool) else type(default)(value)
     methods = tuple(m for m in args.methods.split(",") if m)
     if unknown := set(methods) - set(METHODS):
         raise SystemExit(f"unknown methods: {', '.join(sorted(unknown))}")
@@ -250,14 +264,14 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         root, paths = corpus(spec, work, args.corpus)
-        records, ingest_s = run(items, root, paths, work / "store", args.max_tokens, methods)
+        records, ingest_s = run(items, root, paths, work / "store", args.max_tokens, methods, settings)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     summary = summarize(records)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"set": args.set, "ingest_seconds": round(ingest_s, 1), "summary": summary,
-                                    "records": records}, indent=2))
+    args.out.write_text(json.dumps({"set": args.set, "settings": settings, "ingest_seconds": round(ingest_s, 1),
+                                    "summary": summary, "records": records}, indent=2))
     plot(summary, f"{args.set}: {len(items)} questions, default model", args.out.with_suffix(".png"))
     print(f"{'method':8} {'answer':>8} {'citation':>9} {'evidence':>9} {'s/question':>11}")
     for method, s in summary.items():

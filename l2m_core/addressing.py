@@ -10,17 +10,27 @@ do not; key scores add a few blocks per layer on top, within the per-layer budge
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 
+import snowballstemmer
 import torch
 from rank_bm25 import BM25Okapi
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+_STEMMER = snowballstemmer.stemmer("english")
+# Words of a question that say nothing about where its answer is. BM25's idf does not drop them in code,
+# where "which", "what" and "do" are rare enough to outweigh a content word.
+_QUESTION_WORDS = frozenset(
+    "a an the of in on at to for by with from and or is are was were be been it its this that these those which "
+    "what who whom whose when where why how does do did can could should shall would will may might must not no "
+    "any some all each there their them they he she his her as if than then so such into about over under "
+    "between".split())
 
 
-def terms(text: str) -> list[str]:
+def _words(text: str) -> list[str]:
     """Lower-cased words; identifiers also yield their camelCase and snake_case parts."""
     out: list[str] = []
     for word in _WORD.findall(text):
@@ -29,6 +39,16 @@ def terms(text: str) -> list[str]:
         if len(parts) > 1:
             out.extend(parts)
     return out
+
+
+def terms(text: str) -> list[str]:
+    """The stemmed words of a text, as BM25 indexes them ("normalises" and "normalize" meet)."""
+    return _STEMMER.stemWords(_words(text))
+
+
+def query_terms(question: str) -> list[str]:
+    """The terms of a question, without its question words."""
+    return _STEMMER.stemWords([w for w in _words(question) if w not in _QUESTION_WORDS])
 
 
 @dataclass(frozen=True)
@@ -44,12 +64,16 @@ class BlockMeta:
 
 
 class LexicalIndex:
-    """BM25 over block texts, rebuilt lazily after blocks are added or removed."""
+    """BM25 over block texts, rebuilt lazily after blocks are added or removed. Each block is indexed with
+    its source path and, where `labels` knows it, the name of the definition or section it lies in: a
+    function's body then matches the function's name, a paragraph its Article."""
 
-    def __init__(self):
+    def __init__(self, labels: Callable[[list[int]], dict[int, str]] | None = None):
         self._docs: dict[int, list[str]] = {}
         self._bm25: BM25Okapi | None = None
         self._ids: list[int] = []
+        self._indexed: list[list[str]] = []  # per id in `_ids`: its terms and its label's, as BM25 has them
+        self.labels = labels
 
     def add(self, block_id: int, text: str, source: str) -> None:
         self._docs[block_id] = terms(text) + terms(source)
@@ -61,17 +85,19 @@ class LexicalIndex:
         self._bm25 = None
 
     def top(self, query: str, k: int) -> list[int]:
-        words = terms(query)
+        words = query_terms(query)
         if not words or not self._docs or k <= 0:
             return []
         if self._bm25 is None:
             self._ids = list(self._docs)
-            self._bm25 = BM25Okapi([self._docs[i] or ["_"] for i in self._ids])
+            labels = self.labels(self._ids) if self.labels is not None else {}
+            self._indexed = [self._docs[i] + terms(labels.get(i, "")) for i in self._ids]
+            self._bm25 = BM25Okapi([d or ["_"] for d in self._indexed])
         # Blocks sharing a word with the query, best first. Not "score > 0": in a store of a few blocks
         # BM25's idf of a word found in most of them is zero or negative.
         wanted = set(words)
         order = torch.argsort(torch.from_numpy(self._bm25.get_scores(words)), descending=True).tolist()
-        return list(islice((self._ids[i] for i in order if wanted.intersection(self._docs[self._ids[i]])), k))
+        return list(islice((self._ids[i] for i in order if wanted.intersection(self._indexed[i])), k))
 
 
 class ReprBank:

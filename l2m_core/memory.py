@@ -56,12 +56,13 @@ MEMORY_SLOT = "\x00L2M-MEMORY\x00"
 READING_INSTRUCTION = "Answer the question using the context. Answer briefly."
 
 
-def prompt_text(tokenizer, question: str, instruction: str | None = None) -> str:
-    """The chat prompt of a question, with `MEMORY_SLOT` where the read blocks go. The reading instruction
-    comes before the context (measured: instruction after the evidence read far worse); an `instruction`
-    of the caller's (tools, answer format) goes after it, beside the question."""
+def prompt_text(tokenizer, question: str, instruction: str | None = None, passage: str = "") -> str:
+    """The chat prompt of a question, with `MEMORY_SLOT` where the read blocks go and `passage` (text
+    re-read from them) right after. The reading instruction comes before the context (measured: instruction
+    after the evidence read far worse); an `instruction` of the caller's (tools, answer format) goes after
+    it, beside the question."""
     extra = f"{instruction}\n\n" if instruction else ""
-    content = f"{READING_INSTRUCTION}\n\nContext:\n{MEMORY_SLOT}\n\n{extra}Question: {question}"
+    content = f"{READING_INSTRUCTION}\n\nContext:\n{MEMORY_SLOT}{passage}\n\n{extra}Question: {question}"
     return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                          tokenize=False)
 
@@ -167,7 +168,7 @@ class Memory:
         self.rotary = Rotary(self.model)
         self.meta: dict[int, BlockMeta] = {}
         self.by_position: dict[tuple[int, int], int] = {}
-        self.lexical = LexicalIndex()
+        self.lexical = LexicalIndex(self._labels)
         self.reprs = ReprBank()
         self.address_head: AddressHead | None = None  # optional learned addressing, fused with BM25
         # Where each block lies in its corpus (set by the agent from the corpus index): heading blocks join
@@ -240,7 +241,7 @@ class Memory:
         if self._generation() == self._loaded_generation:
             return False
         self.meta, self.by_position = {}, {}
-        self.lexical, self.reprs = LexicalIndex(), ReprBank()
+        self.lexical, self.reprs = LexicalIndex(self._labels), ReprBank()
         self.hot = HotTier(self.hot.budget)
         self._load_index()
         return True
@@ -475,12 +476,11 @@ class Memory:
     def _answer(self, question: str, query: str, instruction: str | None, max_new_tokens: int,
                 pins: list[int], choose_token: ChooseToken | None = None) -> Answer:
         start = time.perf_counter()
-        tail_text = prompt_text(self.tokenizer, question, instruction).split(MEMORY_SLOT)[1]
-        tail = self.tokenizer(tail_text, add_special_tokens=False, return_offsets_mapping=True)
-        q_from = tail_text.index(question)
-        q_tokens = [i for i, (a, b) in enumerate(tail["offset_mapping"]) if b > q_from and a < q_from + len(question)]
         shared = self._shared_read_set(query, pins)
-        plan, logits = self._prefill(tail["input_ids"], slice(q_tokens[0], q_tokens[-1] + 1), shared, pins)
+        plan, logits = self._prefill(*self._tail(question, instruction), shared, pins)
+        if self.settings.reread_tokens:  # the top of what was read, read again as text before the question
+            passage = self._passage(self._citations(plan.block_mass(), set(pins)))
+            plan, logits = self._prefill(*self._tail(question, instruction, passage), shared, pins)
         first_token = time.perf_counter()
         text = self._decode(plan, logits, max_new_tokens, choose_token).strip()
         if choose_token is None:  # a constrained reply (JSON) is exactly what was decoded
@@ -492,6 +492,42 @@ class Memory:
         done = time.perf_counter()
         return Answer(text, citations, plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})
+
+    def _tail(self, question: str, instruction: str | None, passage: str = "") -> tuple[list[int], slice]:
+        """The prompt after the memory slot as token ids, and where the question lies in it."""
+        text = prompt_text(self.tokenizer, question, instruction, passage).split(MEMORY_SLOT)[1]
+        tail = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        q_from = text.rindex(question)
+        q_tokens = [i for i, (a, b) in enumerate(tail["offset_mapping"]) if b > q_from and a < q_from + len(question)]
+        return tail["input_ids"], slice(q_tokens[0], q_tokens[-1] + 1)
+
+    def _passage(self, citations: list[Citation]) -> str:
+        """The text of the best-cited runs of blocks, each under its citation (file, lines, enclosing
+        definition or section), up to `reread_tokens`. Read as prompt tokens, after the instruction, this
+        text is encoded in the context it is read in, as pasted evidence is; the memory addressed it."""
+        budget, parts = self.settings.reread_tokens, []
+        for c in citations:
+            taken = []
+            for b in c.block_ids:
+                if self.meta[b].n_tokens > budget:
+                    break
+                budget -= self.meta[b].n_tokens
+                taken.append(b)
+            if not taken:
+                break
+            first, last = self.meta[taken[0]], self.meta[taken[-1]]
+            header = str(replace(c, line_start=first.line_start, line_end=last.line_end))
+            parts.append(f"[{header}]\n{self._lines(first, last)}")
+        return "".join(f"\n\n{p}" for p in parts)
+
+    def _lines(self, first: BlockMeta, last: BlockMeta) -> str:
+        """The whole lines from `first`'s first line to `last`'s last line (blocks start mid-line)."""
+        around = self.blocks_for(first.source, first.line_start, last.line_end)
+        text = "".join(self.block_text(b) for b in around)
+        base = self.meta[around[0]].char_start
+        start = text.rfind("\n", 0, first.char_start - base) + 1
+        end = text.find("\n", max(last.char_end - base - 1, 0))
+        return text[start:end if end >= 0 else len(text)].strip("\n")
 
     def _shared_read_set(self, query: str, pins: list[int]) -> list[int]:
         """Blocks every layer reads: pins, the best lexical matches and their right neighbours."""
@@ -505,6 +541,12 @@ class Memory:
         extra = neighbours(lexical, self.meta, self.by_position, s.neighbours)
         headings = self._headings(lexical) if s.heading_blocks else []
         return fuse(pins, lexical, [*headings, *extra], [], s.max_read_blocks)
+
+    def _labels(self, ids: list[int]) -> dict[int, str]:
+        """The definition or section each block lies in, by name (none without a corpus index)."""
+        if self.enclosing is None:
+            return {}
+        return {b: e.label for b, e in self.enclosing(ids).items() if e.label}
 
     def _headings(self, found: list[int]) -> list[int]:
         """The heading blocks of the definitions or sections holding `found` blocks: a function body read

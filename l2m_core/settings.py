@@ -29,6 +29,8 @@ class MemorySettings:
                                   # (the layout the default model's tests were measured with; DORA's TLPT
                                   # question went wrong with contiguous blocks)
     heading_blocks: bool = False  # also read the heading block of each lexical hit (needs the corpus index)
+    reread_tokens: int = 0        # after a first pass over the read set, the best-cited blocks (up to this many
+                                  # tokens) are read again as text before the question; 0: off
     reading_head: str = ""        # text every block is written after and read after; "" (default): blocks
                                   # are written as bare documents. `memory.reading_head(tokenizer)` is the chat
                                   # turn up to the context: opt-in, it cost a 16K pass key (see architecture.md)

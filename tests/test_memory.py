@@ -139,6 +139,24 @@ def test_lexical_addressing_finds_a_word_most_blocks_share():
     assert index.top("zebra", 3) == []
 
 
+def test_lexical_addressing_meets_word_forms_skips_question_words_and_knows_labels():
+    """"normalises" finds "normalize"; "which"/"does" match nothing; a body block matches its function's name."""
+    from l2m_core.addressing import LexicalIndex
+
+    labels = {2: "zanzibar_rate"}
+    index = LexicalIndex(lambda ids: {i: labels[i] for i in ids if i in labels})
+    index.add(1, "def normalize_file(file, separators=None):\n    # Normalize path separators.", "util.py")
+    index.add(2, "    norm_file = file.replace(sep, '/')\n    return norm_file", "util.py")
+    index.add(3, "Which file does what? It does nothing.", "notes.txt")
+    assert index.top("Which function normalises paths?", 1) == [1]
+    assert index.top("Which does what?", 3) == []
+    assert index.top("Where is zanzibar_rate?", 3) == [2]
+    labels[2] = "other"  # labels are asked for again only after the index changes
+    assert index.top("Where is zanzibar_rate?", 3) == [2]
+    index.add(4, "unrelated", "z.txt")
+    assert index.top("Where is zanzibar_rate?", 3) == []
+
+
 def test_pins_are_read_by_every_layer_and_cited_first(tiny, tmp_path):
     mem = Memory.create(tmp_path / "s", tiny, small())
     mem.ingest_document(TEXT, "lamps.txt")

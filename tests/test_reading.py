@@ -144,3 +144,27 @@ def test_a_store_keeps_its_reading_head_and_reads_after_it(tmp_path, tiny):
     assert torch.equal(again.logits([5, 6, 7], pins=again.blocks_for("rules.txt")[:2]), expected)
     bare = Memory.create(tmp_path / "bare", tiny, MemorySettings(**SETTINGS))
     assert bare.settings.reading_head == ""
+
+
+def test_reread_puts_the_best_cited_blocks_before_the_question_as_text_within_its_budget(corpus, monkeypatch):
+    memory = corpus.memory
+    tails = []
+    prefill = memory._prefill
+
+    def spy(tail, *args):
+        tails.append(memory.tokenizer.decode(tail))
+        return prefill(tail, *args)
+
+    monkeypatch.setattr(memory, "_prefill", spy)
+    question = "What does zanzibar_tariff get?"
+    corpus.ask(question, max_new_tokens=2)
+    assert len(tails) == 1 and "zanzibar" not in tails[0].split("Question:")[0]
+    memory.settings = memory.settings.replace(reread_tokens=32)
+    tails.clear()
+    answer = corpus.ask(question, max_new_tokens=2)
+    assert len(tails) == 2
+    passage = tails[1].split("Question:")[0]
+    top = answer.citations[0]
+    assert f"[{top.source}:" in passage and "surcharge = zanzibar_tariff(total)" in passage
+    assert "parcel_cost" in passage  # the header names the definition the text lies in
+    assert passage.count("\n[") <= 32 // 16  # 32 tokens of 16-token blocks: two blocks at most
