@@ -3,7 +3,7 @@
     python bench/bench_address_head.py                       # train 3 heads on the default model, evaluate
     python bench/bench_address_head.py --head DIR            # evaluate a trained head (l2m train --task address-head)
 
-Trains heads (address_training.py, one per seed) on samples of the training novel (Pride and Prejudice),
+Trains heads (training/address.py, one per seed) on samples of the training novel (Pride and Prejudice),
 the training pass-key templates and bAbI qa1 training stories, then measures on held-apart samples: the
 other novel (Sense and Sensibility) as haystack and passage source, the test templates (other wording,
 other objects) and bAbI qa1 test stories. Per family it reports addressing recall@k (a block holding the
@@ -31,22 +31,20 @@ from pathlib import Path
 import torch
 
 from l2m_core.address_head import AddressHead, load_address_head
-from l2m_core.address_training import (
+from l2m_core.loading import load_model
+from l2m_core.training.address import (
     Example,
-    Haystack,
+    HaystackBlocks,
     distractors,
     evaluate,
     example,
     features,
     haystack_features,
-    make_samples,
     rankings,
-    read_novel,
     scratch_store,
     train,
 )
-from l2m_core.lm2.tasks import default_data_dir
-from l2m_core.loading import load_model
+from l2m_core.training.data import default_data_dir, make_samples, read_novel
 
 DISTRACTORS = 8
 METHODS = {"bm25": "BM25", "untrained": "untrained head (key-key max)", "head": "trained head",
@@ -92,7 +90,7 @@ def other_questions(examples: list[Example]) -> list[Example]:
     return out
 
 
-def needle_choice(examples: list[Example], haystack: Haystack, heads: list[AddressHead], extra: int) -> dict:
+def needle_choice(examples: list[Example], haystack: HaystackBlocks, heads: list[AddressHead], extra: int) -> dict:
     """In stores holding `extra` distractor documents: the share of samples whose own supporting block comes
     before every distractor's supporting block (other needles, other stories' facts), per family. A method
     that spots inserted facts without reading the question scores about 1 / (extra + 1)."""
@@ -144,7 +142,7 @@ def save_features(path: Path, splits: dict) -> None:
 
 def load_features(path: Path) -> dict:
     saved = torch.load(path, weights_only=True)
-    return {name: (Haystack(**hay), [Example(**e) for e in examples]) for name, (hay, examples) in saved.items()}
+    return {name: (HaystackBlocks(**hay), [Example(**e) for e in examples]) for name, (hay, examples) in saved.items()}
 
 
 def plot(result: dict, path: Path) -> None:

@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 from cli.train_cmd import parse_layers
-from l2m_core.lm2 import MemoryAugmentedModel, TrainConfig, Trainer, attach_memory, make_task
+from l2m_core.lm2 import MemoryAugmentedModel, attach_memory
 from l2m_core.lm2.attach import default_config
-from l2m_core.lm2.tasks import IGNORE, Episode
 from l2m_core.loading import load_model
 from l2m_core.paths import l2m_home
+from l2m_core.training.lm2_tasks import IGNORE, Episode, make_task
+from l2m_core.training.lm2_trainer import TrainConfig, Trainer
 
 
 def _parts(ep: Episode, b: int) -> tuple[list[list[int]], list[int], list[int]]:

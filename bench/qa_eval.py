@@ -31,8 +31,8 @@ from pathlib import Path
 from rank_bm25 import BM25Okapi
 
 from agent import Agent
-from agent.evals.decoding import GreedyDecoder
 from l2m_core.addressing import query_terms, terms
+from l2m_core.generation import GreedyDecoder
 from l2m_core.loading import load_model
 from l2m_core.memory import MEMORY_SLOT, prompt_text
 from l2m_core.settings import MemorySettings

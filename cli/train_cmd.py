@@ -98,7 +98,9 @@ def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path
         _train_address_head(model_spec, out_dir, steps, batch_size, lr, layers, eval_examples, samples,
                             haystack_tokens, time_budget, seed, device, dtype, as_json)
         return
-    from l2m_core.lm2 import MemoryConfig, TrainConfig, Trainer, attach_memory, make_task
+    from l2m_core.lm2 import MemoryConfig, attach_memory
+    from l2m_core.training.lm2_tasks import make_task
+    from l2m_core.training.lm2_trainer import TrainConfig, Trainer
 
     model, tokenizer, name = _load_base(model_spec, device, dtype, seed)
     torch.manual_seed(seed)
@@ -133,9 +135,9 @@ def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path
 def _train_address_head(model_spec: str | None, out_dir: Path, steps: int, batch_size: int, lr: float, layers: str,
                         eval_examples: int, samples: int, haystack_tokens: int, time_budget: float | None, seed: int,
                         device: str, dtype: str, as_json: bool) -> None:
-    """Train the learned addressing head on needle samples (address_training.py) and save it in OUT."""
-    from l2m_core.address_training import train_address_head
+    """Train the learned addressing head on needle samples (training/address.py) and save it in OUT."""
     from l2m_core.loading import LoadedModel, fingerprint
+    from l2m_core.training.address import train_address_head
 
     model, tokenizer, name = _load_base(model_spec, device, dtype, seed)
     lm = LoadedModel(model, tokenizer, name, fingerprint(model), next(model.parameters()).device, 0.0)

@@ -2,7 +2,7 @@
 
 Why: BM25 over block text finds a needle only when the question shares its words; the model's raw
 key scores (DESIGN.md s4) find it about a third of the time in natural text. The head learns, from
-retrieval supervision (address_training.py), a small bilinear form per (layer, KV head) between the
+retrieval supervision (training/address.py), a small bilinear form per (layer, KV head) between the
 question's keys and each block's representative keys (`ReprBank`, already in RAM), so it costs one
 forward pass over the question and no cold-tier reads.
 

@@ -42,6 +42,7 @@ from l2m_core.answer_form import named_answer, without_repeats
 from l2m_core.attention import ReadPlan, RecordPlan, active
 from l2m_core.errors import L2MError
 from l2m_core.families import check_supported
+from l2m_core.generation import ChooseToken, greedy, stop_ids
 from l2m_core.hot_tier import HotTier
 from l2m_core.loading import LoadedModel
 from l2m_core.rope import Rotary
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 
 MEMORY_SLOT = "\x00L2M-MEMORY\x00"
 READING_INSTRUCTION = "Answer the question using the context. Answer briefly."
-ChooseToken = Callable[[torch.Tensor], int]  # next-token logits -> the token to emit
 
 
 def prompt_text(tokenizer, question: str, instruction: str | None = None, passage: str = "") -> str:
@@ -617,20 +617,15 @@ class Memory:
         """Greedy decoding (or `choose_token`'s choice) against the plan's per-layer caches (the read set
         stays fixed)."""
         device = self.lm.device
-        position = int(plan.positions[-1]) + 1
-        stop = _stop_ids(self.tokenizer, self.model)
-        out: list[int] = []
-        for _ in range(max_new_tokens):
-            token = int(logits.argmax()) if choose_token is None else choose_token(logits)
-            if token in stop:
-                break
-            out.append(token)
-            plan.positions = torch.tensor([position], device=device)
+
+        def feed(token: int) -> torch.Tensor:
+            plan.positions = plan.positions[-1:] + 1
             with torch.inference_mode(), active(plan):
-                logits = self.model(torch.tensor([[token]], device=device), position_ids=plan.positions[None],
-                                    use_cache=False).logits[0, -1]
-            position += 1
-        return self.tokenizer.decode(out, skip_special_tokens=True)
+                return self.model(torch.tensor([[token]], device=device), position_ids=plan.positions[None],
+                                  use_cache=False).logits[0, -1]
+
+        reply = greedy(logits, feed, self.stop_ids, max_new_tokens, choose_token)
+        return self.tokenizer.decode(reply.tokens, skip_special_tokens=True)
 
     def _prefetch(self, ids: list[int]) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
         """Read every layer of the blocks in `ids` that the hot tier lacks, in one batched query."""
@@ -693,9 +688,9 @@ class Memory:
     # ---- name lookups and bookkeeping ---------------------------------------------------------------
 
     @property
-    def stop_ids(self) -> set[int]:
+    def stop_ids(self) -> frozenset[int]:
         """The token ids that end an answer."""
-        return _stop_ids(self.tokenizer, self.model)
+        return stop_ids(self.tokenizer, self.model)
 
     def blocks_for(self, source: str, line_start: int | None = None, line_end: int | None = None) -> list[int]:
         """Blocks of `source` overlapping the line range (all of them without one): pins for `ask`."""
@@ -788,13 +783,3 @@ def _model_info(lm: LoadedModel) -> dict:
     cfg = lm.model.config
     return {"model": lm.name, "fingerprint": lm.fingerprint, "architecture": cfg.model_type,
             "layers": cfg.num_hidden_layers}
-
-
-def _stop_ids(tokenizer, model) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    ids.update(eos if isinstance(eos, list) else [eos])
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
-        ids.add(im_end)
-    return {i for i in ids if i is not None}

@@ -11,9 +11,15 @@ import pytest
 import torch
 
 from l2m_core.address_head import CONFIG, WEIGHTS, AddressHead, load_address_head, question_keys
-from l2m_core.address_training import (
+from l2m_core.addressing import rrf
+from l2m_core.errors import L2MError
+from l2m_core.loading import LoadedModel, load_model
+from l2m_core.memory import Memory
+from l2m_core.settings import MemorySettings
+from l2m_core.tiny import tiny_llama
+from l2m_core.training.address import (
     Example,
-    Haystack,
+    HaystackBlocks,
     _batch,
     distractors,
     evaluate,
@@ -22,12 +28,6 @@ from l2m_core.address_training import (
     recall_at,
     train,
 )
-from l2m_core.addressing import rrf
-from l2m_core.errors import L2MError
-from l2m_core.loading import LoadedModel, load_model
-from l2m_core.memory import Memory
-from l2m_core.settings import MemorySettings
-from l2m_core.tiny import tiny_llama
 
 TEXT = "\n".join(f"Line {i}: the {['red', 'green', 'blue'][i % 3]} lamp number {i * 7} glows." for i in range(1, 40))
 
@@ -89,7 +89,7 @@ def toy_examples(count: int, seed: int, mix: torch.Tensor, n_blocks: int = 3) ->
 
 def test_training_raises_recall_on_held_apart_toy_samples():
     mix = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(7)))[0]
-    hay = Haystack(torch.randn(40, 2, 4, 2, 16, generator=torch.Generator().manual_seed(9)).half())
+    hay = HaystackBlocks(torch.randn(40, 2, 4, 2, 16, generator=torch.Generator().manual_seed(9)).half())
     train_set, test_set = toy_examples(96, seed=1, mix=mix), toy_examples(48, seed=2, mix=mix)
     head = AddressHead(layers=[0, 1], kv_heads=2, head_dim=16, rank=16)
     before = recall_at(head_rankings(head, test_set, hay), positives(test_set, hay), (1, 4))
@@ -112,7 +112,7 @@ def test_distractors_and_in_batch_negatives_never_answer_the_question():
                 ex("Where is Sandra?", "Sandra journeyed to the office."),
                 ex("Where is Daniel?", "Daniel travelled to the hallway.")]
     assert distractors(examples, 0, 8) == [2]
-    _, _, _, allowed, positive = _batch(examples, Haystack(torch.zeros(0, 1, 1, 1, 4)), shared_store=True)
+    _, _, _, allowed, positive = _batch(examples, HaystackBlocks(torch.zeros(0, 1, 1, 1, 4)), shared_store=True)
     assert allowed[0].tolist() == [True, False, True, False] and positive[0].tolist() == [True, False, False, False]
     assert allowed[2].tolist() == [True, True, True, True]  # "Sandra" appears in no other story
 

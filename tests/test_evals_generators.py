@@ -5,17 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import DATA
 
-from agent.evals.generators import (
-    BabilongGenerator,
-    Insertion,
-    NiahGenerator,
-    PasskeyGenerator,
-    data_dir,
-    insert,
-    read_babi,
-)
+from agent.evals.generators import BabilongGenerator, NiahGenerator, PasskeyGenerator
 from l2m_core.errors import L2MError
 from l2m_core.tiny import byte_tokenizer
+from l2m_core.training.data import data_dir, read_babi
 
 
 @pytest.fixture(scope="module")
@@ -85,27 +78,15 @@ def test_babilong_facts_are_scattered_in_story_order(tok):
 def test_babilong_sample_comes_from_bAbI_with_BABILong_prompts(tok):
     sample = BabilongGenerator(tok, DATA, seed=0).samples("qa2", 0, 1)[0]
     stories = read_babi(DATA / "babi" / "qa2_two-supporting-facts_test.txt")
-    story = next(s for s in stories if list(s.facts) == [i.text for i in sample.insertions]
+    story = next(s for s in stories if list(s.story) == [i.text for i in sample.insertions]
                  and s.question == sample.question)
     assert sample.answers == [story.answer]
     assert [i for i, ins in enumerate(sample.insertions) if ins.key] == sorted(story.supporting)
-    assert sample.context == " ".join(story.facts)  # 0K: the facts alone
+    assert sample.context == " ".join(story.story)  # 0K: the facts alone
     prompt = sample.prompt()
     assert prompt.startswith("I give you context with the facts about locations and actions")
     assert "<example>" in prompt and f"<context>\n{sample.context}\n</context>\n\nQuestion: {sample.question}" in prompt
     assert "kitchen" in sample.labels and "bathroom" in sample.labels
-
-
-def test_read_babi_splits_questions_and_maps_supporting_lines(tmp_path):
-    path = tmp_path / "qa.txt"
-    path.write_text("1 Mary went to the kitchen.\n2 John went to the garden.\n3 Where is Mary? \tkitchen\t1\n"
-                    "4 Mary moved to the office.\n5 Where is Mary? \toffice\t4\n1 Sandra went home.\n"
-                    "2 Where is Sandra? \thome\t1\n")
-    stories = read_babi(path)
-    assert [s.answer for s in stories] == ["kitchen", "office", "home"]
-    assert stories[1].facts == ("Mary went to the kitchen.", "John went to the garden.", "Mary moved to the office.")
-    assert stories[1].supporting == (2,)
-    assert stories[2].facts == ("Sandra went home.",)
 
 
 @pytest.mark.parametrize("variant, needles, answers, singular", [
@@ -127,13 +108,6 @@ def test_niah_variants_follow_ruler(tok, variant, needles, answers, singular):
         assert sample.question.startswith("What are all the special magic numbers for ")
     if variant == "multiquery":
         assert sample.question.count(", ") == 3 and ", and " in sample.question
-
-
-def test_insert_spaces_insertions_and_keeps_ties_in_order():
-    text, starts = insert("One. Two.", [Insertion("B.", 4), Insertion("A.", 0), Insertion("C.", 4)])
-    assert text == "A. One. B. C. Two."
-    assert [text[s:s + 2] for s in starts] == ["B.", "A.", "C."]
-    assert insert("", [Insertion("X.", 0), Insertion("Y.", 0)])[0] == "X. Y."
 
 
 def test_noise_and_novel_haystacks(tok):

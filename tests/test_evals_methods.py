@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from conftest import DATA
 from evals_helpers import CALLS, FakeMemory
 
-from agent.evals.decoding import GreedyDecoder
 from agent.evals.generators import PasskeyGenerator
 from agent.evals.methods import L2M, Full, Method, MethodOptions, Rag, Reply, Skip, Truncate, make_method
 from agent.evals.stores import patch, split_parts
@@ -27,67 +25,6 @@ def lm(tmp_path_factory):
 def long_samples(lm):
     """Passkeys at depths 10%..90% of 2,000 tokens: twice the tiny model's window."""
     return PasskeyGenerator(lm.tokenizer, DATA, seed=0).samples("passkey", 2000, 5)
-
-
-def _counting_forward(lm, monkeypatch) -> list[int]:
-    fed: list[int] = []
-    forward = lm.model.forward
-
-    def counted(*args, **kwargs):
-        fed.append(kwargs["input_ids"].shape[1])
-        return forward(*args, **kwargs)
-    monkeypatch.setattr(lm.model, "forward", counted)
-    return fed
-
-
-def test_decoder_matches_generate_and_recomputes_only_the_new_suffix(lm, monkeypatch):
-    first = [5 + (i * 7) % 200 for i in range(300)]
-    second = first[:250] + [9] * 40
-    expected = [lm.tokenizer.decode(lm.model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False,
-                                                      min_new_tokens=6)[0, len(ids):], skip_special_tokens=True)
-                for ids in (first, second)]
-    decoder = GreedyDecoder(lm)
-    fed = _counting_forward(lm, monkeypatch)
-    assert decoder.generate(first, 6) == expected[0]
-    assert fed[0] == 300
-    fed.clear()
-    assert decoder.generate(second, 6) == expected[1]
-    assert fed[0] == 40  # the 250 shared tokens came from the cache
-    fed.clear()
-    assert decoder.generate(second, 6) == expected[1]
-    assert fed[0] == 1   # an identical prompt feeds only its last token
-
-
-def test_decoder_reuse_stays_exact_after_the_memory_engine_took_over_attention(lm, monkeypatch):
-    import l2m_core.attention  # noqa: F401  (registers the engine's "l2m" attention)
-
-    first = [5 + (i * 7) % 200 for i in range(300)]
-    second = first[:250] + [9] * 40
-    with torch.inference_mode():
-        expected = lm.model(input_ids=torch.tensor([second])).logits[0, -1]
-    lm.model.set_attn_implementation("l2m")
-    try:
-        decoder = GreedyDecoder(lm)
-        decoder.generate(first, 1)
-        fed = _capture_logits(lm, monkeypatch)
-        decoder.generate(second, 1)  # the 40-token suffix is prefilled against the cached 250 tokens
-        assert torch.allclose(fed[-1], expected, atol=1e-4)
-        assert lm.model.config._attn_implementation == "l2m"  # the engine's choice is left in place
-    finally:
-        lm.model.set_attn_implementation("sdpa")
-
-
-def _capture_logits(lm, monkeypatch) -> list[torch.Tensor]:
-    """Record the last-position logits of every forward pass of `lm.model`."""
-    captured: list[torch.Tensor] = []
-    forward = lm.model.forward
-
-    def capturing(*args, **kwargs):
-        out = forward(*args, **kwargs)
-        captured.append(out.logits[0, -1])
-        return out
-    monkeypatch.setattr(lm.model, "forward", capturing)
-    return captured
 
 
 def test_full_answers_inside_the_window_and_skips_beyond_it(lm, long_samples):

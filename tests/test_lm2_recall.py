@@ -11,10 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from l2m_core.lm2 import KeyValueRecall, TrainConfig, Trainer, attach_memory
+from l2m_core.lm2 import attach_memory
 from l2m_core.lm2.attach import default_config
-from l2m_core.lm2.tasks import IGNORE
 from l2m_core.tiny import byte_tokenizer, tiny_llama
+from l2m_core.training.lm2_tasks import IGNORE, KeyValueRecall
+from l2m_core.training.lm2_trainer import TrainConfig, Trainer
 from tests.lm2_helpers import one_thread  # noqa: F401 (fixture)
 
 STEPS, BATCH, EVAL = 300, 64, 256

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from l2m_core.errors import L2MError
-from l2m_core.lm2.tasks import IGNORE, BabiTask, KeyValueRecall, make_task, parse_babi
 from l2m_core.tiny import byte_tokenizer
+from l2m_core.training.lm2_tasks import IGNORE, BabiTask, KeyValueRecall, make_task
 from tests.conftest import DATA
 
 TOK = byte_tokenizer()
@@ -15,23 +15,6 @@ TOK = byte_tokenizer()
 
 def _text(ids: torch.Tensor, mask: torch.Tensor) -> str:
     return TOK.decode(ids[mask].tolist())
-
-
-def test_parse_babi_reads_stories_questions_and_support():
-    questions = parse_babi(next((DATA / "babi").glob("qa1_*_train.txt")))
-    assert len(questions) == 1000
-    first, second = questions[0], questions[1]
-    assert first.story == ["Mary moved to the bathroom.", "John went to the hallway."]
-    assert (first.question, first.answer, first.supporting) == ("Where is Mary?", "bathroom", [0])
-    assert second.story[-1] == "Sandra moved to the garden." and second.story[second.supporting[0]].startswith("Daniel")
-    assert "?" not in "".join(s for q in questions for s in q.story)  # questions never leak into stories
-
-
-def test_parse_babi_rejects_a_malformed_file(tmp_path):
-    bad = tmp_path / "qa1_bad_train.txt"
-    bad.write_text("1 Mary moved to the bathroom.\nWhere is Mary?\tbathroom\t1\n")
-    with pytest.raises(L2MError, match="not a bAbI line"):
-        parse_babi(bad)
 
 
 @pytest.mark.parametrize("number", [1, 2, 3, 4, 5])

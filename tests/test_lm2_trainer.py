@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from cli.common import L2MGroup
 from cli.train_cmd import train
 from l2m_core.errors import L2MError
-from l2m_core.lm2 import KeyValueRecall, TrainConfig, Trainer, attach_memory
+from l2m_core.lm2 import attach_memory
 from l2m_core.lm2.adapter import named_parameters
-from l2m_core.lm2.trainer import run_episode
 from l2m_core.tiny import byte_tokenizer, tiny_llama
+from l2m_core.training.lm2_tasks import KeyValueRecall
+from l2m_core.training.lm2_trainer import TrainConfig, Trainer, run_episode
 from tests.lm2_helpers import make_reads_matter, one_thread, tiny_with_memory  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

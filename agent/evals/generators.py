@@ -11,11 +11,8 @@ sample i asks the same question at every length, which makes accuracy curves com
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
 from abc import ABC, abstractmethod
-from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -25,122 +22,16 @@ from typing import ClassVar
 from transformers import PreTrainedTokenizerBase
 
 from l2m_core.errors import L2MError
-
-DATA_ENV = "L2M_DATA"
-NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
-NOVELS = ("haystack/pride.txt", "haystack/sense.txt")
-_SENTENCE_END = re.compile(r"[.!?][\"'’”)\]]*(?=\s)")
-_TRAILER = re.compile(r"\s*=+\s*\(See notice at gutenberg\.txt\)\s*$")
-
-
-def data_dir(path: str | Path | None = None) -> Path:
-    """The data folder (novels in `haystack/`, bAbI in `babi/`): `path`, else `$L2M_DATA`. It is not shipped
-    with the package, so there is no default to fall back on."""
-    given = path or os.environ.get(DATA_ENV)
-    if not given:
-        raise L2MError(f"no data folder: give one with --data DIR or ${DATA_ENV} (the folder holding haystack/ "
-                       "and babi/)")
-    folder = Path(given).expanduser()
-    if not folder.is_dir():
-        raise L2MError(f"data folder not found: {folder} (give one with --data DIR or ${DATA_ENV})")
-    return folder
-
-
-@dataclass(frozen=True)
-class Insertion:
-    """Text put into the haystack at a character offset; `key` marks what the answer needs."""
-
-    text: str
-    offset: int
-    key: bool = True
-
-
-def insert(text: str, insertions: Sequence[Insertion]) -> tuple[str, list[int]]:
-    """`text` with every insertion at its offset (ties keep their order), and where each one starts in it.
-
-    A space separates an insertion from the text before and after it unless whitespace already does.
-    """
-    pieces: list[str] = []
-    starts = [0] * len(insertions)
-    pos = size = 0
-
-    def emit(piece: str) -> None:
-        nonlocal size
-        if piece:
-            pieces.append(piece)
-            size += len(piece)
-
-    for i in sorted(range(len(insertions)), key=lambda i: insertions[i].offset):
-        ins = insertions[i]
-        emit(text[pos:ins.offset])
-        pos = ins.offset
-        if pieces and not pieces[-1][-1].isspace():
-            emit(" ")
-        starts[i] = size
-        emit(ins.text)
-        if pos < len(text) and not text[pos].isspace():
-            emit(" ")
-    emit(text[pos:])
-    return "".join(pieces), starts
-
-
-class Haystack:
-    """A filler corpus tokenized once; hands out prefixes of a token count that end at a sentence end."""
-
-    def __init__(self, name: str, text: str, tokenizer: PreTrainedTokenizerBase):
-        self.name, self.text = name, text
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        self.starts = [start for start, _ in encoded["offset_mapping"]]
-        self.ends = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def prefix(self, tokens: int) -> str:
-        """The longest prefix of at most about `tokens` tokens that ends a sentence ("" for 0)."""
-        if tokens <= 0:
-            return ""
-        if tokens > len(self):
-            raise ValueError(f"haystack {self.name} has {len(self)} tokens, {tokens} asked")
-        limit = self.starts[tokens] if tokens < len(self) else len(self.text)
-        return self.text[:self.ends[bisect_right(self.ends, limit) - 1]]
-
-    def tokens_before(self, offset: int) -> int:
-        return bisect_left(self.starts, offset)
-
-    def sentence_ends(self, end: int) -> list[int]:
-        """Offsets in `[0, end]` where an insertion falls between sentences."""
-        return self.ends[:bisect_right(self.ends, end)]
-
-    def at_depth(self, depth: float, end: int) -> int:
-        """The sentence end in `[0, end]` nearest to `depth` (0..1) of the prefix's tokens."""
-        token = round(depth * self.tokens_before(end))
-        target = self.starts[token] if token < self.tokens_before(end) else end
-        ends = self.sentence_ends(end)
-        i = bisect_left(ends, target)
-        return min(ends[max(i - 1, 0):i + 1], key=lambda e: abs(e - target))
-
-
-def corpus_text(kind: str, data: Path) -> str:
-    """The filler a haystack repeats: `noise` (RULER's and the passkey's) or `novel` (two Austen novels)."""
-    if kind == "noise":
-        return NOISE + "\n"
-    if kind == "novel":
-        books = [_TRAILER.sub("", (data / name).read_text(encoding="utf-8")).strip() for name in NOVELS]
-        return "\n\n".join(books) + "\n\n"
-    raise L2MError(f"unknown haystack {kind!r}; choose noise or novel")
-
-
-def load_haystack(kind: str, tokenizer: PreTrainedTokenizerBase, tokens: int, data: Path) -> Haystack:
-    """A haystack of at least `tokens` tokens, repeating the corpus as needed, cut at a line end."""
-    unit = corpus_text(kind, data)
-    chars = tokens * 8 + 4096  # no tokenizer here averages more than 8 characters a token
-    text = unit * (chars // len(unit) + 1)
-    text = text[:text.rfind("\n", 0, chars) + 1]
-    haystack = Haystack(kind, text, tokenizer)
-    if len(haystack) < tokens:
-        raise L2MError(f"the {kind} haystack gives only {len(haystack)} tokens, {tokens} needed")
-    return haystack
+from l2m_core.training.data import (
+    BabiQuestion,
+    Haystack,
+    Insertion,
+    babi_file,
+    data_dir,
+    insert,
+    load_haystack,
+    read_babi,
+)
 
 
 @dataclass
@@ -347,37 +238,6 @@ def _singular(text: str) -> str:
     return text
 
 
-@dataclass(frozen=True)
-class Story:
-    """One bAbI question with the story facts before it; `supporting` indexes into `facts`."""
-
-    facts: tuple[str, ...]
-    supporting: tuple[int, ...]
-    question: str
-    answer: str
-
-
-def read_babi(path: Path) -> list[Story]:
-    """Every question of a bAbI file as its own story (BABILong's split of multi-question stories)."""
-    stories: list[Story] = []
-    facts: list[str] = []
-    line_to_fact: dict[int, int] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        number, text = line.split(" ", 1)
-        if number == "1":
-            facts, line_to_fact = [], {}
-        if "\t" in text:
-            question, answer, refs = text.split("\t")
-            supporting = tuple(line_to_fact[int(r)] for r in refs.split())
-            stories.append(Story(tuple(facts), supporting, question.strip(), answer.strip()))
-        else:
-            line_to_fact[int(number)] = len(facts)
-            facts.append(text.strip())
-    return stories
-
-
 @cache
 def babilong_prompts(data: Path) -> dict:
     return json.loads((data / "babilong_prompts_qa1-5.json").read_text(encoding="utf-8"))
@@ -395,26 +255,19 @@ class BabilongGenerator(TaskGenerator):
     def _draft(self, variant: str, index: int, rng: random.Random, depth: float) -> Draft:
         stories = self._stories(variant)
         order = random.Random(f"{self.seed}:{variant}").sample(range(len(stories)), len(stories))
-        story = stories[order[index % len(stories)]]
+        q = stories[order[index % len(stories)]]
         prompts = babilong_prompts(self.data)
         texts = prompts["prompts"][variant]
         return Draft(
-            needles=list(story.facts), keys=[i in story.supporting for i in range(len(story.facts))],
-            question=story.question, answers=[story.answer],
+            needles=list(q.story), keys=[i in q.supporting for i in range(len(q.story))],
+            question=q.question, answers=[q.answer],
             instruction="\n\n".join((texts["instruction"], texts["examples"], texts["post_prompt"])),
             template="{instruction}\n\n<context>\n{context}\n</context>\n\nQuestion: {question}",
             max_new_tokens=24, labels=tuple(prompts["task_labels"][variant]))
 
-    def _stories(self, variant: str) -> list[Story]:
-        matches = sorted((self.data / "babi").glob(f"{variant}_*_test.txt"))
-        if not matches:
-            raise L2MError(f"no bAbI test file for {variant} in {self.data / 'babi'}")
-        return _read_babi_cached(matches[0])
+    def _stories(self, variant: str) -> tuple[BabiQuestion, ...]:
+        return read_babi(babi_file(self.data / "babi", variant, "test"))
 
-
-@cache
-def _read_babi_cached(path: Path) -> list[Story]:
-    return read_babi(path)
 
 
 GENERATORS: dict[str, type[TaskGenerator]] = {g.task: g for g in (PasskeyGenerator, BabilongGenerator, NiahGenerator)}

@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 
 from rank_bm25 import BM25Okapi
 
-from agent.evals.decoding import GreedyDecoder
 from agent.evals.generators import Sample
 from agent.evals.stores import BaseStores, part_source, patch, split_parts, sync
 from l2m_core.errors import L2MError
+from l2m_core.generation import GreedyDecoder
 from l2m_core.loading import LoadedModel
 from l2m_core.paths import l2m_home
 

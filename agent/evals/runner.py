@@ -20,12 +20,13 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agent.evals.generators import GENERATORS, Sample, data_dir
+from agent.evals.generators import GENERATORS, Sample
 from agent.evals.methods import L2M, METHODS, Method, MethodOptions, Prediction, make_method
 from agent.evals.plots import format_length, plot_accuracy
 from agent.evals.scoring import score
 from l2m_core.errors import L2MError
 from l2m_core.loading import LoadedModel, load_model
+from l2m_core.training.data import data_dir
 
 VISIBLE_ENOUGH = 0.5  # "needle visible": at least half the needed text (l2m: half the layers) was read
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.evals.generators import Insertion, insert
 from l2m_core.loading import LoadedModel
+from l2m_core.training.data import Insertion, insert
 
 
 def split_parts(text: str, starts: list[int], part_tokens: int) -> list[tuple[int, int]]:

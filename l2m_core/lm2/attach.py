@@ -19,6 +19,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from l2m_core.errors import L2MError
+from l2m_core.generation import PrefixCache, generate, stop_ids
 from l2m_core.lm2.lora import LoRA
 from l2m_core.lm2.memory import LM2Memory, MemoryConfig
 
@@ -141,27 +142,12 @@ class MemoryAugmentedModel:
             state = self.forward_segment(chunk, state=state).state
         return state
 
-    @torch.no_grad()
     def generate(self, prompt: str | list[int], state: MemoryState | None, max_new_tokens: int = 16) -> list[int]:
         """Greedy decoding of a local prompt that reads (never writes) the memory `state`."""
         ids = self._encode(prompt) if isinstance(prompt, str) else list(prompt)
-        stop = {t for t in (getattr(self.tokenizer, "eos_token_id", None), self.model.config.eos_token_id)
-                if isinstance(t, int)}
-        inputs, cache, produced = torch.tensor([ids], device=self.device), None, []
-        for _ in range(max_new_tokens):
-            out = self._read_only(inputs, state, cache)
-            cache = out.cache
-            token = int(out.logits[0, -1].argmax())
-            if token in stop:
-                break
-            produced.append(token)
-            inputs = torch.tensor([[token]], device=self.device)
-        return produced
-
-    def _read_only(self, input_ids: torch.Tensor, state: MemoryState | None, cache):
         self._banks = state
         try:
-            return self.model(input_ids=input_ids, cache=cache, use_cache=True)
+            return generate(PrefixCache(self.model), ids, stop_ids(self.tokenizer, self.model), max_new_tokens).tokens
         finally:
             self._banks, self._states, self._reads = None, {}, {}
 

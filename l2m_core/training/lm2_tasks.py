@@ -11,7 +11,6 @@ leave the memory as it is), so every example's question segment is the episode's
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from l2m_core.errors import L2MError
 from l2m_core.lm2.attach import DEFAULT_QUESTION_TEMPLATE
+from l2m_core.training.data import BabiQuestion, babi_file, default_data_dir, read_babi
 
 IGNORE = -100
 EVAL_SEED = 1_000_003
@@ -150,46 +150,6 @@ class KeyValueRecall(Task):
         return [facts, *gaps, question]
 
 
-@dataclass
-class BabiQuestion:
-    story: list[str]        # the story's sentences before the question, in order
-    question: str
-    answer: str
-    supporting: list[int]   # indices into `story`
-
-
-def parse_babi(path: Path) -> list[BabiQuestion]:
-    """Every question of a bAbI file with the story lines before it (format: /work/shared/data/README.md)."""
-    questions: list[BabiQuestion] = []
-    story: list[str] = []
-    index: dict[int, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        match = re.match(r"(\d+) (.*)", line)
-        if not match:
-            raise L2MError(f"{path}:{lineno}: not a bAbI line: {line[:60]!r}")
-        number, text = int(match.group(1)), match.group(2)
-        if number == 1:
-            story, index = [], {}
-        if "\t" in text:
-            parts = text.split("\t")
-            if len(parts) < 3:
-                raise L2MError(f"{path}:{lineno}: a question line needs question, answer and support ids")
-            support = [index[int(i)] for i in parts[2].split()]
-            questions.append(BabiQuestion(list(story), parts[0].strip(), parts[1].strip(), support))
-        else:
-            index[number] = len(story)
-            story.append(text.strip())
-    return questions
-
-
-def default_data_dir() -> Path:
-    """`$L2M_DATA`, else the team's shared data folder beside the repository."""
-    env = os.environ.get("L2M_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 class BabiTask(Task):
     """bAbI task `qa{number}`: story sentences packed into segments, the question alone in the last.
 
@@ -212,15 +172,12 @@ class BabiTask(Task):
     def examples(self, split: str) -> list[list[Segment]]:
         """Every question of the split that fits, as segments (built on first use)."""
         if split not in self._splits:
-            built = (self._segments(q) for q in parse_babi(self._file(split)))
+            built = (self._segments(q) for q in read_babi(self._file(split)))
             self._splits[split] = [ex for ex in built if ex is not None]
         return self._splits[split]
 
     def _file(self, split: str) -> Path:
-        files = sorted(self.folder.glob(f"qa{self.number}_*_{split}.txt"))
-        if not files:
-            raise L2MError(f"no bAbI file qa{self.number}_*_{split}.txt in {self.folder}")
-        return files[0]
+        return babi_file(self.folder, f"qa{self.number}", split)
 
     def _sentence(self, text: str) -> list[int]:
         if text not in self._sentences:

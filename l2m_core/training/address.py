@@ -1,8 +1,8 @@
-"""Retrieval supervision for the address head: needle samples, their key features, InfoNCE training.
+"""Retrieval supervision for the address head: needle samples' key features, InfoNCE training, recall@k.
 
-A sample is a short document (a novel passage with a needle inserted) and a question whose answer is the
-needle. Ingesting it into a store that already holds a novel haystack gives the candidates: every block
-of the store; the positives are the block(s) holding a supporting fact. Two families:
+A sample (built in `data.py`) is a short document (a novel passage with a needle inserted) and a question
+whose answer is the needle. Ingesting it into a store that already holds a novel haystack gives the
+candidates: every block of the store; the positives are the block(s) holding a supporting fact. Two families:
 
 - `passkey`: a code, number or word stated with one wording and asked with another ("The combination that
   unlocks the vault is 4417." / "What number opens the safe?"), so BM25 has little to match;
@@ -29,64 +29,9 @@ import torch
 from l2m_core.address_head import AddressHead, fuse_rankings
 from l2m_core.addressing import LexicalIndex
 from l2m_core.errors import L2MError
-from l2m_core.lm2.tasks import default_data_dir, parse_babi
 from l2m_core.memory import Memory
 from l2m_core.settings import MemorySettings
-
-# (needle, question, value kind): the question avoids the needle's content words. {v} is the value.
-PASSKEY_TEMPLATES = {
-    "train": [
-        ("The combination that unlocks the vault is {v}.", "What number opens the safe?", "number"),
-        ("Remember it well: the cellar door responds only to the code {v}.",
-         "Which digits let someone into the basement?", "number"),
-        ("Her locker at the station could be opened with {v}.", "What gets a woman into her cabinet at the depot?",
-         "number"),
-        ("The captain chose {v} as the secret word for the night watch.",
-         "What password did the ship's commander pick for the evening guard?", "word"),
-        ("Grandmother buried her jewels beneath the old {v}.", "Under what did the elderly lady hide her gems?",
-         "word"),
-        ("The telephone extension of the accounts office is {v}.", "What do I dial to reach bookkeeping?", "number"),
-        ("My bicycle lock opens with {v}.", "What is the combination for the cycle's padlock?", "number"),
-        ("The parcel was sent to house number {v} on Elm Street.", "Where was the package delivered?", "number"),
-        ("The winning lottery ticket carried the number {v}.", "Which figure was printed on the prize stub?",
-         "number"),
-        ("Everyone in the regiment knew the horse named {v} was the fastest.",
-         "Which steed outran all others among the soldiers?", "word"),
-        ("The gardener planted exactly {v} tulip bulbs this autumn.",
-         "How many flowers did the groundskeeper put in the soil in the fall?", "number"),
-        ("Our train departs from platform {v}.", "Where do we board the railway carriage?", "number"),
-    ],
-    "test": [
-        ("The key to the archive room hangs on hook {v}.", "On which peg is the storage chamber's key kept?",
-         "number"),
-        ("The admiral's favourite dog was called {v}.", "What was the name of the naval commander's pet hound?",
-         "word"),
-        ("The doctor's appointment was moved to room {v}.", "Where will the physician see the patient now?",
-         "number"),
-        ("The smugglers signalled each other with the word {v}.",
-         "What term did the contraband runners use as their sign?", "word"),
-        ("The museum's missing painting was catalogued as item {v}.",
-         "What inventory entry did the stolen artwork in the gallery have?", "number"),
-        ("The wireless password at the cottage is {v}.", "What do guests type to get online at the country house?",
-         "word"),
-    ],
-}
-VALUE_WORDS = {
-    "train": ["falcon", "juniper", "copper", "willow", "saffron", "harbour", "velvet", "thistle", "marble", "ember"],
-    "test": ["otter", "cobalt", "hazel", "meridian", "quartz", "lantern", "sparrow", "tundra", "indigo", "pebble"],
-}
-NOVELS = {"train": "pride.txt", "test": "sense.txt"}
-_SENTENCE_END = re.compile(r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)[.!?][\"']? ")
-BABI = {"train": "qa1_*_train.txt", "test": "qa1_*_test.txt"}
-
-
-@dataclass
-class Sample:
-    family: str                       # "passkey" or "babi"
-    document: str                     # passage with the needle(s) inserted
-    question: str
-    support: list[tuple[int, int]]    # character spans of the supporting fact(s) in `document`
-    kind: str = ""                    # passkey: "number" or "word" value; babi: "qa1"
+from l2m_core.training.data import NeedleSample, default_data_dir, make_samples, read_novel
 
 
 @dataclass
@@ -102,89 +47,10 @@ class Example:
 
 
 @dataclass
-class Haystack:
+class HaystackBlocks:
     """The blocks every sample competes with: `[N, S, r, Hkv, D]` and their texts."""
     blocks: torch.Tensor
     texts: list[str] = field(default_factory=list)
-
-
-# ---- samples ----------------------------------------------------------------------------------------
-
-def passages(text: str, tokenizer, tokens: int, count: int, skip: int, rng: random.Random) -> list[str]:
-    """`count` passages of about `tokens` tokens from `text` after its first `skip` characters, cut at
-    sentence ends (so a needle can go between sentences)."""
-    text = re.sub(r"\s+", " ", text[skip:])
-    chars = max(16, int(tokens * len(text[:20000]) / max(1, len(tokenizer(text[:20000])["input_ids"]))))
-    out = []
-    for _ in range(count):
-        start = rng.randrange(0, max(1, len(text) - 2 * chars))
-        start = text.find(". ", start) + 2 if text.find(". ", start) >= 0 else start
-        end = text.rfind(". ", start, start + chars)
-        out.append(text[start:end + 1 if end > start else start + chars].strip())
-    return out
-
-
-def insert(passage: str, facts: list[str], rng: random.Random) -> tuple[str, list[tuple[int, int]]]:
-    """Put `facts` in order between sentences of `passage` at random places; return the text and each
-    fact's character span."""
-    cuts = [m.end() for m in _SENTENCE_END.finditer(passage)] or [len(passage)]
-    places = sorted(rng.choice(cuts) for _ in facts)
-    out, spans, last = "", [], 0
-    for place, fact in zip(places, facts, strict=True):
-        out += passage[last:place]
-        out += "" if out.endswith(" ") or not out else " "
-        spans.append((len(out), len(out) + len(fact)))
-        out += fact + " "
-        last = place
-    return out + passage[last:].lstrip(), spans
-
-
-def passkey_samples(split: str, count: int, novel: str, tokenizer, doc_tokens: int,
-                    rng: random.Random) -> list[Sample]:
-    templates, words = PASSKEY_TEMPLATES[split], VALUE_WORDS[split]
-    texts = passages(novel, tokenizer, doc_tokens, count, len(novel) // 2, rng)
-    out = []
-    for i, passage in enumerate(texts):
-        needle, question, kind = templates[i % len(templates)]
-        value = str(rng.randrange(1000, 10000)) if kind == "number" else rng.choice(words)
-        document, spans = insert(passage, [needle.format(v=value)], rng)
-        out.append(Sample("passkey", document, question, spans, kind))
-    return out
-
-
-def babi_samples(split: str, count: int, novel: str, tokenizer, doc_tokens: int, rng: random.Random,
-                 data_dir: Path, max_facts: int = 4) -> list[Sample]:
-    """qa1 questions whose supporting fact is among the story's last `max_facts` lines."""
-    files = sorted((data_dir / "babi").glob(BABI[split]))
-    if not files:
-        raise L2MError(f"no bAbI file {BABI[split]} in {data_dir / 'babi'}")
-    questions = [q for q in parse_babi(files[0]) if all(i >= len(q.story) - max_facts for i in q.supporting)]
-    picked = rng.sample(questions, min(count, len(questions)))
-    texts = passages(novel, tokenizer, doc_tokens, len(picked), len(novel) // 2, rng)
-    out = []
-    for q, passage in zip(picked, texts, strict=True):
-        first = max(0, len(q.story) - max_facts)
-        document, spans = insert(passage, q.story[first:], rng)
-        out.append(Sample("babi", document, q.question, [spans[i - first] for i in q.supporting], "qa1"))
-    return out
-
-
-def make_samples(split: str, per_family: int, tokenizer, doc_tokens: int = 192, seed: int = 0,
-                 data_dir: Path | None = None) -> list[Sample]:
-    """`per_family` samples of each family for `split` ("train" or "test")."""
-    data_dir = data_dir or default_data_dir()
-    novel = read_novel(data_dir, split)
-    rng = random.Random(f"{seed}-{split}")
-    return (passkey_samples(split, per_family, novel, tokenizer, doc_tokens, rng)
-            + babi_samples(split, per_family, novel, tokenizer, doc_tokens, rng, data_dir))
-
-
-def read_novel(data_dir: Path, split: str) -> str:
-    path = data_dir / "haystack" / NOVELS[split]
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
-        raise L2MError(f"haystack novel not found: {path} (set L2M_DATA to the data folder)") from None
 
 
 # ---- features ---------------------------------------------------------------------------------------
@@ -196,12 +62,12 @@ def ingest_haystack(memory: Memory, novel: str, tokens: int, part_tokens: int = 
         memory.ingest_document(memory.tokenizer.decode(ids[i:i + part_tokens]), f"haystack/{i // part_tokens:04d}")
 
 
-def haystack_features(memory: Memory, head: AddressHead) -> Haystack:
+def haystack_features(memory: Memory, head: AddressHead) -> HaystackBlocks:
     ids, stack = memory.reprs.stacked()
-    return Haystack(stack[head.layers].transpose(0, 1).contiguous(), [memory.block_text(b) for b in ids])
+    return HaystackBlocks(stack[head.layers].transpose(0, 1).contiguous(), [memory.block_text(b) for b in ids])
 
 
-def example(memory: Memory, head: AddressHead, sample: Sample, source: str = "sample",
+def example(memory: Memory, head: AddressHead, sample: NeedleSample, source: str = "sample",
             keep: bool = False) -> tuple[Example, list[int]]:
     """Ingest the sample's document, read its blocks' features and which hold the support; retire the
     document unless `keep`. Returns the example and the document's block ids."""
@@ -220,7 +86,7 @@ def example(memory: Memory, head: AddressHead, sample: Sample, source: str = "sa
     return Example(keys, blocks, positives, texts, sample.question, sample.family, sample.kind), block_ids
 
 
-def features(memory: Memory, head: AddressHead, samples: list[Sample],
+def features(memory: Memory, head: AddressHead, samples: list[NeedleSample],
              progress: Callable[[int, int], None] | None = None) -> list[Example]:
     out = []
     for i, sample in enumerate(samples):
@@ -232,7 +98,7 @@ def features(memory: Memory, head: AddressHead, samples: list[Sample],
 
 # ---- training and evaluation ------------------------------------------------------------------------
 
-def _batch(examples: list[Example], haystack: Haystack, shared_store: bool = False) -> tuple:
+def _batch(examples: list[Example], haystack: HaystackBlocks, shared_store: bool = False) -> tuple:
     """Question keys `[B, S, H, T, D]`, their mask `[B, T]`, one candidate bank (haystack, then every
     example's own blocks) and per example the allowed candidates and the positive ones, `[B, N]` each.
     With `shared_store`, the batch's documents sit in one store: another example's blocks are negatives
@@ -274,8 +140,8 @@ def info_nce(scores: torch.Tensor, allowed: torch.Tensor, positive: torch.Tensor
     return (all_ - pos).mean()
 
 
-def train(head: AddressHead, examples: list[Example], haystack: Haystack, steps: int = 300, batch_size: int = 16,
-          lr: float = 3e-3, temperature: float = 1.0, weight_decay: float = 0.01, seed: int = 0,
+def train(head: AddressHead, examples: list[Example], haystack: HaystackBlocks, steps: int = 300,
+          batch_size: int = 16, lr: float = 3e-3, temperature: float = 1.0, weight_decay: float = 0.01, seed: int = 0,
           time_budget: float | None = None, progress: Callable[[dict], None] | None = None,
           shared_store: bool = True) -> dict:
     """InfoNCE over candidate blocks: positives are the blocks holding a supporting fact, negatives every
@@ -321,7 +187,8 @@ def distractors(examples: list[Example], i: int, count: int) -> list[int]:
     return [j for j in others if unrelated(examples[j], examples[i].question)][:count]
 
 
-def candidates(examples: list[Example], haystack: Haystack, i: int, extra: int = 0) -> tuple[torch.Tensor, list]:
+def candidates(examples: list[Example], haystack: HaystackBlocks, i: int,
+               extra: int = 0) -> tuple[torch.Tensor, list]:
     """Example i's candidate blocks `[N, S, r, Hkv, D]` and texts: the haystack (indices `0..H-1`), its own
     document (`H..`), then the documents of `extra` distractor examples."""
     docs = [examples[i], *(examples[j] for j in distractors(examples, i, extra))]
@@ -330,7 +197,8 @@ def candidates(examples: list[Example], haystack: Haystack, i: int, extra: int =
 
 
 @torch.no_grad()
-def head_rankings(head: AddressHead, examples: list[Example], haystack: Haystack, extra: int = 0) -> list[list[int]]:
+def head_rankings(head: AddressHead, examples: list[Example], haystack: HaystackBlocks,
+                  extra: int = 0) -> list[list[int]]:
     """Per example, candidate indices best first (see `candidates`)."""
     out = []
     for i, e in enumerate(examples):
@@ -340,7 +208,7 @@ def head_rankings(head: AddressHead, examples: list[Example], haystack: Haystack
     return out
 
 
-def bm25_rankings(examples: list[Example], haystack: Haystack, extra: int = 0) -> list[list[int]]:
+def bm25_rankings(examples: list[Example], haystack: HaystackBlocks, extra: int = 0) -> list[list[int]]:
     """Per example, BM25's candidate indices best first (only blocks sharing a word with the question)."""
     out = []
     for i, e in enumerate(examples):
@@ -352,7 +220,7 @@ def bm25_rankings(examples: list[Example], haystack: Haystack, extra: int = 0) -
     return out
 
 
-def positives(examples: list[Example], haystack: Haystack) -> list[set[int]]:
+def positives(examples: list[Example], haystack: HaystackBlocks) -> list[set[int]]:
     n = haystack.blocks.shape[0]
     return [{n + j for j in e.positives} for e in examples]
 
@@ -365,7 +233,7 @@ def recall_at(rankings: list[list[int]], wanted: list[set[int]], ks: tuple[int, 
             for k in ks}
 
 
-def rankings(examples: list[Example], haystack: Haystack, heads: dict[str, AddressHead], extra: int = 0,
+def rankings(examples: list[Example], haystack: HaystackBlocks, heads: dict[str, AddressHead], extra: int = 0,
              fusion_pool: int = 8) -> dict[str, list[list[int]]]:
     """Per method, per example, candidate indices best first: `bm25`, each head by its name, and each head
     fused with BM25 as the engine fuses them as `fused_<name>` (`fusion_pool`: twice the engine's
@@ -379,7 +247,7 @@ def rankings(examples: list[Example], haystack: Haystack, heads: dict[str, Addre
     return methods
 
 
-def evaluate(examples: list[Example], haystack: Haystack, heads: dict[str, AddressHead],
+def evaluate(examples: list[Example], haystack: HaystackBlocks, heads: dict[str, AddressHead],
              ks: tuple[int, ...] = (1, 2, 4, 8), extra: int = 0, fusion_pool: int = 8,
              groups: str = "family") -> dict:
     """Recall@k per group (`family` or `kind`, and `all`) for each method of `rankings`. With `extra`,

@@ -31,7 +31,7 @@ from torch import nn
 from l2m_core.errors import L2MError
 from l2m_core.lm2.adapter import load_into, named_parameters, save_adapter, save_tensors
 from l2m_core.lm2.attach import MemoryAugmentedModel
-from l2m_core.lm2.tasks import IGNORE, Episode, Task
+from l2m_core.training.lm2_tasks import IGNORE, Episode, Task
 
 
 @dataclass
