@@ -260,6 +260,7 @@ class NeedleSample:
     question: str
     support: list[tuple[int, int]]    # character spans of the supporting fact(s) in `document`
     kind: str = ""                    # passkey: "number" or "word" value; babi: "qa1"
+    answer: str = ""                  # the needle's value (passkey) or the bAbI answer
 
 
 def passages(text: str, tokenizer, tokens: int, count: int, skip: int, rng: random.Random) -> list[str]:
@@ -294,7 +295,7 @@ def passkey_samples(split: str, count: int, novel: str, tokenizer, doc_tokens: i
         needle, question, kind = templates[i % len(templates)]
         value = str(rng.randrange(1000, 10000)) if kind == "number" else rng.choice(words)
         document, spans = scatter(passage, [needle.format(v=value)], rng)
-        out.append(NeedleSample("passkey", document, question, spans, kind))
+        out.append(NeedleSample("passkey", document, question, spans, kind, value))
     return out
 
 
@@ -309,7 +310,8 @@ def babi_samples(split: str, count: int, novel: str, tokenizer, doc_tokens: int,
     for q, passage in zip(picked, texts, strict=True):
         first = max(0, len(q.story) - max_facts)
         document, spans = scatter(passage, list(q.story[first:]), rng)
-        out.append(NeedleSample("babi", document, q.question, [spans[i - first] for i in q.supporting], "qa1"))
+        out.append(NeedleSample("babi", document, q.question, [spans[i - first] for i in q.supporting], "qa1",
+                                q.answer))
     return out
 
 
