@@ -42,7 +42,7 @@ from torch import nn
 from l2m_core.addressing import rrf
 from l2m_core.attention import RecordPlan, active
 from l2m_core.errors import L2MError
-from l2m_core.loading import fingerprint, kv_geometry
+from l2m_core.loading import check_base, fingerprint, kv_geometry
 
 if TYPE_CHECKING:
     from l2m_core.memory import Memory
@@ -192,10 +192,7 @@ def read_config(path: str | Path) -> tuple[Path, dict]:
 def load_address_head(path: str | Path, model) -> AddressHead:
     """Load the head at `path` for `model`, refusing a model other than the one it was trained on."""
     directory, config = read_config(path)
-    expected, actual = config.get("base", {}).get("fingerprint"), fingerprint(model)
-    if expected != actual:
-        raise L2MError(f"address head {directory} was trained on model {config['base'].get('name') or '?'} "
-                       f"(fingerprint {expected}), not on this model (fingerprint {actual})")
+    check_base(config.get("base", {}), model, f"address head {directory}")
     head = AddressHead(config["layers"], config["kv_heads"], config["head_dim"], config["rank"],
                        config["temperature"])
     head.base = config["base"]

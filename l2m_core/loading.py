@@ -136,6 +136,15 @@ def fingerprint(model: PreTrainedModel) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_base(base: dict, model: PreTrainedModel, what: str) -> None:
+    """Refuse a trained artefact (`what`, e.g. "address head DIR") whose JSON `base` names another model:
+    its weights were trained on that model's hidden states."""
+    expected, actual = base.get("fingerprint"), fingerprint(model)
+    if expected != actual:
+        raise L2MError(f"{what} was trained on model {base.get('name') or '?'} (fingerprint {expected}), "
+                       f"not on this model (fingerprint {actual})")
+
+
 def _locate(spec) -> tuple[str, str, Path | None]:
     """Map a spec to (display name, a directory `from_pretrained` can read without a network or a GGUF file,
     the cache folder for that GGUF file's conversion or None)."""

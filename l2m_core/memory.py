@@ -28,7 +28,8 @@ import hashlib
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +52,7 @@ from l2m_core.store import StoreFiles, block_kv, blocks, create_private_file, do
 
 if TYPE_CHECKING:
     from l2m_core.address_head import AddressHead
+    from l2m_core.reader import Reader
 
 MEMORY_SLOT = "\x00L2M-MEMORY\x00"
 READING_INSTRUCTION = "Answer the question using the context. Answer briefly."
@@ -171,6 +173,7 @@ class Memory:
         self.lexical = LexicalIndex(self._labels)
         self.reprs = ReprBank()
         self.address_head: AddressHead | None = None  # optional learned addressing, fused with BM25
+        self.reader: Reader | None = None  # optional trained reader, acting on the question and answer tokens
         # Where each block lies in its corpus (set by the agent from the corpus index): heading blocks join
         # the read set beside what addressing found, and citations name their definition or section.
         self.enclosing: Callable[[Iterable[int]], dict[int, Enclosing]] | None = None
@@ -564,10 +567,44 @@ class Memory:
         shared = fuse(pins, [], [], [], self.settings.max_read_blocks)
         return self._prefill(list(tail), slice(0, len(tail)), shared, pins, head)[1]
 
+    def answer_logits(self, question: str, answer: list[int], pins: Sequence[int] = ()) -> torch.Tensor:
+        """The logits predicting each token of `answer` after `question`, read as `ask` reads it (addressing,
+        reading head, read blocks), with autograd on: stored keys and values are constants, and what acts on
+        the question's and answer's own projections (the reader) gets gradients. For training a reader."""
+        pins = list(pins)
+        tail, question_span = self._tail(question, None)
+        ids = tail + list(answer)
+        plan = self._read_plan(ids, question_span, self._shared_read_set(question, pins), pins)
+        with active(plan), self._reading():
+            return self.model(torch.tensor([ids], device=self.lm.device), position_ids=plan.positions[None],
+                              use_cache=False, logits_to_keep=len(answer) + 1).logits[0, :-1]
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The reader (if any) hooked onto the model for one forward pass of question or answer tokens only:
+        stored blocks and the reading head are the base model's states."""
+        if self.reader is None:
+            yield
+            return
+        self.reader.attach()
+        try:
+            yield
+        finally:
+            self.reader.detach()
+
     def _prefill(self, tail: list[int], question: slice, shared: list[int], pins: list[int],
                  head_text: str | None = None):
-        """Run the tail against `[head | read blocks]`. By default the read blocks end where the tail starts,
-        `max_read_blocks * block_size` after the head. With `settings.contiguous` the shared read set sits
+        """Run the tail against `[head | read blocks]` (`_read_plan`); the plan and the next token's logits."""
+        plan = self._read_plan(tail, question, shared, pins, head_text)
+        with torch.inference_mode(), active(plan), self._reading():
+            logits = self.model(torch.tensor([tail], device=self.lm.device), position_ids=plan.positions[None],
+                                use_cache=False, logits_to_keep=1).logits[0, -1]
+        return plan, logits
+
+    def _read_plan(self, tail: list[int], question: slice, shared: list[int], pins: list[int],
+                   head_text: str | None = None) -> ReadPlan:
+        """The plan for a tail read against `[head | read blocks]`. By default the read blocks end where the
+        tail starts, `max_read_blocks * block_size` after the head. With `settings.contiguous` the shared read set sits
         right after the head; only blocks a layer adds by its own key scores (`attention_top_k`) leave room
         before it, so positions are contiguous whenever every layer reads the same set."""
         s, device = self.settings, self.lm.device
@@ -588,10 +625,7 @@ class Memory:
         plan = ReadPlan(self.rotary, head_k, head_v, select, lambda layer, ids: self._fetch(layer, ids, staged),
                         memory_end, question)
         plan.positions = torch.arange(memory_end, memory_end + len(tail), device=device)
-        with torch.inference_mode(), active(plan):
-            logits = self.model(torch.tensor([tail], device=device), position_ids=plan.positions[None],
-                                use_cache=False, logits_to_keep=1).logits[0, -1]
-        return plan, logits
+        return plan
 
     def _head_states(self, text: str) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
         """A head's token ids and un-rotated keys/values per layer (at positions 0..n-1), computed once per
@@ -620,7 +654,7 @@ class Memory:
 
         def feed(token: int) -> torch.Tensor:
             plan.positions = plan.positions[-1:] + 1
-            with torch.inference_mode(), active(plan):
+            with torch.inference_mode(), active(plan), self._reading():
                 return self.model(torch.tensor([[token]], device=device), position_ids=plan.positions[None],
                                   use_cache=False).logits[0, -1]
 

@@ -19,7 +19,7 @@ from l2m_core.errors import L2MError
 from l2m_core.lm2.attach import MemoryAugmentedModel
 from l2m_core.lm2.lora import LoRA
 from l2m_core.lm2.memory import LM2Memory, MemoryConfig
-from l2m_core.loading import fingerprint
+from l2m_core.loading import check_base, fingerprint
 
 FORMAT = "l2m-lm2-adapter"
 VERSION = 1
@@ -87,10 +87,7 @@ def load_adapter(path: str | Path, model: PreTrainedModel,
     """Attach the adapter at `path` to `model`, refusing a model other than the one it was trained on."""
     directory = _directory(Path(path))
     config = read_adapter_config(directory)
-    expected, actual = config["base"]["fingerprint"], fingerprint(model)
-    if expected != actual:
-        raise L2MError(f"memory adapter {directory} was trained on model {config['base']['name'] or '?'} "
-                       f"(fingerprint {expected}), not on this model (fingerprint {actual})")
+    check_base(config["base"], model, f"memory adapter {directory}")
     try:
         tensors = load_file(str(directory / WEIGHTS))
     except (OSError, SafetensorError) as exc:
