@@ -21,6 +21,7 @@ from l2m_core.address_head import AddressHead, load_address_head
 from l2m_core.errors import L2MError
 from l2m_core.loading import DEFAULT_MODEL, LoadedModel, load_model
 from l2m_core.memory import Answer, BlockSpan, Memory
+from l2m_core.reader import Reader, load_reader
 from l2m_core.settings import MemorySettings
 from l2m_core.store import MANIFEST, STORE_DIR, is_store
 from repos_index.index import CorpusIndex
@@ -55,9 +56,11 @@ class Agent:
     @classmethod
     def open(cls, root: str | Path = ".", store: str | Path | None = None, model: str | LoadedModel | None = None,
              create: bool = True, settings: MemorySettings | None = None, device: str = "auto",
-             address_head: str | Path | AddressHead | None = None, database_url: str | None = None) -> Agent:
+             address_head: str | Path | AddressHead | None = None, database_url: str | None = None,
+             reader: str | Path | Reader | None = None) -> Agent:
         """Open (or create, when `create`) the store of `root`; `model` defaults to the store's own model.
-        `address_head` (a trained head or its directory) joins BM25 in addressing memory; a new store keeps
+        `address_head` (a trained head or its directory) joins BM25 in addressing memory; `reader` (a trained
+        reader or its directory, `l2m train --task reader`) acts while questions read; a new store keeps
         its tables in the database at `database_url` (default: SQLite in the store directory)."""
         root = Path(root).expanduser().resolve()
         if not root.is_dir():
@@ -69,17 +72,21 @@ class Agent:
         lm = model if isinstance(model, LoadedModel) else load_model(model or _manifest_model(store), device=device)
         if address_head is not None and not isinstance(address_head, AddressHead):
             address_head = load_address_head(address_head, lm.model)
+        if reader is not None and not isinstance(reader, Reader):
+            reader = load_reader(reader, lm.model)
         memory = Memory.open(store, lm) if exists else Memory.create(store, lm, settings, database_url)
-        memory.address_head = address_head
+        memory.address_head, memory.reader = address_head, reader
         if memory.files.manifest.get("root") is None:
             memory.files.update_manifest(root=str(root))
         return cls(root, memory, CorpusIndex(memory.files.engine, root))
 
     @classmethod
     def from_store(cls, store: str | Path, model: str | LoadedModel | None = None, device: str = "auto",
-                   address_head: str | Path | AddressHead | None = None) -> Agent:
+                   address_head: str | Path | AddressHead | None = None,
+                   reader: str | Path | Reader | None = None) -> Agent:
         """Open an existing store; its corpus root comes from the store's manifest."""
-        return cls.open(store_root(store), store, model, create=False, device=device, address_head=address_head)
+        return cls.open(store_root(store), store, model, create=False, device=device, address_head=address_head,
+                        reader=reader)
 
     def close(self) -> None:
         self.memory.close()

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from cli.common import address_head_option, cluster_from, cluster_options, emit, open_agent, store_options
+from cli.common import (
+    address_head_option,
+    cluster_from,
+    cluster_options,
+    emit,
+    open_agent,
+    reader_option,
+    store_options,
+)
+from l2m_core.errors import L2MError
 
 
 @click.command()
@@ -14,15 +23,18 @@ from cli.common import address_head_option, cluster_from, cluster_options, emit,
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="JSONL answers (appended).")
 @click.option("--max-tokens", default=96, show_default=True, help="Longest answer, in tokens.")
 @address_head_option
+@reader_option
 @cluster_options
 @store_options
-def batch(in_path, out_path, max_tokens, address_head, ray_address, workers, store, model_spec, device,
+def batch(in_path, out_path, max_tokens, address_head, reader, ray_address, workers, store, model_spec, device,
           as_json) -> None:
     """Answer every question of IN_PATH (one JSON object per line); rerun to resume."""
     from agent.batch import run_batch_all
 
     cluster = cluster_from(ray_address, workers)
-    with open_agent(store, model_spec, device, address_head) as agent:
+    if cluster is not None and reader not in (None, "none"):
+        raise L2MError("--reader is not supported with a cluster yet (its workers read without it)")
+    with open_agent(store, model_spec, device, address_head, reader) as agent:
         def answer_all(items: list[tuple[str, int]]):
             for answer in agent.ask_many(items, cluster=cluster, address_head=address_head):
                 yield answer if isinstance(answer, Exception) else answer.to_dict()

@@ -41,19 +41,26 @@ def find_store(explicit: str | None) -> Path | None:
     return None
 
 
-def open_agent(store: str | None, model: str | None, device: str = "auto", address_head: Path | None = None):
-    """The agent of an existing store (`--store` or the nearest `.l2m/`), with a learned address head if given."""
+def open_agent(store: str | None, model: str | None, device: str = "auto", address_head: Path | None = None,
+               reader: str | None = None):
+    """The agent of an existing store (`--store` or the nearest `.l2m/`), with a learned address head and a
+    trained reader if given (`reader` "none": the plain read path)."""
     from agent import Agent
 
     path = find_store(store)
     if path is None:
         raise L2MError("no memory store here or in any parent directory; run `l2m ingest PATH` first or pass --store")
-    return Agent.from_store(path, model, device=device, address_head=address_head)
+    return Agent.from_store(path, model, device=device, address_head=address_head,
+                            reader=None if reader in (None, "none") else Path(reader))
 
 
 address_head_option = click.option(
     "--address-head", type=click.Path(path_type=Path), default=None,
     help="Address memory with this trained head (l2m train --task address-head) fused with BM25.")
+
+reader_option = click.option(
+    "--reader", default=None, metavar="PATH|none",
+    help="Read memory with this trained reader (l2m train --task reader); none: the plain read path [none].")
 
 
 def store_options(func):

@@ -17,6 +17,7 @@ from cli.common import (
     emit,
     find_store,
     open_agent,
+    reader_option,
     store_options,
 )
 from l2m_core.errors import L2MError
@@ -98,10 +99,12 @@ def _common_folder(paths: list[Path]) -> Path | None:
 @click.option("--memory-adapter", type=click.Path(exists=True, path_type=Path), default=None,
               help="Answer with a trained LM2 learned memory (l2m train) that reads the stored documents.")
 @address_head_option
+@reader_option
 @store_options
-def ask(question, max_tokens, hops, pins, memory_adapter, address_head, store, model_spec, device, as_json) -> None:
+def ask(question, max_tokens, hops, pins, memory_adapter, address_head, reader, store, model_spec, device,
+        as_json) -> None:
     """Answer QUESTION from memory, citing the file lines the model read."""
-    with open_agent(store, model_spec, device, address_head) as agent:
+    with open_agent(store, model_spec, device, address_head, reader) as agent:
         if memory_adapter is not None:
             text = _learned_memory_answer(agent, memory_adapter, question, max_tokens)
             emit({"answer": text, "citations": [], "memory": "learned"}, as_json,

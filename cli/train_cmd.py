@@ -1,5 +1,6 @@
-"""`l2m train`: train an LM2 memory adapter on a beyond-the-window task, or (`--task address-head`) the
-memory engine's learned addressing head (register with `cli.add_command(train)`)."""
+"""`l2m train`: train an LM2 memory adapter on a beyond-the-window task, (`--task address-head`) the
+memory engine's learned addressing head, or (`--task reader`) a reader for a store (register with
+`cli.add_command(train)`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import click
 import torch
 
-from cli.common import emit
+from cli.common import emit, open_agent
 from l2m_core.errors import L2MError
 
 _TINY = "tiny"
@@ -43,9 +44,11 @@ def _progress(event: dict) -> None:
 
 @click.command()
 @click.option("--task", default="babi-qa1", show_default=True,
-              help="kv (key-value recall), babi-qa1..babi-qa5, or address-head (the memory engine's learned "
+              help="kv (key-value recall), babi-qa1..babi-qa5, address-head (the memory engine's learned "
                    "addressing; uses --steps, --batch-size, --lr, --layers, --eval-examples, --samples, "
-                   "--haystack-tokens, --time-budget, --seed).")
+                   "--haystack-tokens, --time-budget, --seed), or reader (a LoRA that reads the store at --store; "
+                   "uses --steps, --batch-size, --lr, --lora-rank [8], --reader-mlp, --eval-every, --eval-examples, "
+                   "--held-out, --per-document, --passkeys, --time-budget, --seed).")
 @click.option("--model", "model_spec", default=None,
               help="Hub id, local directory or .gguf path (default: the embedded model), or 'tiny' for a tiny "
                    "random Llama (use with --end-to-end).")
@@ -76,6 +79,12 @@ def _progress(event: dict) -> None:
 @click.option("--samples", default=120, show_default=True, help="address-head: training samples per family.")
 @click.option("--haystack-tokens", default=8192, show_default=True,
               help="address-head: novel tokens in the store every sample competes with.")
+@click.option("--store", default=None, help="reader: the store to train on [the nearest .l2m/].")
+@click.option("--held-out", default=0.2, show_default=True, help="reader: share of documents held out.")
+@click.option("--per-document", default=8, show_default=True, help="reader: samples per document at most.")
+@click.option("--passkeys", default=0, show_default=True,
+              help="reader: pass-key samples added (novel passages from the data folder, $L2M_DATA).")
+@click.option("--reader-mlp", is_flag=True, help="reader: adapt the MLP projections too.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
@@ -84,8 +93,8 @@ def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path
           batch_size: int, lr: float, segment_len: int | None, gap: int, facts: int, tbptt: int, slots: int,
           heads: int, attn_dim: int | None, layers: str, aux_weight: float, lora_rank: int, end_to_end: bool,
           eval_every: int, eval_examples: int, checkpoint_every: int, time_budget: float | None, resume: bool,
-          baseline: bool, samples: int, haystack_tokens: int, seed: int, device: str, dtype: str,
-          as_json: bool) -> None:
+          baseline: bool, samples: int, haystack_tokens: int, store: str | None, held_out: float, per_document: int,
+          passkeys: int, reader_mlp: bool, seed: int, device: str, dtype: str, as_json: bool) -> None:
     """Train the learned (LM2) memory segment by segment; save checkpoints and a safetensors adapter.
 
     The question of every example sits segments after the facts it needs, beyond the attention window,
@@ -93,10 +102,20 @@ def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path
 
     With `--task address-head`, OUT receives address_head.safetensors/.json instead: a head that ranks memory
     blocks from the model's keys, for `l2m ask --address-head OUT`.
+
+    With `--task reader`, OUT receives reader.safetensors/.json: a LoRA trained on questions generated from
+    the store's own documents, read the way `l2m ask` reads, for `l2m ask --reader OUT`.
     """
     if task == "address-head":
         _train_address_head(model_spec, out_dir, steps, batch_size, lr, layers, eval_examples, samples,
                             haystack_tokens, time_budget, seed, device, dtype, as_json)
+        return
+    if task == "reader":
+        from l2m_core.training.reader import ReaderConfig
+
+        config = ReaderConfig(steps=steps, batch_size=batch_size, lr=lr, rank=lora_rank or 8, mlp=reader_mlp,
+                              eval_every=eval_every, eval_samples=eval_examples, seed=seed, time_budget=time_budget)
+        _train_reader(store, model_spec, device, out_dir, config, held_out, per_document, passkeys, as_json)
         return
     from l2m_core.lm2 import MemoryConfig, attach_memory
     from l2m_core.training.lm2_tasks import make_task
@@ -149,4 +168,33 @@ def _train_address_head(model_spec: str | None, out_dir: Path, steps: int, batch
             "loss": summary["loss"], "head": str(out_dir)}
     for family, table in summary.get("held_apart", {}).items():
         data[f"recall_{family}"] = {m: table[m] for m in ("bm25", "untrained", "head", "fused_head")}
+    emit(data, as_json, "\n".join(f"{k:24} {v}" for k, v in data.items()))
+
+
+def _train_reader(store: str | None, model_spec: str | None, device: str, out_dir: Path, config, held_out: float,
+                  per_document: int, passkeys: int, as_json: bool) -> None:
+    """Generate samples from the store (pass-key documents go into a temporary copy of it, never into the
+    store), train the reader, save it in OUT."""
+    import tempfile
+
+    from l2m_core.training.reader import train_reader
+    from l2m_core.training.reader_data import corpus_samples, passkey_reader_samples, split_by_document
+
+    with open_agent(store, model_spec, device) as agent, tempfile.TemporaryDirectory() as scratch:
+        memory = agent.memory
+        samples = corpus_samples(memory, config.seed, per_document)
+        if passkeys:
+            memory = agent.memory.fork(Path(scratch) / "store")
+            memory.enclosing = agent.memory.enclosing  # a fork keeps the block ids the index knows
+            samples += passkey_reader_samples(memory, passkeys, config.seed)
+        split = split_by_document(samples, held_out, config.seed)
+        reader, summary = train_reader(memory, split, config, memory.lm.name, _progress)
+        reader.save(out_dir, curve=summary["curve"], held_out_sources=summary["held_out_sources"])
+        if memory is not agent.memory:
+            memory.close()
+    last = summary["curve"][-1]
+    data = {"task": "reader", "model": agent.memory.lm.name, "steps": summary["steps"], "seconds": summary["seconds"],
+            "train_samples": summary["train_samples"], "held_out_samples": summary["held_out_samples"],
+            "train_loss": last["train_loss"], "held_out_loss": last["held_out_loss"],
+            "first_held_out_loss": summary["curve"][0]["held_out_loss"], "reader": str(out_dir)}
     emit(data, as_json, "\n".join(f"{k:24} {v}" for k, v in data.items()))

@@ -27,6 +27,7 @@ _SENTENCE = re.compile(r"(?:(?<=[.!?]\s)|(?<=\n)|^)[A-Z0-9][^.!?]{29,239}[.!?](?
 _PROSE = re.compile(r"[\w\s,;'’\"-]+[.!?]")  # a sentence of words, not code
 _BLANKABLE = re.compile(r"\b(?:\d[\d.,]*\d|\d|[A-Za-z][a-z]{6,})\b")
 _ARTICLE = re.compile(r"^Article \d+\w*$")
+_ARTICLE_LINE = re.compile(r"^(Article \d+\w*)[ \t]*$", re.M)
 
 
 @dataclass(frozen=True)
@@ -89,17 +90,22 @@ def _definitions(source: str, texts: dict[int, str], where: dict) -> list[Reader
 
 
 def _articles(source: str, texts: dict[int, str], where: dict, rng: random.Random) -> list[ReaderSample]:
-    """One `article` sample per Article: a fragment of a sentence in one of its blocks (not the heading)."""
+    """One `article` sample per Article: 6 to 10 words of one of its blocks. A block holding an Article's
+    heading gives only words after it, and only when that heading is the Article the index places the
+    block in (its middle line's); words cut at the block's edges are left out."""
     out, seen = [], set()
     for block_id, text in texts.items():
         e = where.get(block_id)
         if e is None or not _ARTICLE.match(e.label) or e.label in seen:
             continue
-        sentences = _sentences(text)
-        if not sentences:
+        headings = list(_ARTICLE_LINE.finditer(text))
+        if headings and headings[-1].group(1) != e.label:
+            continue
+        words = text[headings[-1].end():].split() if headings else text.split()[1:]
+        words = words[:-1]
+        if len(words) < 6:
             continue
         seen.add(e.label)
-        words = rng.choice(sentences).split()
         start = rng.randrange(0, max(1, len(words) - 10))
         fragment = " ".join(words[start:start + 10]).strip(".,;:")
         out.append(ReaderSample("article", f'Which Article says "{fragment}"?', e.label, source, block_id))

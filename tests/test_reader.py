@@ -1,0 +1,184 @@
+"""A trained reader on a tiny model: samples from a store split by document, training on the real read path
+lowers the loss, the adapter round-trips, `--reader none` is the plain read path, another model's reader is
+refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent import Agent
+from l2m_core.loading import load_model
+from l2m_core.reader import Reader, load_reader
+from l2m_core.settings import MemorySettings
+from l2m_core.tiny import save_tiny_model
+from l2m_core.training.reader import ReaderConfig, answer_ids, train_reader
+from l2m_core.training.reader_data import corpus_samples, split_by_document
+
+# the tiny tokenizer is byte-level: 128-token blocks hold a sentence or a definition's first lines
+SETTINGS = dict(block_size=128, chunk_size=256, sink=16, local=128, max_read_blocks=4, lexical_top_k=2,
+                neighbours=1, hot_budget_mb=4, heading_blocks=True)
+
+FILES = {
+    "ship.py": '''\
+        def parcel_cost(weight, distance):
+            """Price of one parcel sent by road."""
+            return weight * 2 + distance * 3
+
+
+        def insure(value):
+            """Insurance premium for a declared value."""
+            return value / 100
+        ''',
+    "store.py": '''\
+        class Shelf:
+            """A shelf holding numbered boxes in a warehouse."""
+
+            def count(self):
+                """Number of boxes currently on the shelf."""
+                return len(self.boxes)
+        ''',
+    "rules.txt": '''\
+        Article 1
+        Subject matter
+
+        The owners shall keep a register of every lamp that has been repaired.
+
+        Article 2
+        Definitions
+
+        For the purposes of this Regulation, a lamp means any device that gives light.
+
+        Article 3
+        Entry into force
+
+        This Regulation shall enter into force on the twentieth day following its publication.
+        ''',
+    "notes.txt": '''\
+        The warehouse opens at 7 in the morning and closes at 19 every weekday.
+
+        Deliveries arrive by lorry from the northern depot twice a week.
+        ''',
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, tiny):
+    root = tmp_path_factory.mktemp("reader-corpus")
+    for name, text in FILES.items():
+        (root / name).write_text(textwrap.dedent(text))
+    agent = Agent.open(root, root / "store", tiny, settings=MemorySettings(**SETTINGS))
+    agent.ingest()
+    yield agent
+    agent.close()
+
+
+def test_samples_have_every_kind_answer_from_the_text_and_split_by_document(corpus):
+    samples = corpus_samples(corpus.memory, seed=3)
+    assert {s.kind for s in samples} == {"name", "file", "article", "cloze"}
+    for s in samples:
+        stored = corpus.memory.block_text(s.evidence)
+        assert s.answer == s.source if s.kind == "file" else s.answer in "".join(
+            corpus.memory.block_text(b) for b in corpus.memory.blocks_for(s.source)), s
+        assert corpus.memory.meta[s.evidence].source == s.source and stored
+    assert samples == corpus_samples(corpus.memory, seed=3)
+    split = split_by_document(samples, held_out=0.5, seed=1)
+    train_sources, held_sources = {s.source for s in split.train}, {s.source for s in split.held_out}
+    assert train_sources and held_sources and not train_sources & held_sources
+    assert held_sources == set(split.held_out_sources)
+    assert len(split.train) + len(split.held_out) == len(samples)
+
+
+def test_the_read_path_passes_gradients_to_the_reader_only(corpus):
+    memory = corpus.memory
+    memory.reader = Reader.fresh(memory.model, rank=4)
+    try:
+        sample = corpus_samples(memory)[0]
+        target = answer_ids(memory, sample.answer)
+        loss = torch.nn.functional.cross_entropy(memory.answer_logits(sample.question, target).float(),
+                                                 torch.tensor(target))
+        loss.backward()
+        ups = [p.grad for name, p in memory.reader.lora.named_parameters() if name.startswith("up.")]
+        assert all(g is not None for g in ups) and sum(g.abs().sum() for g in ups) > 0
+        assert all(p.grad is None for p in memory.model.parameters())
+    finally:
+        memory.reader = None
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    split = split_by_document(corpus_samples(corpus.memory, seed=0), held_out=0.25, seed=0)
+    reader, summary = train_reader(corpus.memory, split, ReaderConfig(steps=12, batch_size=2, lr=2e-2, rank=4,
+                                                                      eval_every=6, seed=0))
+    corpus.memory.reader = None
+    directory = reader.save(tmp_path_factory.mktemp("reader"), curve=summary["curve"])
+    return reader, summary, directory
+
+
+def test_a_few_steps_lower_the_loss_on_the_training_samples(trained):
+    _, summary, _ = trained
+    curve = summary["curve"]
+    assert [c["step"] for c in curve] == [0, 6, 12]
+    assert curve[-1]["train_loss"] < curve[0]["train_loss"] - 0.1
+    assert curve[-1]["held_out_loss"] is not None
+
+
+def test_the_saved_reader_gives_the_same_logits_and_the_plain_path_is_untouched(corpus, trained):
+    reader, _, directory = trained
+    memory = corpus.memory
+    config = json.loads((directory / "reader.json").read_text())
+    assert config["base"]["fingerprint"] == memory.lm.fingerprint and config["recipe"]["seed"] == 0
+    question, answer = "Which file defines insure?", answer_ids(memory, "ship.py")
+    with torch.no_grad():
+        plain = memory.answer_logits(question, answer)
+        memory.reader = reader
+        trained_logits = memory.answer_logits(question, answer)
+        memory.reader = load_reader(directory, memory.model)
+        loaded = memory.answer_logits(question, answer)
+        memory.reader = None
+        after = memory.answer_logits(question, answer)
+    assert torch.equal(trained_logits, loaded)
+    assert not torch.allclose(plain, trained_logits)
+    assert torch.equal(plain, after)  # the reader's hooks are gone once it is unset
+
+
+def l2m(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_cli_reader_none_is_the_plain_path_and_another_models_reader_is_refused(corpus, trained, tmp_path):
+    store = str(corpus.memory.files.path)
+    ask = ["ask", "Which Article says that owners keep a register?", "--max-tokens", "8", "--store", store, "--json"]
+    plain, none = l2m(*ask, cwd=tmp_path), l2m(*ask, "--reader", "none", cwd=tmp_path)
+    assert plain.returncode == 0 and none.returncode == 0, plain.stderr + none.stderr
+    assert json.loads(none.stdout) | {"timings": None} == json.loads(plain.stdout) | {"timings": None}
+    with_reader = l2m(*ask, "--reader", str(trained[2]), cwd=tmp_path)
+    assert with_reader.returncode == 0, with_reader.stderr
+    other = Reader.fresh(load_model(save_tiny_model(tmp_path / "other", seed=7), device="cpu").model, rank=4)
+    refused = l2m(*ask, "--reader", str(other.save(tmp_path / "other-reader")), cwd=tmp_path)
+    assert refused.returncode == 2 and "was trained on model" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_cli_trains_a_reader_for_a_store(corpus, tmp_path):
+    out = tmp_path / "reader"
+    done = l2m("train", "--task", "reader", "--store", str(corpus.memory.files.path), "--out", str(out), "--steps",
+               "2", "--batch-size", "1", "--eval-every", "0", "--eval-examples", "2", "--lora-rank", "2", "--json",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["steps"] == 2 and summary["held_out_samples"] > 0
+    config = json.loads((out / "reader.json").read_text())
+    assert config["lora"]["rank"] == 2 and config["trained"]["steps"] == 2 and config["held_out_sources"]
+    assert (out / "reader.safetensors").stat().st_size > 0
