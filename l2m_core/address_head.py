@@ -42,7 +42,7 @@ from torch import nn
 from l2m_core.addressing import rrf
 from l2m_core.attention import RecordPlan, active
 from l2m_core.errors import L2MError
-from l2m_core.loading import check_base, fingerprint, kv_geometry
+from l2m_core.loading import check_base, fingerprint, kv_geometry, read_trained_config
 
 if TYPE_CHECKING:
     from l2m_core.memory import Memory
@@ -175,18 +175,7 @@ def question_keys(model, rotary, tokenizer, text: str, layers: Sequence[int]) ->
 
 def read_config(path: str | Path) -> tuple[Path, dict]:
     """The head's directory and JSON; `path` is the directory or one of its two files."""
-    path = Path(path).expanduser()
-    directory = path.parent if path.is_file() and path.name in (WEIGHTS, CONFIG) else path
-    if not directory.is_dir():
-        raise L2MError(f"address head not found: {path}")
-    try:
-        config = json.loads((directory / CONFIG).read_text())
-    except (OSError, ValueError):
-        raise L2MError(f"{directory} holds no address head (no readable {CONFIG}); train one with "
-                       "`l2m train --task address-head`") from None
-    if config.get("format") != FORMAT or config.get("version") != VERSION:
-        raise L2MError(f"{directory / CONFIG} is not an {FORMAT} v{VERSION} file")
-    return directory, config
+    return read_trained_config(path, WEIGHTS, CONFIG, FORMAT, VERSION, "address head", "address-head")
 
 
 def load_address_head(path: str | Path, model) -> AddressHead:

@@ -136,6 +136,24 @@ def fingerprint(model: PreTrainedModel) -> str:
     return digest.hexdigest()[:16]
 
 
+def read_trained_config(path: str | Path, weights: str, config: str, fmt: str, version: int, what: str,
+                        task: str) -> tuple[Path, dict]:
+    """The directory and JSON of something trained (`what`, by `l2m train --task TASK`), saved as `weights`
+    + `config` in one directory; `path` is the directory or one of its two files."""
+    path = Path(path).expanduser()
+    directory = path.parent if path.is_file() and path.name in (weights, config) else path
+    if not directory.is_dir():
+        raise L2MError(f"{what} not found: {path}")
+    try:
+        data = json.loads((directory / config).read_text())
+    except (OSError, ValueError):
+        raise L2MError(f"{directory} holds no {what} (no readable {config}); train one with "
+                       f"`l2m train --task {task}`") from None
+    if data.get("format") != fmt or data.get("version") != version:
+        raise L2MError(f"{directory / config} is not an {fmt} v{version} file")
+    return directory, data
+
+
 def check_base(base: dict, model: PreTrainedModel, what: str) -> None:
     """Refuse a trained artefact (`what`, e.g. "address head DIR") whose JSON `base` names another model:
     its weights were trained on that model's hidden states."""

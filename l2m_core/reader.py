@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from l2m_core.errors import L2MError
 from l2m_core.lm2.adapter import load_into, named_parameters, save_tensors
 from l2m_core.lm2.lora import LoRA
-from l2m_core.loading import check_base, fingerprint
+from l2m_core.loading import check_base, fingerprint, read_trained_config
 
 FORMAT, VERSION = "l2m-reader", 1
 WEIGHTS, CONFIG = "reader.safetensors", "reader.json"
@@ -60,15 +60,7 @@ class Reader:
 
 def load_reader(path: str | Path, model: PreTrainedModel) -> Reader:
     """The reader saved at `path` (its directory or one of its two files), for `model` only."""
-    path = Path(path).expanduser()
-    directory = path.parent if path.is_file() and path.name in (WEIGHTS, CONFIG) else path
-    try:
-        config = json.loads((directory / CONFIG).read_text())
-    except (OSError, ValueError):
-        raise L2MError(f"{path} is not a reader (no readable {CONFIG}); train one with "
-                       "`l2m train --task reader`") from None
-    if config.get("format") != FORMAT or config.get("version") != VERSION:
-        raise L2MError(f"{directory / CONFIG} is not an {FORMAT} v{VERSION} file")
+    directory, config = read_trained_config(path, WEIGHTS, CONFIG, FORMAT, VERSION, "reader", "reader")
     check_base(config.get("base", {}), model, f"reader {directory}")
     shape = config["lora"]
     lora = LoRA(model, shape["rank"], tuple(shape["targets"]), shape["alpha"])
