@@ -165,6 +165,11 @@ def test_cli_reader_none_is_the_plain_path_and_another_models_reader_is_refused(
     assert json.loads(none.stdout) | {"timings": None} == json.loads(plain.stdout) | {"timings": None}
     with_reader = l2m(*ask, "--reader", str(trained[2]), cwd=tmp_path)
     assert with_reader.returncode == 0, with_reader.stderr
+    (tmp_path / "q.jsonl").write_text(json.dumps({"id": "a", "question": ask[1]}) + "\n")
+    batch = l2m("batch", "q.jsonl", "--out", "a.jsonl", "--max-tokens", "8", "--store", store, "--reader",
+                str(trained[2]), cwd=tmp_path)
+    assert batch.returncode == 0, batch.stderr
+    assert json.loads((tmp_path / "a.jsonl").read_text())["answer"] == json.loads(with_reader.stdout)["answer"]
     other = Reader.fresh(load_model(save_tiny_model(tmp_path / "other", seed=7), device="cpu").model, rank=4)
     refused = l2m(*ask, "--reader", str(other.save(tmp_path / "other-reader")), cwd=tmp_path)
     assert refused.returncode == 2 and "was trained on model" in refused.stderr

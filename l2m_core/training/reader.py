@@ -106,7 +106,7 @@ def train_reader(memory: Memory, split: ReaderSplit, config: ReaderConfig, base_
                "train_samples": len(split.train), "held_out_samples": len(split.held_out),
                "held_out_sources": split.held_out_sources, "kinds": kinds}
     reader.config.update({"recipe": {**asdict(config), "kinds": kinds, "settings": memory.settings.to_dict()},
-                          "trained": {k: summary[k] for k in ("steps", "seconds", "train_samples",
-                                                              "held_out_samples")},
+                          "trained": {"device": str(memory.lm.device), **{k: summary[k] for k in (
+                              "steps", "seconds", "train_samples", "held_out_samples")}},
                           "train_loss": curve[-1]["train_loss"], "held_out_loss": curve[-1]["held_out_loss"]})
     return reader, summary

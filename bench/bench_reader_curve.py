@@ -1,0 +1,58 @@
+"""The loss curve of a trained reader (`l2m train --task reader --out DIR`) as JSON + PNG.
+
+    python bench/bench_reader_curve.py DIR --out bench/results/reader_pathspec.json \
+        --command "l2m train --task reader ..."
+
+The curve (mean answer-token loss on a fixed sample of training questions and on questions from held-out
+documents, every `eval_every` steps) is the one `reader.json` records; this script only copies it out with
+the recipe and the command that produced it, and plots it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from l2m_core.reader import CONFIG
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = result["curve"]
+    steps = [c["step"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(steps, [c["train_loss"] for c in curve], "o-", label="training questions")
+    if all(c["held_out_loss"] is not None for c in curve):
+        ax.plot(steps, [c["held_out_loss"] for c in curve], "s-", label="held-out documents' questions")
+    ax.set(xlabel="step", ylabel="answer-token cross-entropy",
+           title=f"reader on {result['corpus']} ({result['base']}): {result['trained']['seconds']} s CPU")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("reader", type=Path, help="the reader directory (l2m train --task reader --out DIR)")
+    ap.add_argument("--out", type=Path, required=True, help="JSON path; the PNG goes beside it")
+    ap.add_argument("--corpus", default="", help="what the store held (for the record and the plot's title)")
+    ap.add_argument("--command", default="", help="the command that trained the reader (for the record)")
+    args = ap.parse_args(argv)
+    config = json.loads((args.reader / CONFIG).read_text())
+    result = {"corpus": args.corpus, "command": args.command, "base": config["base"]["name"],
+              **{k: config[k] for k in ("recipe", "trained", "curve", "held_out_sources", "lora")}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    plot(result, args.out.with_suffix(".png"))
+    return result
+
+
+if __name__ == "__main__":
+    main()
