@@ -60,7 +60,7 @@ def corpus_samples(memory: Memory, seed: int = 0, per_document: int = 8) -> list
         found = _definitions(source, texts, where) + _articles(source, texts, where, rng)
         rng.shuffle(found)
         clozes = _clozes(source, texts, rng)
-        out += (found + clozes)[:per_document] if found else clozes[:per_document]
+        out += (found + clozes)[:per_document]  # definitions and Articles first, then blanked words
     return out
 
 
