@@ -60,11 +60,11 @@ def engine_check(memory, heads: list[AddressHead], samples, keys_head: AddressHe
         try:
             wanted = {block_ids[j] for j in ex.positives}
             memory.address_head = None
-            plain += bool(wanted & set(memory._shared_read_set(sample.question, [])))
+            plain += bool(wanted & set(memory._shared_read_set(memory._hits(sample.question), [])))
             for h, head in enumerate(heads):
                 memory.address_head = head
                 start = time.perf_counter()
-                with_head[h] += bool(wanted & set(memory._shared_read_set(sample.question, [])))
+                with_head[h] += bool(wanted & set(memory._shared_read_set(memory._hits(sample.question), [])))
                 seconds.append(time.perf_counter() - start)
         finally:
             memory.address_head = None

@@ -147,7 +147,9 @@ def answered(text: str, item: dict) -> bool:
 
 
 def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens: int,
-        methods: tuple[str, ...], settings: dict) -> tuple[list[dict], float]:
+        methods: tuple[str, ...], settings: dict, log: Path) -> tuple[list[dict], float]:
+    """Ask every question by every method; each record is also appended to `log` as it is made (JSON lines),
+    so a long run stopped early keeps what it measured."""
     lm = load_model(None)
     agent = Agent.open(root, store, lm)
     start = time.perf_counter()
@@ -192,6 +194,8 @@ def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens
                           citation_ok=overlaps(citation, spans) if citation else None,
                           seconds=round(time.perf_counter() - t, 3))
             records.append(record)
+            with log.open("a") as f:
+                f.write(json.dumps(record) + "\n")
             marks = "".join(f" {k} {'ok' if record[k] else '--'}" for k in ("evidence_read", "citation_ok")
                             if record.get(k) is not None)
             print(f"{item['id']} {method}: answer {'ok' if record['answer_ok'] else '--'}{marks} {text[:70]!r}",
@@ -267,12 +271,14 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         root, paths = corpus(spec, work, args.corpus)
-        records, ingest_s = run(items, root, paths, work / "store", args.max_tokens, methods, settings)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        log = args.out.with_suffix(".records.jsonl")
+        log.unlink(missing_ok=True)
+        records, ingest_s = run(items, root, paths, work / "store", args.max_tokens, methods, settings, log)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     summary = summarize(records)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"set": args.set, "settings": settings, "ingest_seconds": round(ingest_s, 1),
                                     "summary": summary, "records": records}, indent=2))
     plot(summary, f"{args.set}: {len(items)} questions, default model", args.out.with_suffix(".png"))

@@ -479,16 +479,17 @@ class Memory:
     def _answer(self, question: str, query: str, instruction: str | None, max_new_tokens: int,
                 pins: list[int], choose_token: ChooseToken | None = None) -> Answer:
         start = time.perf_counter()
-        shared = self._shared_read_set(query, pins)
+        hits = self._hits(query)
+        shared = self._shared_read_set(hits, pins)
         plan, logits = self._prefill(*self._tail(question, instruction), shared, pins)
         if self.settings.reread_tokens:  # the top of what was read, read again as text before the question
-            passage = self._passage(self._citations(plan.block_mass(), set(pins)))
+            passage = self._passage(self._citations(plan.block_mass(), set(pins), hits))
             plan, logits = self._prefill(*self._tail(question, instruction, passage), shared, pins)
         first_token = time.perf_counter()
         text = self._decode(plan, logits, max_new_tokens, choose_token).strip()
         if choose_token is None:  # a constrained reply (JSON) is exactly what was decoded
             text = without_repeats(text)
-        citations = self._citations(plan.block_mass(), set(pins))
+        citations = self._citations(plan.block_mass(), set(pins), hits)
         # a plain question (no tool protocol, no answer format of the caller's, no grammar)
         if not instruction and choose_token is None:
             text, citations = named_answer(question, text, citations)
@@ -532,18 +533,22 @@ class Memory:
         end = text.find("\n", max(last.char_end - base - 1, 0))
         return text[start:end if end >= 0 else len(text)].strip("\n")
 
-    def _shared_read_set(self, query: str, pins: list[int]) -> list[int]:
-        """Blocks every layer reads: pins, the best lexical matches and their right neighbours."""
+    def _hits(self, query: str) -> list[int]:
+        """The blocks the question's text addresses, best first: BM25, fused by rank with the learned
+        head's key scores when a head is set."""
+        k = self.settings.lexical_top_k
+        if self.address_head is not None:
+            return self.address_head.fused_top(self, query, k)
+        return self.lexical.top(query, k)
+
+    def _shared_read_set(self, hits: list[int], pins: list[int]) -> list[int]:
+        """Blocks every layer reads: pins, the addressed `hits` and their right neighbours."""
         s = self.settings
         if len(self.meta) <= s.max_read_blocks:  # the whole memory fits the budget: read all of it
             return sorted(self.meta)
-        if self.address_head is not None:  # BM25 and the learned head's key scores, fused by rank
-            lexical = self.address_head.fused_top(self, query, s.lexical_top_k)
-        else:
-            lexical = self.lexical.top(query, s.lexical_top_k)
-        extra = neighbours(lexical, self.meta, self.by_position, s.neighbours)
-        headings = self._headings(lexical) if s.heading_blocks else []
-        return fuse(pins, lexical, [*headings, *extra], [], s.max_read_blocks)
+        extra = neighbours(hits, self.meta, self.by_position, s.neighbours)
+        headings = self._headings(hits) if s.heading_blocks else []
+        return fuse(pins, hits, [*headings, *extra], [], s.max_read_blocks)
 
     def _labels(self, ids: list[int]) -> dict[int, str]:
         """The definition or section each block lies in, by name (none without a corpus index)."""
@@ -696,11 +701,13 @@ class Memory:
         device, dtype = self.lm.device, self.model.dtype
         return (k.transpose(0, 1)[None].to(device, dtype), v.transpose(0, 1)[None].to(device, dtype))
 
-    def _citations(self, mass: dict[int, float], pinned: set[int]) -> list[Citation]:
+    def _citations(self, mass: dict[int, float], pinned: set[int], hits: Sequence[int] = ()) -> list[Citation]:
         """Read blocks grouped into contiguous runs per document: runs holding a pinned block first (the
         question named them, or the user or a tool pinned them: stronger evidence of where the answer
-        lies than attention mass, of which a file's first block draws a share as a sink), then the
-        rest; heaviest first within each group."""
+        lies than attention mass, of which a file's first block draws a share as a sink), then runs by
+        the best addressing rank of their blocks (`hits`, best first), then heaviest first. Addressing
+        rank comes before mass because it was measured the better guide: on pathspec-dev the run
+        holding BM25's best hit lay on the evidence for 17 of 30 questions, the heaviest run for 12."""
         runs: list[list[int]] = []
         for block_id in sorted(mass, key=lambda b: (self.meta[b].doc_id, self.meta[b].seq)):
             m = self.meta[block_id]
@@ -717,7 +724,9 @@ class Memory:
         cites = [Citation(self.meta[r[0]].source, self.meta[r[0]].line_start, self.meta[r[-1]].line_end,
                           sum(mass[b] for b in r) / total, tuple(r), (e := where.get(h, none)).label, e.page, e.heading)
                  for r, h in zip(runs, heaviest, strict=True)]
-        return sorted(cites, key=lambda c: (pinned.isdisjoint(c.block_ids), -c.weight))
+        rank = {b: i for i, b in enumerate(hits)}
+        return sorted(cites, key=lambda c: (pinned.isdisjoint(c.block_ids),
+                                            min(rank.get(b, len(rank)) for b in c.block_ids), -c.weight))
 
     # ---- name lookups and bookkeeping ---------------------------------------------------------------
 

@@ -167,6 +167,10 @@ def test_pins_are_read_by_every_layer_and_cited_first(tiny, tmp_path):
     other = mem.ingest_document("A note on the weather, unrelated to lamps.", "weather.txt")[0].block_id
     cites = mem._citations({pinned[0]: 0.1, other: 0.9}, set(pinned))  # a pinned block outranks heavier ones
     assert [c.source for c in cites] == ["lamps.txt", "weather.txt"] and cites[1].weight == 0.9
+    # unpinned runs: the best addressed first, however little mass it drew; then by mass
+    third = mem.blocks_for("lamps.txt", 1, 1)[0]
+    cites = mem._citations({pinned[0]: 0.5, other: 0.1, third: 0.4}, set(), hits=[other])
+    assert [c.block_ids for c in cites] == [(other,), (pinned[0],), (third,)]
 
 
 def test_reingest_unchanged_is_free_and_changed_replaces(tiny, tmp_path):

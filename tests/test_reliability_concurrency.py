@@ -55,8 +55,8 @@ def test_a_question_in_flight_when_another_process_retires_its_blocks(tmp_path, 
         reader = Memory.open(tmp_path / "s", lm)
         chosen, replaced = reader._shared_read_set, []
 
-        def read_set_then_writer_replaces(query, pins):
-            ids = chosen(query, pins)
+        def read_set_then_writer_replaces(hits, pins):
+            ids = chosen(hits, pins)
             if not replaced:  # once: the retry after reloading the index must succeed
                 replaced.append(writer.ingest_document(text + "\nLine 40: the lamp was changed.", "lamps.txt"))
             return ids
