@@ -579,10 +579,14 @@ class Memory:
         pins = list(pins)
         tail, question_span = self._tail(question, None)
         ids = tail + list(answer)
-        plan = self._read_plan(ids, question_span, self._shared_read_set(question, pins), pins)
+        plan = self._read_plan(ids, question_span, self.read_set(question, pins), pins)
         with active(plan), self._reading():
             return self.model(torch.tensor([ids], device=self.lm.device), position_ids=plan.positions[None],
                               use_cache=False, logits_to_keep=len(answer) + 1).logits[0, :-1]
+
+    def read_set(self, question: str, pins: Sequence[int] = ()) -> list[int]:
+        """The blocks every layer reads for `question` (addressing, then `pins`), as `ask` chooses them."""
+        return self._shared_read_set(self._hits(question), list(pins))
 
     @contextmanager
     def _reading(self) -> Iterator[None]:

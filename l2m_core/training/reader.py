@@ -46,10 +46,7 @@ def answer_ids(memory: Memory, answer: str) -> list[int]:
 def sample_loss(memory: Memory, sample: ReaderSample) -> torch.Tensor:
     """Mean cross-entropy of the answer tokens, read through the store as `ask` reads."""
     target = answer_ids(memory, sample.answer)
-    if sample.evidence in memory._shared_read_set(sample.question, []):
-        pins = []
-    else:
-        pins = [sample.evidence]
+    pins = [] if sample.evidence in memory.read_set(sample.question) else [sample.evidence]
     logits = memory.answer_logits(sample.question, target, pins)
     return F.cross_entropy(logits.float(), torch.tensor(target, device=logits.device))
 
