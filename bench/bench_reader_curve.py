@@ -5,7 +5,9 @@
 
 The curve (mean answer-token loss on a fixed sample of training questions and on questions from held-out
 documents, every `eval_every` steps) is the one `reader.json` records; this script only copies it out with
-the recipe and the command that produced it, and plots it.
+the recipe and the command that produced it, and plots it. With `--store` (the store it was trained on) it
+also asks the held-out documents' generated questions (regenerated from the recipe's seed) through
+`Memory.ask`, with and without the reader, and counts replies that contain the expected answer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from l2m_core.reader import CONFIG
+from l2m_core.reader import CONFIG, load_reader
 
 
 def plot(result: dict, path: Path) -> None:
@@ -30,12 +32,35 @@ def plot(result: dict, path: Path) -> None:
     if all(c["held_out_loss"] is not None for c in curve):
         ax.plot(steps, [c["held_out_loss"] for c in curve], "s-", label="held-out documents' questions")
     ax.set(xlabel="step", ylabel="answer-token cross-entropy",
-           title=f"reader on {result['corpus']} ({result['base']}): {result['trained']['seconds']} s CPU")
+           title=f"reader on {result['corpus']} ({result['base']}): {result['trained']['seconds']} s wall clock, "
+                 f"{result['trained']['device']}")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def held_out_answers(store: Path, reader_dir: Path, config: dict, max_new_tokens: int = 24) -> dict:
+    """Per held-out generated question: the reply without and with the reader, and whether each contains the
+    answer."""
+    from agent import Agent
+    from l2m_core.training.reader_data import corpus_samples
+
+    recipe, apart = config["recipe"], set(config["held_out_sources"])
+    with Agent.from_store(store) as agent:
+        memory = agent.memory
+        samples = [s for s in corpus_samples(memory, recipe["seed"], recipe["per_document"]) if s.source in apart]
+        reader, rows = load_reader(reader_dir, memory.model), []
+        for s in samples:
+            replies = {}
+            for name, value in (("plain", None), ("reader", reader)):
+                memory.reader = value
+                replies[name] = memory.ask(s.question, max_new_tokens=max_new_tokens).text
+            rows.append({"kind": s.kind, "question": s.question, "answer": s.answer, **replies})
+        memory.reader = None
+    hits = {name: sum(s["answer"].lower() in s[name].lower() for s in rows) for name in ("plain", "reader")}
+    return {"questions": len(rows), "contains_answer": hits, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -44,10 +69,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, required=True, help="JSON path; the PNG goes beside it")
     ap.add_argument("--corpus", default="", help="what the store held (for the record and the plot's title)")
     ap.add_argument("--command", default="", help="the command that trained the reader (for the record)")
+    ap.add_argument("--note", default="", help="what the run does and does not show (for the record)")
+    ap.add_argument("--store", type=Path, default=None,
+                    help="the store the reader was trained on: also answer the held-out questions")
     args = ap.parse_args(argv)
     config = json.loads((args.reader / CONFIG).read_text())
-    result = {"corpus": args.corpus, "command": args.command, "base": config["base"]["name"],
+    result = {"corpus": args.corpus, "command": args.command, "note": args.note, "base": config["base"]["name"],
               **{k: config[k] for k in ("recipe", "trained", "curve", "held_out_sources", "lora")}}
+    if args.store is not None:
+        result["held_out_answers"] = held_out_answers(args.store, args.reader, config)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     plot(result, args.out.with_suffix(".png"))

@@ -189,6 +189,7 @@ def _train_reader(store: str | None, model_spec: str | None, device: str, out_di
             samples += passkey_reader_samples(memory, passkeys, config.seed)
         split = split_by_document(samples, held_out, config.seed)
         reader, summary = train_reader(memory, split, config, memory.lm.name, _progress)
+        reader.config["recipe"].update(held_out=held_out, per_document=per_document, passkeys=passkeys)
         reader.save(out_dir, curve=summary["curve"], held_out_sources=summary["held_out_sources"])
         if memory is not agent.memory:
             memory.close()
