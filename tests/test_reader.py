@@ -186,4 +186,5 @@ def test_cli_trains_a_reader_for_a_store(corpus, tmp_path):
     assert summary["steps"] == 2 and summary["held_out_samples"] > 0
     config = json.loads((out / "reader.json").read_text())
     assert config["lora"]["rank"] == 2 and config["trained"]["steps"] == 2 and config["held_out_sources"]
+    assert config["recipe"]["per_document"] == 8 and config["recipe"]["seed"] == 0
     assert (out / "reader.safetensors").stat().st_size > 0
