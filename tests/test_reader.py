@@ -19,7 +19,7 @@ from l2m_core.reader import Reader, load_reader
 from l2m_core.settings import MemorySettings
 from l2m_core.tiny import save_tiny_model
 from l2m_core.training.reader import ReaderConfig, answer_ids, train_reader
-from l2m_core.training.reader_data import corpus_samples, split_by_document
+from l2m_core.training.reader_data import corpus_samples, passkey_reader_samples, split_by_document
 
 # the tiny tokenizer is byte-level: 128-token blocks hold a sentence or a definition's first lines
 SETTINGS = dict(block_size=128, chunk_size=256, sink=16, local=128, max_read_blocks=4, lexical_top_k=2,
@@ -114,6 +114,21 @@ def test_the_read_path_passes_gradients_to_the_reader_only(corpus):
         assert all(p.grad is None for p in memory.model.parameters())
     finally:
         memory.reader = None
+
+
+def test_passkey_samples_are_documents_of_their_own_in_a_fork(corpus, tmp_path):
+    from conftest import DATA
+
+    fork = corpus.memory.fork(tmp_path / "fork")
+    try:
+        samples = passkey_reader_samples(fork, 3, seed=0, data=DATA, doc_tokens=96)
+        assert len({s.source for s in samples}) == 3
+        for s in samples:
+            assert s.kind == "passkey" and s.answer and s.answer in fork.block_text(s.evidence)
+            assert fork.meta[s.evidence].source == s.source
+        assert not any(m.source.startswith("reader-passkey/") for m in corpus.memory.meta.values())
+    finally:
+        fork.close()
 
 
 @pytest.fixture(scope="module")

@@ -146,9 +146,9 @@ def passkey_reader_samples(memory: Memory, count: int, seed: int = 0, data: Path
     for i, needle in enumerate(needles):
         source = f"{PASSKEY_PREFIX}{i:04d}"
         spans = memory.ingest_document(needle.document, source)
-        start, end = needle.support[0]
+        at = needle.document.index(needle.answer, needle.support[0][0])  # the block holding the value itself
         evidence = next(s.block_id for s in spans
-                        if memory.meta[s.block_id].char_start < end and start < memory.meta[s.block_id].char_end)
+                        if memory.meta[s.block_id].char_start <= at < memory.meta[s.block_id].char_end)
         out.append(ReaderSample("passkey", needle.question, needle.answer, source, evidence))
     return out
 
