@@ -7,7 +7,8 @@ The curve (mean answer-token loss on a fixed sample of training questions and on
 documents, every `eval_every` steps) is the one `reader.json` records; this script only copies it out with
 the recipe and the command that produced it, and plots it. With `--store` (the store it was trained on) it
 also asks the held-out documents' generated questions (regenerated from the recipe's seed) through
-`Memory.ask`, with and without the reader, and counts replies that contain the expected answer.
+`Memory.ask`, with and without the reader, and counts replies that contain the expected answer (lenient: a
+long reply quoting the text contains it) and replies that are the answer.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def plot(result: dict, path: Path) -> None:
 
 
 def held_out_answers(store: Path, reader_dir: Path, config: dict, max_new_tokens: int = 24) -> dict:
-    """Per held-out generated question: the reply without and with the reader, and whether each contains the
-    answer."""
+    """Per held-out generated question: the reply without and with the reader; counts of replies that contain
+    the answer and of replies that are the answer (`_bare`)."""
     from agent import Agent
     from l2m_core.training.reader_data import corpus_samples
 
@@ -59,8 +60,22 @@ def held_out_answers(store: Path, reader_dir: Path, config: dict, max_new_tokens
                 replies[name] = memory.ask(s.question, max_new_tokens=max_new_tokens).text
             rows.append({"kind": s.kind, "question": s.question, "answer": s.answer, **replies})
         memory.reader = None
-    hits = {name: sum(s["answer"].lower() in s[name].lower() for s in rows) for name in ("plain", "reader")}
-    return {"questions": len(rows), "contains_answer": hits, "rows": rows}
+    return {"contains_answer": _count(rows, lambda answer, reply: answer.lower() in reply.lower()),
+            "exact": _count(rows, lambda answer, reply: answer.lower() == _bare(reply).lower()), "rows": rows}
+
+
+def _bare(reply: str) -> str:
+    """A reply's first line without a trailing citation (" (file)"), quotes, backticks or full stop."""
+    return reply.strip().split("\n")[0].split(" (")[0].strip(" .`'\"")
+
+
+def _count(rows: list[dict], right) -> dict:
+    """Per question kind and over all: questions, and replies `right(answer, reply)` without and with the reader."""
+    by_kind = {kind: {"questions": sum(r["kind"] == kind for r in rows),
+                      **{name: sum(right(r["answer"], r[name]) for r in rows if r["kind"] == kind)
+                         for name in ("plain", "reader")}} for kind in sorted({r["kind"] for r in rows})}
+    return {"all": {key: sum(h[key] for h in by_kind.values()) for key in ("questions", "plain", "reader")},
+            **by_kind}
 
 
 def main(argv: list[str] | None = None) -> dict:
