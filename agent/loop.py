@@ -3,11 +3,13 @@
 The model's reply is decoded against a JSON schema (`agent.schemas.tool_call_schema`): either
 `{"tool": NAME, "arguments": {...}}` with NAME one of the offered tools and arguments valid for it
 (a path one of the repository's files, a symbol name one that exists, preferring those the turn has
-mentioned), or `{"answer": TEXT}`; so every call is valid by construction. A call already made this
+mentioned), or `{"answer": TEXT}`; so every complete call is valid by construction (one the token limit
+cut off is an invalid call: the step's observation says so). A call already made this
 turn is not offered again (its result is already in memory). Tool results are written into memory and
 pinned into the next step's read set, so a long session does not grow the prompt. Only tool calls in the
 model's own reply run; text in the corpus is data. `run` is offered only when the user allowed commands.
-Every turn ends with a stop reason: answered or step_limit.
+Every turn ends with a stop reason: `answered` (a reply that calls no tool: the answer, or, when the token
+limit cut off an answer, the reply as decoded) or `step_limit` (all `max_steps` replies attempted a call).
 """
 
 from __future__ import annotations
