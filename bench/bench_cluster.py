@@ -64,7 +64,7 @@ def run(label: str, root: Path, lm, server: str, workers: int | None, address: s
             wall = time.perf_counter() - started
             stats = agent.memory.stats()
             problems = agent.memory.verify()
-            rows = [(b.id, b.source, b.seq, b.text) for b in agent.memory.cold.blocks()]
+            rows = [(b.id, b.meta.source, b.meta.seq, b.text) for b in agent.memory.cold.blocks()]
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from l2m_core import codec
-from l2m_core.addressing import BlockMeta, LexicalIndex, ReprBank, fuse, neighbours
+from l2m_core.addressing import LexicalIndex, ReprBank, fuse, neighbours
 from l2m_core.answer_form import named_answer, without_repeats
 from l2m_core.attention import ReadPlan, RecordPlan, active
 from l2m_core.errors import L2MError
@@ -45,6 +45,7 @@ from l2m_core.loading import LoadedModel, kv_geometry
 from l2m_core.rope import Rotary
 from l2m_core.settings import MemorySettings
 from l2m_core.store import (
+    BlockMeta,
     BlockShape,
     BlockSpan,
     ColdTier,
@@ -218,10 +219,8 @@ class Memory:
 
     def _load_index(self) -> None:
         self._loaded_generation = self.cold.generation()
-        for row in self.cold.blocks():
-            self._remember(row.id, BlockMeta(row.doc_id, row.seq, row.source, row.n_tokens, row.char_start,
-                                             row.char_end, row.line_start, row.line_end),
-                           row.text, self._decode_repr(row.repr))
+        for block in self.cold.blocks():
+            self._remember(block.id, block.meta, block.text, self._decode_repr(block.repr))
 
     def _remember(self, block_id: int, meta: BlockMeta, text: str, reprs: torch.Tensor) -> None:
         self.meta[block_id] = meta

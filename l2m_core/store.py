@@ -40,8 +40,6 @@ from l2m_core.settings import MemorySettings
 if TYPE_CHECKING:  # importing the store's names (the corpus index, the command line) needs no torch
     import torch
 
-    from l2m_core.addressing import BlockMeta
-
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 STORE_DIR = ".l2m"  # a corpus's store, in its root unless told otherwise
@@ -225,6 +223,19 @@ class StoreFiles:
 
 
 @dataclass(frozen=True)
+class BlockMeta:
+    """Where a block lies: its document, its place in it (`seq`, characters, 1-based lines) and its length."""
+    doc_id: int
+    seq: int
+    source: str
+    n_tokens: int
+    char_start: int
+    char_end: int
+    line_start: int
+    line_end: int
+
+
+@dataclass(frozen=True)
 class BlockSpan:
     """A stored block and the lines (1-based, inclusive) of its document that it holds."""
     block_id: int
@@ -265,16 +276,9 @@ class StoredDocument(NamedTuple):
 
 
 class StoredBlock(NamedTuple):
-    """A block's row as the in-RAM index loads it: provenance, text and representative keys (fp16 bytes)."""
+    """A block as the in-RAM index loads it: provenance, text and representative keys (fp16 bytes)."""
     id: int
-    doc_id: int
-    seq: int
-    source: str
-    n_tokens: int
-    char_start: int
-    char_end: int
-    line_start: int
-    line_end: int
+    meta: BlockMeta
     text: str
     repr: bytes
 
@@ -320,7 +324,7 @@ class ColdTier:
                           blocks.c.text, blocks.c.repr).join(documents).order_by(blocks.c.id)
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                yield StoredBlock(*row)
+                yield StoredBlock(row.id, BlockMeta(*row[1:9]), row.text, row.repr)
 
     def document(self, source: str) -> StoredDocument | None:
         with self.engine.connect() as conn:
