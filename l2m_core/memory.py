@@ -444,7 +444,8 @@ class Memory:
     def _lines(self, first: BlockMeta, last: BlockMeta) -> str:
         """The whole lines from `first`'s first line to `last`'s last line (blocks start mid-line)."""
         around = self.blocks_for(first.source, first.line_start, last.line_end)
-        text = "".join(self.block_text(b) for b in around)
+        texts = self.block_texts(around)
+        text = "".join(texts[b] for b in around)
         base = self.meta[around[0]].char_start
         start = text.rfind("\n", 0, first.char_start - base) + 1
         end = text.find("\n", max(last.char_end - base - 1, 0))
