@@ -21,6 +21,10 @@ STOP_WORDS = frozenset("""a an the to of in on at for with from by into onto as 
 that this these those it its it's is are was were be been being do does did has have had will would should shall
 can could may might must I i we you he she they me us them my our your their his her one now from instead please
 there here what which who when where how all any each every some more most also just only very too""".split())
+# Words that say what kind of edit is asked, which a 135M model otherwise takes for the new name ("rename f to
+# docstring" explains "Describe f with a short docstring" well enough for it).
+EDIT_WORDS = frozenset("""rename name names named call called move put add set change make use give document docstring
+function functions method class parameter parameters argument arguments default defaults file module new""".split())
 _LITERALS = re.compile(r"""(?<![\w.])(-?\d+(?:\.\d+)?|"[^"\\\n]{0,24}"|'[^'\\\n]{0,24}'|True|False|None)(?![\w.])""")
 _PATHS = re.compile(r"[A-Za-z_][\w/]*\.py\b")
 ACTIONS = ("rename_symbol", "add_parameter", "set_default", "move_definition", "add_docstring")
@@ -70,7 +74,10 @@ class StepOptions:
         spelled = _PATHS.findall(request)
         taken |= {part for path in spelled for part in re.split(r"[/.]", path)}
         text = _LITERALS.sub(" ", re.sub(r"'s\b", "", request))  # no name in a possessive's s or a literal
-        new = [w for w in words(text) if w not in taken and w not in STOP_WORDS and w.lower() not in STOP_WORDS]
+        said = words(text)
+        if said and not code_like(said[0], text):
+            said = said[1:]  # a request's first word is its verb or subject ("Explain ...", "Slugify ...")
+        new = [w for w in said if w not in taken and w.lower() not in STOP_WORDS | EDIT_WORDS]
         top_level = named(vocab.top_level)
         homes = {name: home for name in top_level if (home := home_of(name)) is not None}
         paths = [p for p in dict.fromkeys(spelled) if p not in homes.values()]

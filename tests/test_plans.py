@@ -104,7 +104,7 @@ def test_step_options_come_from_the_index_and_the_request(tmp_path):
     assert options.symbols == ["compute_total"] and options.new_names == ["total_amount"]  # code-like words first
     assert options.actions() == ["rename_symbol", "add_parameter", "add_docstring"]  # no destination, no parameter
     said = shop_options(tmp_path, "Give format_price's output a width that defaults to 10")
-    assert said.new_names == ["Give", "output", "width", "defaults"] and said.literals == ["10"]  # no "s", "a", "to"
+    assert said.new_names == ["output", "width"] and said.literals == ["10"]  # no "s", "a", "to"
     assert said.new_parameters("format_price") == said.new_names
 
 
