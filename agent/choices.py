@@ -10,6 +10,7 @@ a move needs a destination the request spells, a new default a parameter the req
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,9 +94,9 @@ class StepOptions:
         return [n for n in self.new_names if n not in self.parameters.get(function, {})]
 
     def defaults(self, function: str, parameter: str) -> list[str]:
-        """Literals the request spells for a new default of `parameter`: not the one it has."""
+        """Literals the request spells for a new default of `parameter`: not the value it has (however quoted)."""
         current = self.parameters.get(function, {}).get(parameter)
-        return [v for v in self.literals if v != current]
+        return [v for v in self.literals if current is None or not same_value(v, current)]
 
     def actions(self) -> list[str]:
         """The actions whose arguments all have something to choose from (see the module docstring)."""
@@ -107,3 +108,11 @@ class StepOptions:
             "add_docstring": bool(self.symbols),
         }
         return [a for a in ACTIONS if possible[a]]
+
+
+def same_value(a: str, b: str) -> bool:
+    """Whether two Python literals (as source) are equal: '!' and "!" are."""
+    try:
+        return ast.literal_eval(a) == ast.literal_eval(b)
+    except (ValueError, SyntaxError):
+        return a == b

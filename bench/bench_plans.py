@@ -11,8 +11,8 @@ model), whether the plan is valid (checked by `tools.plan.make_plan`), whether i
 (actions, names, files and defaults as Python values; a docstring's wording is free), whether the
 fixture's tests pass after applying it, and whether undo restores every file byte for byte.
 
-The model path scores each action (`agent.planner`), then writes the step; every scored reply is
-recorded with its score. Overhead: per token, the time llguidance's choice takes (computing
+The model path (`agent.planner`) chooses among listed values by their likelihood (each choice is recorded
+with its options' scores) and writes what no list holds under a grammar (each written reply is recorded). Overhead: per token, the time llguidance's choice takes (computing
 the mask, masking the logits, argmax) against plain argmax, and the whole decoding step both ways (the
 first candidate's prompt is decoded once more without the grammar, as many tokens).
 """
@@ -20,7 +20,6 @@ first candidate's prompt is decoded once more without the grammar, as many token
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import platform
 import statistics
@@ -32,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent import Agent  # noqa: E402
+from agent.choices import same_value  # noqa: E402
 from agent.planner import plan_task  # noqa: E402
 from bench.plans.fixtures import write_fixture  # noqa: E402
 from l2m_core.errors import L2MError  # noqa: E402
@@ -58,14 +58,6 @@ class Timed:
         token = self.grammar(logits) if self.grammar else int(logits.argmax())
         self.seconds.append(time.perf_counter() - start)
         return token
-
-
-def same_value(a: str, b: str) -> bool:
-    """Whether two Python literals (as source) are equal."""
-    try:
-        return ast.literal_eval(a) == ast.literal_eval(b)
-    except (ValueError, SyntaxError):
-        return a == b
 
 
 def right_plan(steps: list[dict], expected: list[dict]) -> bool:

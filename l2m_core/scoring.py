@@ -16,9 +16,10 @@ import torch
 
 
 @torch.inference_mode()
-def option_logprobs(model: Any, tokenizer: Any, prompt: str, options: Sequence[str]) -> list[float]:
-    """For each option, log P(option | prompt) under `model` (a Hugging Face causal LM), summed over its tokens.
-    Options are tokenized after the prompt as written (so start them with the space the prompt leaves out)."""
+def option_logprobs(model: Any, tokenizer: Any, prompt: str, options: Sequence[str], mean: bool = False) -> list[float]:
+    """For each option, log P(option | prompt) under `model` (a Hugging Face causal LM), summed over its tokens
+    (`mean`: averaged, so that a long option is not outscored for its length alone). Options are tokenized
+    after the prompt as written (so start them with the space the prompt leaves out)."""
     device = next(model.parameters()).device
     prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
     out = model(torch.tensor([prompt_ids], device=device), use_cache=True)
@@ -32,5 +33,5 @@ def option_logprobs(model: Any, tokenizer: Any, prompt: str, options: Sequence[s
                          use_cache=True)
             logprobs = torch.log_softmax(rest.logits[0].float(), -1)
             total += float(logprobs[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
-        scores.append(total)
+        scores.append(total / len(ids) if mean else total)
     return scores

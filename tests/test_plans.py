@@ -120,6 +120,8 @@ def test_a_new_default_needs_a_parameter_the_request_names_and_a_new_value(tmp_p
     options = shop_options(tmp_path, "The currency of format_price should be 'USD', not \"EUR\"")
     assert "set_default" in options.actions() and options.named_parameters("format_price") == ["currency"]
     assert options.defaults("format_price", "currency") == ["'USD'"]  # "EUR" is the default it has
+    assert shop_options(tmp_path, "currency of format_price: 'EUR' not 'USD'").defaults("format_price", "currency") == [
+        "'USD'"]  # however it is quoted
 
 
 def test_code_like_words():
