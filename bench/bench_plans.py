@@ -12,9 +12,10 @@ model), whether the plan is valid (checked by `tools.plan.make_plan`), whether i
 fixture's tests pass after applying it, and whether undo restores every file byte for byte.
 
 The model path (`agent.planner`) chooses among listed values by their likelihood (each choice is recorded
-with its options' scores) and writes what no list holds under a grammar (each written reply is recorded). Overhead: per token, the time llguidance's choice takes (computing
-the mask, masking the logits, argmax) against plain argmax, and the whole decoding step both ways (the
-first candidate's prompt is decoded once more without the grammar, as many tokens).
+with its options' scores) and writes what no list holds under a grammar (each written reply is recorded).
+Overhead, over those written replies: per token, the time llguidance's choice takes (computing the mask,
+masking the logits, argmax) against plain argmax, and the whole decoding step both ways (a request's first
+written prompt is decoded once more without the grammar, as many tokens).
 """
 
 from __future__ import annotations
