@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
-import sqlalchemy as sa
 from langchain_core.callbacks import CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
@@ -46,7 +45,6 @@ from agent.schemas import tool_call_schema
 from l2m_core.errors import L2MError
 from l2m_core.grammar import JsonGrammar
 from l2m_core.memory import Citation, Memory
-from l2m_core.store import blocks
 from repos_index.index import CorpusIndex
 from tools.toolbox import Toolbox
 
@@ -255,15 +253,9 @@ class L2MRetriever(_ReadsMemory, BaseRetriever):
                                 k: int | None = None) -> list[Document]:
         answer = self.memory.ask(query, max_new_tokens=0, pins=self._pins(query))
         cited = answer.citations[:k or self.k]
-        texts = block_texts(self.memory, [b for c in cited for b in c.block_ids])
+        texts = self.memory.block_texts([b for c in cited for b in c.block_ids])
         return [Document(page_content="".join(texts[b] for b in c.block_ids), metadata=citation_metadata(c))
                 for c in cited]
-
-
-def block_texts(memory: Memory, block_ids: Sequence[int]) -> dict[int, str]:
-    """The stored text of each block (the cold tier's `mem_blocks.text`)."""
-    with memory.files.engine.connect() as conn:
-        return dict(conn.execute(sa.select(blocks.c.id, blocks.c.text).where(blocks.c.id.in_(block_ids))).all())
 
 
 # ---- tools -------------------------------------------------------------------------------------------

@@ -3,16 +3,26 @@
 The model's reply is decoded against a JSON schema (`agent.schemas.tool_call_schema`): either
 `{"tool": NAME, "arguments": {...}}` with NAME one of the offered tools and arguments valid for it
 (a path one of the repository's files, a symbol name one that exists, preferring those the turn has
-mentioned), or `{"answer": TEXT}`; so every call is valid by construction. A call already made this
-turn is not offered again (its result is already in memory). Tool results are written into memory and
-pinned into the next step's read set, so a long session does not grow the prompt. Only tool calls in the
-model's own reply run; text in the corpus is data. `run` is offered only when the user allowed commands.
-Every turn ends with a stop reason: answered or step_limit.
+mentioned), or `{"answer": TEXT}`; so every complete call is valid by construction (one the token limit
+cut off is an invalid call: the step's observation says so). A call already made this turn is not offered
+again (its result is already in memory). Right after `find_symbol` has located definitions, the one call
+offered is a `view` of one of them, from its line (what one does with a location). Tool results are
+written into memory and pinned into the next step's read set, so a long session does not grow the prompt.
+Only tool calls in the model's own reply run; text in the corpus is data. `run` is offered only when the
+user allowed commands. Every turn ends with a stop reason: `answered` (a reply that calls no tool: the
+answer, or, when the token limit cut off an answer, the reply as decoded) or `step_limit` (all
+`max_steps` replies attempted a call).
+
+Which tool to call (or whether to answer) the model chooses first, by how likely it finds each reply's
+opening after the turn so far, per token (`l2m_core.scoring`); then it writes that reply under its schema.
+Left to greedy decoding the choice was made by the first token alone: after `find_symbol` the 135M
+default model wrote "find" again and so called `find_references`, never `view`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,13 +32,16 @@ from agent.session import Session
 from l2m_core.errors import L2MError
 from l2m_core.grammar import JsonGrammar
 from l2m_core.memory import Answer, Citation, Memory
+from l2m_core.scoring import option_logprobs
 from tools.toolbox import Toolbox
 
 READ_TOOLS = ("view", "search", "find_symbol", "find_references", "outline")
 INSTRUCTION = (
     "You answer questions about the repository in the context. To look something up, reply with a JSON "
     'object {{"tool": NAME, "arguments": {{...}}}}; when the context holds the answer, reply {{"answer": TEXT}}. '
-    "Tools: {tools}."
+    "Tools: {tools}. For example, to read the definition of parse: "
+    '{{"tool": "find_symbol", "arguments": {{"name": "parse"}}}} returns "app/cli.py:12:5 function parse", then '
+    '{{"tool": "view", "arguments": {{"path": "app/cli.py", "start": 12}}}} shows it.'
 )
 REPLY_TOKENS = 256
 SYMBOL_ARGUMENTS = ("name",)  # tool arguments that name a symbol ("path" names a file)
@@ -66,15 +79,25 @@ class AgentLoop:
         self.tools = {name: fn for name, fn in toolbox.tools().items() if name in tools}
         self.instruction = INSTRUCTION.format(tools=", ".join(self.tools))
         self.respond = respond or self._constrained
+        self.choose = respond is None  # a scripted responder chooses for itself
 
     def _constrained(self, question: str, instruction: str, pins: list[int], schema: dict) -> Answer:
         grammar = JsonGrammar.for_memory(self.memory, schema)
         return self.memory.ask(question, instruction=instruction, pins=pins, max_new_tokens=REPLY_TOKENS,
                                choose_token=grammar)
 
-    def reply_schema(self, said: str, done: set[tuple[str, str]], answer: bool = True) -> dict:
+    def reply_schema(self, said: str, done: set[tuple[str, str]], answer: bool = True,
+                     found: Sequence[tuple[str, int]] = ()) -> dict:
         """The schema of the next reply: a call of an offered tool (files and symbols narrowed to those `said`
-        mentions, else all; values in `done`, (tool, value) pairs already called, left out) or an answer."""
+        mentions, else all; values in `done`, (tool, value) pairs already called, left out) or an answer.
+        `found`: the definitions (path, line) the last call located; then the one call offered is a `view` of
+        one of them, from its line."""
+        if found and "view" in self.tools:
+            view = tool_parameters(self.tools["view"])
+            view["properties"] = {**view["properties"], "path": {"enum": list(dict.fromkeys(p for p, _ in found))},
+                                  "start": {"enum": sorted({line for _, line in found})}}
+            return tool_call_schema({"view": {**view, "required": ["path", "start"], "additionalProperties": False}},
+                                    answer=answer)
         vocab = Vocabulary.of(self.toolbox.index, self.toolbox.edits)
         files = mentioned(said, vocab.files) or list(vocab.files)
         symbols = mentioned(said, vocab.symbols) or list(vocab.symbols)
@@ -97,7 +120,10 @@ class AgentLoop:
         result = TurnResult("", [])
         said, done = message, set()
         for step in range(self.max_steps):
-            schema = self.reply_schema(said, done, answer=step >= self.tool_steps)
+            schema = self.reply_schema(said, done, answer=step >= self.tool_steps,
+                                       found=located(result.steps[-1]) if result.steps else ())
+            if self.choose:
+                schema = self.chosen(schema, message, result.steps)
             answer = self.respond(message, self.instruction, pins[-budget:], schema)
             reply = parse_tool_call(answer.text)
             if reply.tool is None and reply.error is None:
@@ -114,6 +140,21 @@ class AgentLoop:
             result.answer = "(stopped: step limit reached before an answer)"
         self._remember("assistant", result.answer)
         return result
+
+    def chosen(self, schema: dict, message: str, steps: list[ToolStep]) -> dict:
+        """`schema` narrowed to the one reply (a tool's call or the answer) whose opening the model finds likeliest
+        after the turn so far."""
+        replies = schema["anyOf"]
+        if len(replies) < 2:
+            return schema
+        transcript = f"{self.instruction}\n\nUser: {message}\n" + "".join(
+            f"Reply: {json.dumps({'tool': s.tool, 'arguments': s.arguments})}\nResult: {s.observation[:500]}\n"
+            for s in steps)
+        openings = [f'tool": "{r["properties"]["tool"]["const"]}"' if "tool" in r["properties"] else 'answer"'
+                    for r in replies]
+        scores = option_logprobs(self.memory.model, self.memory.tokenizer, transcript + 'Reply: {"', openings,
+                                 mean=True)
+        return {"anyOf": [replies[scores.index(max(scores))]]}
 
     def _call(self, name: str, arguments: dict) -> str:
         if name not in self.tools:
@@ -137,3 +178,13 @@ class AgentLoop:
         if not text.strip():
             return []
         return [span.block_id for span in self.memory.ingest_document(f"{role}: {text}", source)]
+
+
+_DEFINITION = re.compile(r"^(\S+):(\d+):\d+ (?:function|method|class|variable) ", re.M)
+
+
+def located(step: ToolStep) -> list[tuple[str, int]]:
+    """The definitions (path, line) a `find_symbol` step found."""
+    if step.tool != "find_symbol":
+        return []
+    return [(path, int(line)) for path, line in _DEFINITION.findall(step.observation)]

@@ -1,28 +1,32 @@
 """Turning an edit task into a plan of tool steps (`tools.plan`): a small model plans, the tools execute.
 
-Three sources, tried in order, each named in the result so the user sees where a plan came from:
+Three sources, each named in the result so the user sees where a plan came from:
 1. a scripted plan: the task is a JSON list of `{"action", "args"}` steps (or a file holding one);
 2. rules: plain refactoring requests ("rename X to Y", "add parameter P=D to F", "move X to FILE"),
    several joined by "then" or ";";
-3. the model, reading memory: for each request of the task, the action it finds likeliest (the
-   log-probability of `[{"action": "NAME"` for each of the five, decoded under `agent.schemas.action_schema`)
-   is chosen, then it writes that step under a grammar (`agent.schemas.plan_schema`: arguments whose symbols
-   and files come from the index and the task), so the step is valid by construction. (Letting it pick
-   the action greedily, by the first token, chose add_parameter for nearly every request.) The plan is
-   checked like any other.
+3. the model, for each request the rules do not read (a plan made of both is "rules+model"). It only
+   chooses, in small steps, among what `agent.choices.StepOptions` allows: first the action, among those
+   whose arguments the index and the request can fill, by how likely the model finds the request after a
+   description of each (the "noisy channel" reading: asked directly for the action, the 135M default model
+   answered "rename" for nearly everything); then each argument in turn, among the allowed values, by the
+   likelihood of each value written out whole (`l2m_core.scoring`). Only what cannot be listed is written,
+   under a grammar (`l2m_core.grammar`): a docstring, a default the request does not spell, a new name it
+   does not spell. The plan is checked like any other.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.schemas import PLAN_ACTIONS, Vocabulary, action_schema, plan_schema
+from agent.choices import StepOptions
+from agent.schemas import IDENTIFIER, LITERAL, PY_PATH, SENTENCE, Vocabulary
 from l2m_core.errors import L2MError
 from tools.plan import PlanStep, make_plan
+from tools.refactor import parameters
 from tools.symbols import SymbolIndex, TextSource
 
 _NAME = r"`?([A-Za-z_][\w.]*)`?"
@@ -38,24 +42,45 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], dict]]] = [
      lambda m: {"action": "move_definition", "args": {"name": m[1], "dest_file": m[2]}}),
 ]
 _SPLIT = re.compile(r"\s*(?:;|\n|,?\s+then\s+|,?\s+and\s+then\s+)\s*", re.I)
-PLAN_INSTRUCTION = (
-    "You plan code edits. Reply with a JSON list of steps, each {\"action\": ..., \"args\": {...}}, one step per "
-    "requested change. Actions: rename_symbol(old, new): give a function or class a new name; "
-    "add_parameter(function, parameter, default): add a new parameter; set_default(function, parameter, default): "
-    "change the default value of an existing parameter; move_definition(name, dest_file): move a definition to "
-    "another file; add_docstring(function, docstring): document a function or class.\n"
-    "Examples: \"call load_data read_data instead\" -> "
-    '[{"action": "rename_symbol", "args": {"old": "load_data", "new": "read_data"}}]; '
-    '"let parse take a strict flag, off by default" -> '
-    '[{"action": "add_parameter", "args": {"function": "parse", "parameter": "strict", "default": "False"}}]; '
-    '"retries in fetch should default to 5" -> '
-    '[{"action": "set_default", "args": {"function": "fetch", "parameter": "retries", "default": "5"}}]; '
-    '"put Config in app/config.py" -> [{"action": "move_definition", "args": {"name": "Config", '
-    '"dest_file": "app/config.py"}}]; "explain in a docstring that run starts the server" -> '
-    '[{"action": "add_docstring", "args": {"function": "run", "docstring": "Start the server."}}]'
+# Worked examples the model reads before a request (none is a benchmark request): (request, action, arguments).
+EXAMPLES = (
+    ("call load_data read_data instead", "rename_symbol", {"old": "load_data", "new": "read_data"}),
+    ("let parse take a strict flag, off by default", "add_parameter",
+     {"function": "parse", "parameter": "strict", "default": "False"}),
+    ("retries in fetch should default to 5", "set_default",
+     {"function": "fetch", "parameter": "retries", "default": "5"}),
+    ("put Config in app/config.py", "move_definition", {"name": "Config", "dest_file": "app/config.py"}),
+    ("explain in a docstring that run starts the server", "add_docstring",
+     {"function": "run", "docstring": "Start the server."}),
+    ("Session is a poor name, use Connection", "rename_symbol", {"old": "Session", "new": "Connection"}),
+    ("the default timeout of connect should be 30", "set_default",
+     {"function": "connect", "parameter": "timeout", "default": "30"}),
+    ('give render an argument color with default "red"', "add_parameter",
+     {"function": "render", "parameter": "color", "default": '"red"'}),
+    ("document what parse_args returns", "add_docstring",
+     {"function": "parse_args", "docstring": "The parsed options."}),
+    ("relocate the helper clamp into utils/math.py", "move_definition",
+     {"name": "clamp", "dest_file": "utils/math.py"}),
 )
+WRITTEN = {"new": IDENTIFIER, "parameter": IDENTIFIER, "default": LITERAL, "dest_file": PY_PATH,
+           "docstring": SENTENCE}  # the grammar of each argument the model may have to write
+ACTION_WORDS = {"rename_symbol": "rename", "add_parameter": "add parameter", "set_default": "set default",
+                "move_definition": "move", "add_docstring": "docstring"}
+FIELDS = {  # each action's arguments in the order they are chosen, with the label the model reads
+    "rename_symbol": (("old", "Name"), ("new", "New name")),
+    "add_parameter": (("function", "Function"), ("parameter", "Parameter"), ("default", "Default")),
+    "set_default": (("function", "Function"), ("parameter", "Parameter"), ("default", "Default")),
+    "move_definition": (("name", "Name"), ("dest_file", "Destination")),
+    "add_docstring": (("function", "Function"), ("docstring", "Docstring")),
+}
+PREAMBLE = ("Each request asks for one edit of Python code: rename (give a function or class a new name), add "
+            "parameter (a new parameter), set default (change the default value of an existing parameter), move "
+            "(move a definition to another file), docstring (document a function or class).\n\n")
+WRITE_INSTRUCTION = "You plan a code edit for this request: {action} {target}. Reply with JSON giving the {what}."
 # (instruction, request, JSON schema of the reply) -> (the reply, its tokens' text and the model's log-probability)
 AskModel = Callable[[str, str, dict], tuple[str, list[tuple[str, float]]]]
+# (prompt, options) -> the model's log-probability of each option written after the prompt
+ScoreOptions = Callable[[str, Sequence[str]], list[float]]
 
 
 @dataclass
@@ -77,18 +102,13 @@ def clauses(task: str) -> list[str]:
     return [c.strip().rstrip(".") for c in _SPLIT.split(task.strip().rstrip(".")) if c.strip()]
 
 
-def parse_rules(task: str) -> list[dict] | None:
-    """Steps for a task made only of plain refactoring requests, else None."""
-    steps = []
-    for clause in clauses(task):
-        for pattern, build in _RULES:
-            match = pattern.match(clause)
-            if match:
-                steps.append(build(match))
-                break
-        else:
-            return None
-    return steps or None
+def parse_rule(request: str) -> dict | None:
+    """The step for one plain refactoring request ("rename X to Y", ...), else None."""
+    for pattern, build in _RULES:
+        match = pattern.match(request)
+        if match:
+            return build(match)
+    return None
 
 
 def scripted(task: str) -> list[dict] | None:
@@ -108,38 +128,140 @@ def scripted(task: str) -> list[dict] | None:
 
 
 def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
-              source: TextSource | None = None) -> Plan:
-    """The checked plan for `task`. `ask_model(instruction, request, schema)` is the model reading memory,
-    decoding its reply against `schema` and scoring it; `source` lists the repository's files (for the schema)."""
+              source: TextSource | None = None, score: ScoreOptions | None = None) -> Plan:
+    """The checked plan for `task`. For requests the rules do not read: `score(prompt, options)` is the model's
+    likelihood of each option, `ask_model(instruction, request, schema)` the model reading memory and decoding
+    its reply against `schema`; `source` lists the repository's files."""
     if not task.strip():
         raise L2MError("the task is empty")
-    for kind, steps in (("script", scripted(task)), ("rules", parse_rules(task))):
-        if steps is not None:
-            return Plan(make_plan(index, steps), kind)
-    if ask_model is None or source is None:
+    steps = scripted(task)
+    if steps is not None:
+        return Plan(make_plan(index, steps), "script")
+    requests = clauses(task)
+    ruled = [parse_rule(request) for request in requests]
+    if all(ruled):
+        return Plan(make_plan(index, ruled), "rules")
+    if ask_model is None or source is None or score is None:
         raise L2MError("could not turn the task into a plan without a model; try 'rename X to Y', "
                        "'add parameter P=DEFAULT to F', 'move X to FILE.py', or a JSON plan")
-    vocab, steps = Vocabulary.of(index, source), []
-    for request in clauses(task):
-        scores = {action: choice_score(ask_model(PLAN_INSTRUCTION, request, action_schema(action))[1], action)
-                  for action in PLAN_ACTIONS}
-        reply, _ = ask_model(PLAN_INSTRUCTION, request, plan_schema(request, vocab, max(scores, key=scores.get), task))
+    chooser = StepChooser(index, source, ask_model, score)
+    steps = []
+    for request, rule in zip(requests, ruled, strict=True):
+        steps.append(rule if rule and chooser.knows(rule) else chooser.step(request, task))
+        if steps[-1]["action"] == "rename_symbol":
+            chooser.renamed(steps[-1]["args"]["new"])
+    by_rules = any(step is rule for step, rule in zip(steps, ruled, strict=True))
+    return Plan(make_plan(index, follow_renames(steps)), "rules+model" if by_rules else "model")
+
+
+class StepChooser:
+    """One step of a plan for one request, chosen by the model among what `StepOptions` allows."""
+
+    def __init__(self, index: SymbolIndex, source: TextSource, ask_model: AskModel, score: ScoreOptions):
+        self.index, self.source, self.ask_model, self.score = index, source, ask_model, score
+        self.vocab = Vocabulary.of(index, source)
+
+    def renamed(self, new: str) -> None:
+        """Let later requests name a symbol by the new name an earlier step gives it."""
+        self.vocab = replace(self.vocab, symbols=(*self.vocab.symbols, new), functions=(*self.vocab.functions, new),
+                             top_level=(*self.vocab.top_level, new))
+
+    def knows(self, step: dict) -> bool:
+        """Whether the symbol a rule's step names exists (beside a request for the model, "rename it to X" is
+        read by the model, which takes "it" from the task)."""
+        return any(step["args"].get(key) in self.vocab.symbols for key in ("old", "function", "name"))
+
+    def _parameters(self, function: str) -> dict[str, str | None]:
         try:
-            steps += json.loads(reply)
-        except json.JSONDecodeError:
-            raise L2MError(f"the model's plan is not valid JSON: {reply[:200]!r}") from None
-    return Plan(make_plan(index, follow_renames(steps)), "model")
+            return parameters(self.source, self.index, function)
+        except L2MError:  # not one function (a class, a name defined twice, a name a step gives): none to offer
+            return {}
+
+    def _home(self, name: str) -> str | None:
+        found = self.index.find_symbol(name)
+        return found[0].span.path if len(found) == 1 else None
+
+    def step(self, request: str, task: str) -> dict:
+        """For each action the options allow, the arguments the model likes best from the lists; of those steps,
+        the one under which the model finds the request likeliest; then what no list holds, written."""
+        options = StepOptions.of(request, task, self.vocab, self._parameters, self._home)
+        actions = options.actions()
+        if not actions:
+            raise L2MError(f"the repository has no function or class for {request!r} to edit")
+        listed = {action: self._listed(request, options, action) for action in actions}
+        action = actions[0]
+        if len(actions) > 1:
+            scores = [self.score(f"{_examples(channel=True)}{_step_text(a, listed[a])}Request:", [f" {request}"])[0]
+                      for a in actions]
+            action = actions[scores.index(max(scores))]
+        args = listed[action]
+        for key, _ in FIELDS[action][len(args):]:
+            args[key] = self._write(request, action, key, args)
+        return {"action": action, "args": args}
+
+    def _listed(self, request: str, options: StepOptions, action: str) -> dict[str, str]:
+        """The arguments of `action`, in order, that the options list, each the model's likeliest."""
+        prompt = f"{_examples()}Request: {request}\n"
+        args: dict[str, str] = {}
+        for key, _ in FIELDS[action]:
+            values = self._values(options, action, key, args)
+            if not values:
+                break
+            args[key] = self._choose(prompt + _step_text(action, args) + f"{dict(FIELDS[action])[key]}:", values)
+        return args
+
+    @staticmethod
+    def _values(options: StepOptions, action: str, key: str, args: dict[str, str]) -> list[str]:
+        """The values `key` may take, given the arguments chosen before it (empty: to be written)."""
+        function = args.get("function", "")
+        if key in ("old",):
+            return options.symbols
+        if key == "new":
+            return [n for n in options.new_names if n != args["old"]]
+        if key == "function":
+            if action == "add_docstring":
+                return options.symbols
+            if action == "set_default":
+                return [f for f in options.functions if options.named_parameters(f)]
+            return [f for f in options.functions if options.new_parameters(f)]
+        if key == "parameter":
+            return options.named_parameters(function) if action == "set_default" else options.new_parameters(function)
+        if key == "default":
+            return options.defaults(function, args["parameter"])
+        if key == "name":
+            return options.top_level
+        if key == "dest_file":
+            return [p for p in options.paths if p != options.homes.get(args["name"])]
+        return []
+
+    def _choose(self, prompt: str, values: list[str]) -> str:
+        if len(values) == 1:
+            return values[0]
+        scores = self.score(prompt, [f" {v}\n" for v in values])
+        return values[scores.index(max(scores))]
+
+    def _write(self, request: str, action: str, key: str, args: dict[str, str]) -> str:
+        """A value no list holds, decoded under its grammar by the model reading memory."""
+        target = ", ".join(f"{k}={v}" for k, v in args.items())
+        schema = {"type": "object", "properties": {key: WRITTEN[key]}, "required": [key], "additionalProperties": False}
+        instruction = WRITE_INSTRUCTION.format(action=ACTION_WORDS[action], target=target, what=key)
+        reply, _ = self.ask_model(instruction, request, schema)
+        try:
+            return json.loads(reply)[key]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise L2MError(f"the model's {key} is not valid: {reply[:200]!r}") from None
 
 
-def choice_score(pieces: list[tuple[str, float]], action: str) -> float:
-    """How much the model wanted `action`: the log-probability of the reply's tokens up to the action's name
-    (the rest is the arguments, which a fluent free-text docstring would win on)."""
-    text, total = "", 0.0
-    for piece, logprob in pieces:
-        text, total = text + piece, total + logprob
-        if f'"{action}"' in text:
-            break
-    return total
+def _step_text(action: str, args: dict[str, str]) -> str:
+    return f"Edit: {ACTION_WORDS[action]}\n" + "".join(f"{label}: {args[key]}\n" for key, label in FIELDS[action]
+                                                     if key in args)
+
+
+def _examples(channel: bool = False) -> str:
+    """The worked examples: each request then its step, or (`channel`) each step then its request."""
+    shown = ((request, _step_text(action, args)) for request, action, args in EXAMPLES)
+    return PREAMBLE + "".join(f"{step}Request: {request}\n\n" if channel else f"Request: {request}\n{step}\n"
+                              for request, step in shown)
 
 
 def follow_renames(steps: list[dict]) -> list[dict]:

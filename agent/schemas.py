@@ -1,9 +1,9 @@
 """JSON schemas the model's replies are decoded against (`l2m_core.grammar`), narrowed by the index.
 
-What the index can decide is not left to the model: a symbol argument is an enum of the symbols that
-exist (those the task names, when it names some), a file argument an enum of the repository's files,
-a tool name one of the offered tools, a default value a Python literal (one the task spells, when it
-spells some). The model's job is then only to choose.
+What the index can decide is not left to the model: a tool call's symbol argument is an enum of the symbols
+that exist (those the turn names, when it names some), a file argument an enum of the repository's files,
+a tool name one of the offered tools. The patterns here are the grammars of what a plan's step must write
+(`agent.planner`). The model's job is then only to choose.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from l2m_core.errors import L2MError
 from tools.symbols import SymbolIndex, TextSource
 
-PLAN_ACTIONS = ("rename_symbol", "add_parameter", "set_default", "move_definition", "add_docstring")
 IDENTIFIER = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,39}$"}
 PY_PATH = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_/]{0,60}\.py$"}
 LITERAL = {"type": "string",
@@ -29,8 +28,6 @@ ANSWER_LENGTH = 400
 MAX_STRING, MAX_INTEGER, MAX_ITEMS = 200, 10**9, 16
 _VALUES = ("default", "const", "enum", "examples")  # keys whose values are data, not schemas
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_LITERALS = re.compile(r"""(?<![\w.])(-?\d+(?:\.\d+)?|"[^"\\\n]{0,24}"|'[^'\\\n]{0,24}'|True|False|None)(?![\w.])""")
-_PATHS = re.compile(r"[A-Za-z_][\w/]*\.py\b")
 
 
 @dataclass(frozen=True)
@@ -73,46 +70,8 @@ def mentioned(text: str, names: Sequence[str]) -> list[str]:
     return [n for n in names if n in said or ("/" in n and n in text)]
 
 
-def choice(values: Sequence[str], fallback: dict) -> dict:
-    """An enum of `values`, or `fallback` when there are none."""
-    return {"enum": list(values)} if values else fallback
-
-
 def _object(properties: dict, required: Sequence[str]) -> dict:
     return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
-
-
-def plan_schema(request: str, vocab: Vocabulary, action: str, task: str | None = None) -> dict:
-    """A one-step plan doing `action` for `request`: symbols are those the whole `task` (default: the request)
-    names, else all the index knows; new names, default values and destination files those the request spells
-    (identifier-like words that are not symbols yet, Python literals, .py paths), else any of their form."""
-    task = task or request
-    symbols = mentioned(task, vocab.symbols) or list(vocab.symbols)
-    functions = mentioned(task, vocab.functions) or list(vocab.functions)
-    top_level = mentioned(task, vocab.top_level) or list(vocab.top_level)
-    new_name = choice([w for w in words(request) if w not in vocab.symbols], IDENTIFIER)
-    default = choice(list(dict.fromkeys(_LITERALS.findall(request))), LITERAL)
-    args = {
-        "rename_symbol": ({"old": choice(symbols, IDENTIFIER), "new": new_name}, ["old", "new"]),
-        "add_parameter": ({"function": choice(functions, IDENTIFIER), "parameter": new_name, "default": default},
-                          ["function", "parameter", "default"]),
-        "set_default": ({"function": choice(functions, IDENTIFIER), "parameter": new_name, "default": default},
-                        ["function", "parameter", "default"]),
-        "move_definition": ({"name": choice(top_level, IDENTIFIER),
-                             "dest_file": choice(list(dict.fromkeys(_PATHS.findall(request))), PY_PATH)},
-                            ["name", "dest_file"]),
-        "add_docstring": ({"function": choice(symbols, IDENTIFIER), "docstring": SENTENCE}, ["function", "docstring"]),
-    }
-    properties, required = args[action]
-    step = _object({"action": {"const": action}, "args": _object(properties, required)}, ["action", "args"])
-    return {"type": "array", "items": step, "minItems": 1, "maxItems": 1}
-
-
-def action_schema(action: str) -> dict:
-    """A plan's opening up to its first action: `[{"action": ACTION}]`, which the model's reply to `plan_schema`
-    also starts with, for scoring how much it wants each action at the cost of a few tokens."""
-    return {"type": "array", "items": _object({"action": {"const": action}}, ["action"]), "minItems": 1,
-            "maxItems": 1}
 
 
 def tool_parameters(method: Callable[..., Any]) -> dict:

@@ -64,9 +64,7 @@ def run(label: str, root: Path, lm, server: str, workers: int | None, address: s
             wall = time.perf_counter() - started
             stats = agent.memory.stats()
             problems = agent.memory.verify()
-            with agent.memory.files.engine.connect() as conn:
-                rows = conn.execute(sa.text("SELECT b.id, d.source, b.seq, b.text FROM mem_blocks b "
-                                            "JOIN mem_documents d ON d.id = b.doc_id ORDER BY b.id")).all()
+            rows = [(b.id, b.meta.source, b.meta.seq, b.text) for b in agent.memory.cold.blocks()]
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")

@@ -11,16 +11,16 @@ model), whether the plan is valid (checked by `tools.plan.make_plan`), whether i
 (actions, names, files and defaults as Python values; a docstring's wording is free), whether the
 fixture's tests pass after applying it, and whether undo restores every file byte for byte.
 
-The model path scores each action (`agent.planner`), then writes the step; every scored reply is
-recorded with its score. Overhead: per token, the time llguidance's choice takes (computing
-the mask, masking the logits, argmax) against plain argmax, and the whole decoding step both ways (the
-first candidate's prompt is decoded once more without the grammar, as many tokens).
+The model path (`agent.planner`) chooses among listed values by their likelihood (each choice is recorded
+with its options' scores) and writes what no list holds under a grammar (each written reply is recorded).
+Overhead, over those written replies: per token, the time llguidance's choice takes (computing the mask,
+masking the logits, argmax) against plain argmax, and the whole decoding step both ways (a request's first
+written prompt is decoded once more without the grammar, as many tokens).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import platform
 import statistics
@@ -32,16 +32,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent import Agent  # noqa: E402
-from agent.planner import choice_score, plan_task  # noqa: E402
+from agent.choices import same_value  # noqa: E402
+from agent.planner import plan_task  # noqa: E402
 from bench.plans.fixtures import write_fixture  # noqa: E402
 from l2m_core.errors import L2MError  # noqa: E402
 from l2m_core.grammar import JsonGrammar  # noqa: E402
 from l2m_core.loading import load_model  # noqa: E402
+from l2m_core.scoring import option_logprobs  # noqa: E402
 from tools.plan import execute_plan  # noqa: E402
 from tools.run import RunPolicy  # noqa: E402
 from tools.toolbox import Toolbox  # noqa: E402
 
-REQUESTS = Path(__file__).parent / "plans" / "requests.json"
+REQUESTS = Path(__file__).parent / "plans" / "requests.json"  # the benchmark; plans/check_requests.json: a check set
 PLAN_TOKENS = 256
 TEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 
@@ -57,14 +59,6 @@ class Timed:
         token = self.grammar(logits) if self.grammar else int(logits.argmax())
         self.seconds.append(time.perf_counter() - start)
         return token
-
-
-def same_value(a: str, b: str) -> bool:
-    """Whether two Python literals (as source) are equal."""
-    try:
-        return ast.literal_eval(a) == ast.literal_eval(b)
-    except (ValueError, SyntaxError):
-        return a == b
 
 
 def right_plan(steps: list[dict], expected: list[dict]) -> bool:
@@ -106,11 +100,8 @@ def run_request(request: dict, lm, workdir: Path) -> dict:
             timing.setdefault("mask_s", []).extend(constrained.seconds)
             decoding = answer.timings["total_s"] - answer.timings["first_token_s"]
             timing.setdefault("step_s", []).append(decoding / steps)
-            action = schema["items"]["properties"]["action"]["const"]
-            record.setdefault("candidates", []).append(
-                {"reply": answer.text, "score": choice_score(grammar.pieces(), action)})
-            if "argmax_s" not in timing and "args" in schema["items"]["properties"]:  # once: a whole step's prompt
-                # decoded plainly, as many tokens
+            record.setdefault("written", []).append({"instruction": instruction, "reply": answer.text})
+            if "argmax_s" not in timing:  # once: the prompt decoded plainly, as many tokens
                 plain = Timed(None)
                 free = agent.memory.ask(task, instruction=instruction, max_new_tokens=steps, choose_token=plain)
                 timing.update(argmax_s=plain.seconds, unconstrained_reply=free.text[:300],
@@ -118,8 +109,14 @@ def run_request(request: dict, lm, workdir: Path) -> dict:
                               / max(1, len(plain.seconds)))
             return answer.text, grammar.pieces()
 
+        def score(prompt: str, options) -> list[float]:
+            scores = option_logprobs(lm.model, lm.tokenizer, prompt, options)
+            record.setdefault("choices", []).append(
+                {"asked": prompt.rsplit("Request:", 1)[-1][-200:], "options": dict(zip(options, scores, strict=True))})
+            return scores
+
         try:
-            plan = plan_task(request["request"], toolbox.index, ask_model, toolbox.edits)
+            plan = plan_task(request["request"], toolbox.index, ask_model, toolbox.edits, score)
         except L2MError as exc:
             record["error"] = str(exc)
             return {**record, "timing": _summary(timing)}
@@ -193,6 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "plans.json")
     parser.add_argument("--only", action="append", help="Run only these request ids.")
+    parser.add_argument("--requests", type=Path, default=REQUESTS, help="The requests file (default: the benchmark).")
     parser.add_argument("--replot", action="store_true", help="Only redraw the PNG of an existing --out JSON.")
     args = parser.parse_args()
     if args.replot:  # totals recomputed from the records, then the PNG
@@ -201,7 +199,7 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=1))
         plot(result, args.out.with_suffix(".png"))
         return
-    requests = [r for r in json.loads(REQUESTS.read_text()) if not args.only or r["id"] in args.only]
+    requests = [r for r in json.loads(args.requests.read_text()) if not args.only or r["id"] in args.only]
     lm = load_model(None, device="cpu")
     started = time.time()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,17 +32,27 @@ def _planned(task: str, store: str | None, model_spec: str | None, test: str | N
 
     agents = []  # opened on the first question only: the literal forms need no model
 
-    def ask_model(instruction: str, text: str, schema: dict) -> tuple[str, list[tuple[str, float]]]:
+    def opened():
         from cli.common import open_agent
-        from l2m_core.grammar import ask_json
 
         if not agents:
             agents.append(open_agent(store, model_spec))
-        plan, _, pieces = ask_json(agents[0].memory, text, schema, instruction=instruction, max_new_tokens=PLAN_TOKENS)
+        return agents[0]
+
+    def ask_model(instruction: str, text: str, schema: dict) -> tuple[str, list[tuple[str, float]]]:
+        from l2m_core.grammar import ask_json
+
+        plan, _, pieces = ask_json(opened().memory, text, schema, instruction=instruction, max_new_tokens=PLAN_TOKENS)
         return json.dumps(plan), pieces
 
+    def score(prompt: str, options) -> list[float]:
+        from l2m_core.scoring import option_logprobs
+
+        memory = opened().memory
+        return option_logprobs(memory.model, memory.tokenizer, prompt, options)
+
     try:
-        return toolbox, plan_task(task, toolbox.index, ask_model, toolbox.edits)
+        return toolbox, plan_task(task, toolbox.index, ask_model, toolbox.edits, score)
     finally:
         for agent in agents:
             agent.close()

@@ -7,7 +7,7 @@ from importlib import import_module
 
 _EXPORTS = {"DEFAULT_MODEL": "l2m_core.loading", "LoadedModel": "l2m_core.loading", "load_model": "l2m_core.loading",
             "L2MError": "l2m_core.errors", "Memory": "l2m_core.memory", "MemorySettings": "l2m_core.settings",
-            "Answer": "l2m_core.memory", "Citation": "l2m_core.memory", "BlockSpan": "l2m_core.memory"}
+            "Answer": "l2m_core.memory", "Citation": "l2m_core.memory", "BlockSpan": "l2m_core.store"}
 __all__ = list(_EXPORTS)
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import islice
 
 import snowballstemmer
 import torch
 from rank_bm25 import BM25Okapi
+
+from l2m_core.store import BlockMeta
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
@@ -49,18 +50,6 @@ def terms(text: str) -> list[str]:
 def query_terms(question: str) -> list[str]:
     """The terms of a question, without its question words."""
     return _STEMMER.stemWords([w for w in _words(question) if w not in _QUESTION_WORDS])
-
-
-@dataclass(frozen=True)
-class BlockMeta:
-    doc_id: int
-    seq: int
-    source: str
-    n_tokens: int
-    char_start: int
-    char_end: int
-    line_start: int
-    line_end: int
 
 
 class LexicalIndex:

@@ -174,7 +174,6 @@ class ReadPlan:
         self.head_k, self.head_v = head_k, head_v
         self.memory_end, self.question = memory_end, question
         self.positions: torch.Tensor | None = None
-        self.track_mass_rows = 1           # attention mass is counted for the last N query rows
         self.layers: dict[int, _LayerCache] = {}
 
     def attend(self, layer, query, key, value, traits: LayerTraits):
@@ -183,7 +182,7 @@ class ReadPlan:
         values = torch.cat([cache.values, value], dim=2)
         positions = torch.cat([cache.positions, self.positions])
         out, probs = attend_over(query, keys, values, traits, traits.visible(self.positions, positions))
-        rows = probs[:, :, -self.track_mass_rows:]
+        rows = probs[:, :, -1:]  # mass is counted for the newest token: the prompt's last, then each generated one
         for block_id, start, end in cache.spans:
             cache.mass[block_id] = cache.mass.get(block_id, 0.0) + rows[..., start:end].sum().item() / (
                 rows.shape[0] * rows.shape[1])

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,21 +32,29 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 import torch
 
 from l2m_core import codec
-from l2m_core.addressing import BlockMeta, LexicalIndex, ReprBank, fuse, neighbours
+from l2m_core.addressing import LexicalIndex, ReprBank, fuse, neighbours
 from l2m_core.answer_form import named_answer, without_repeats
 from l2m_core.attention import ReadPlan, RecordPlan, active
 from l2m_core.errors import L2MError
 from l2m_core.families import check_supported
 from l2m_core.generation import ChooseToken, greedy, stop_ids
 from l2m_core.hot_tier import HotTier
-from l2m_core.loading import LoadedModel
+from l2m_core.loading import LoadedModel, kv_geometry
 from l2m_core.rope import Rotary
 from l2m_core.settings import MemorySettings
-from l2m_core.store import StoreFiles, block_kv, blocks, create_private_file, documents, transient
+from l2m_core.store import (
+    BlockMeta,
+    BlockShape,
+    BlockSpan,
+    ColdTier,
+    EncodedBlock,
+    EncodedDocument,
+    StoreFiles,
+    is_store,
+)
 
 if TYPE_CHECKING:
     from l2m_core.address_head import AddressHead
@@ -80,13 +86,6 @@ class BlocksGone(L2MError):
 
 
 @dataclass(frozen=True)
-class BlockSpan:
-    block_id: int
-    line_start: int
-    line_end: int
-
-
-@dataclass(frozen=True)
 class Enclosing:
     """The definition or section a block lies in, as the corpus index knows it."""
     label: str                   # "RetryPolicy.backoff", "Article 33", a heading
@@ -111,25 +110,6 @@ class Citation:
         label = f" {self.label}" if self.label else ""
         heading = f" [{self.heading}]" if self.heading else ""
         return f"{self.source}:{self.line_start}-{self.line_end}{page}{label}{heading}"
-
-
-@dataclass(frozen=True)
-class _EncodedBlock:
-    """A block ready to be written: provenance, text, representative keys, each layer's compressed (k, v)."""
-    meta: BlockMeta
-    text: str
-    reprs: torch.Tensor
-    kv: list[tuple[bytes, bytes]]
-
-
-@dataclass(frozen=True)
-class EncodedDocument:
-    """A document run through the model, ready to be written (`Memory.encode_document`, `Memory.write_encoded`):
-    encoding needs only the model, writing only the database, so they can happen on different machines."""
-    source: str
-    sha256: str
-    n_tokens: int
-    blocks: list[_EncodedBlock]
 
 
 @dataclass
@@ -159,13 +139,14 @@ class Memory:
         self.model, self.tokenizer = lm.model, lm.tokenizer
         cfg = self.model.config
         self.layers = cfg.num_hidden_layers
-        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.kv_heads, self.head_dim = kv_geometry(cfg)
         block_bytes = 2 * settings.block_size * self.kv_heads * self.head_dim * self.layers * self.model.dtype.itemsize
         if settings.hot_budget_mb * 2**20 < block_bytes:
             raise L2MError(f"hot budget {settings.hot_budget_mb} MB is too small for one block "
                            f"({block_bytes / 2**20:.2f} MB); raise hot_budget_mb")
         self.hot = HotTier(int(settings.hot_budget_mb * 2**20))
+        self.cold = ColdTier(files.engine, BlockShape(self.layers, self.kv_heads, self.head_dim, settings.repr_keys,
+                                                      settings.codec))
         self.model.set_attn_implementation("l2m")
         self.rotary = Rotary(self.model)
         self.meta: dict[int, BlockMeta] = {}
@@ -207,7 +188,7 @@ class Memory:
 
     @classmethod
     def open_or_create(cls, path: str | Path, lm: LoadedModel, settings: MemorySettings | None = None) -> Memory:
-        if (Path(path) / "manifest.json").exists():
+        if is_store(path):
             return cls.open(path, lm)
         return cls.create(path, lm, settings)
 
@@ -223,17 +204,7 @@ class Memory:
     def fork(self, path: str | Path) -> Memory:
         """A copy of this store at `path` (SQLite only), to modify without touching this one; it addresses
         with the same learned head, if any."""
-        path = Path(path)
-        if self.files.engine.dialect.name != "sqlite" or self.files.manifest.get("database"):
-            raise L2MError("fork is only supported for stores in their own SQLite file")
-        if path.exists():
-            raise L2MError(f"{path} already exists")
-        path.mkdir(parents=True, mode=0o700)
-        create_private_file(path / "memory.db")
-        with sqlite3.connect(self.files.path / "memory.db") as src, sqlite3.connect(path / "memory.db") as dst:
-            src.backup(dst)
-        shutil.copy(self.files.path / "manifest.json", path / "manifest.json")
-        forked = Memory(StoreFiles.open(path), self.lm, self.settings)
+        forked = Memory(self.files.fork(Path(path)), self.lm, self.settings)
         forked.address_head = self.address_head
         return forked
 
@@ -241,7 +212,7 @@ class Memory:
         """Reload the in-RAM index if another process changed the store since; True when it did."""
         if not self.indexed:
             raise L2MError("this memory was opened to write only (index=False); open it again to read")
-        if self._generation() == self._loaded_generation:
+        if self.cold.generation() == self._loaded_generation:
             return False
         self.meta, self.by_position = {}, {}
         self.lexical, self.reprs = LexicalIndex(self._labels), ReprBank()
@@ -249,20 +220,10 @@ class Memory:
         self._load_index()
         return True
 
-    def _generation(self) -> tuple:
-        with self.files.engine.connect() as conn:
-            return tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(documents.c.id))).one())
-
     def _load_index(self) -> None:
-        self._loaded_generation = self._generation()
-        query = sa.select(blocks.c.id, blocks.c.doc_id, blocks.c.seq, blocks.c.n_tokens, blocks.c.char_start,
-                          blocks.c.char_end, blocks.c.line_start, blocks.c.line_end, blocks.c.text, blocks.c.repr,
-                          documents.c.source).join(documents).order_by(blocks.c.id)
-        with self.files.engine.connect() as conn:
-            for row in conn.execute(query):
-                self._remember(row.id, BlockMeta(row.doc_id, row.seq, row.source, row.n_tokens, row.char_start,
-                                                 row.char_end, row.line_start, row.line_end),
-                               row.text, self._decode_repr(row.repr))
+        self._loaded_generation = self.cold.generation()
+        for block in self.cold.blocks():
+            self._remember(block.id, block.meta, block.text, self._decode_repr(block.repr))
 
     def _remember(self, block_id: int, meta: BlockMeta, text: str, reprs: torch.Tensor) -> None:
         self.meta[block_id] = meta
@@ -284,9 +245,9 @@ class Memory:
         """Write one document into memory (replacing an older version of the same source)."""
         text = _document_text(text, source)
         sha = hashlib.sha256(text.encode()).hexdigest()
-        existing = self._document(source)
+        existing = self.cold.document(source)
         if existing is not None and existing.sha256 == sha:
-            return self._spans(existing.id)
+            return self.cold.spans(existing.id)
         return self.write_encoded(self._encode_document(text, source, sha))
 
     def encode_document(self, text: str | bytes, source: str) -> EncodedDocument:
@@ -297,24 +258,29 @@ class Memory:
     def write_encoded(self, document: EncodedDocument) -> list[BlockSpan]:
         """Store an encoded document in one transaction, replacing an older version of its source; when the
         store already holds exactly this text (a writer died after committing it), hand back those blocks."""
-        existing = self._document(document.source)
+        existing = self.cold.document(document.source)
         if existing is not None and existing.sha256 == document.sha256:
-            return self._spans(existing.id)
-        return self._store_document(document, existing.id if existing is not None else None)
+            return self.cold.spans(existing.id)
+        written = self.cold.write(document, existing.id if existing is not None else None)
+        if self.indexed:
+            self._forget(written.removed & self.meta.keys())
+            for block_id, block in zip(written.block_ids, document.blocks, strict=True):
+                self._remember(block_id, replace(block.meta, doc_id=written.doc_id), block.text, block.reprs)
+            self._loaded_generation = self.cold.generation()
+        return [BlockSpan(block_id, block.meta.line_start, block.meta.line_end)
+                for block_id, block in zip(written.block_ids, document.blocks, strict=True)]
 
     def retire_document(self, source: str) -> int:
-        doc = self._document(source)
+        doc = self.cold.document(source)
         if doc is None:
             return 0
-        with self.files.engine.begin() as conn:
-            removed = self._delete_document(conn, doc.id)
+        removed = self.cold.retire(doc.id)
         self._forget(removed & self.meta.keys())
-        self._loaded_generation = self._generation()
+        self._loaded_generation = self.cold.generation()
         return len(removed)
 
     def live_sources(self) -> dict[str, str]:
-        with self.files.engine.connect() as conn:
-            return dict(conn.execute(sa.select(documents.c.source, documents.c.sha256)).all())
+        return self.cold.sources()
 
     def _encode_document(self, text: str, source: str, sha: str) -> EncodedDocument:
         """Encode the whole document (blocks compressed, in memory); it is written afterwards in one short
@@ -329,28 +295,11 @@ class Memory:
             meta = BlockMeta(0, seq, source, end - start, char_start, char_end,  # doc_id: known once written
                              bisect.bisect_right(newlines, char_start - 1) + 1,
                              bisect.bisect_right(newlines, max(char_end - 2, char_start - 1)) + 1)
-            ready.append(_EncodedBlock(meta, text[char_start:char_end], self._representatives(keys, received),
+            ready.append(EncodedBlock(meta, text[char_start:char_end], self._representatives(keys, received),
                                        [(codec.encode(keys[layer].transpose(0, 1), self.settings.codec),
                                          codec.encode(values[layer].transpose(0, 1), self.settings.codec))
                                         for layer in range(self.layers)]))
         return EncodedDocument(source, sha, len(ids), ready)
-
-    @transient
-    def _store_document(self, document: EncodedDocument, old_doc: int | None) -> list[BlockSpan]:
-        """Replace document `old_doc` (if any) by the encoded blocks, atomically."""
-        with self.files.engine.begin() as conn:
-            removed = self._delete_document(conn, old_doc) if old_doc is not None else set()
-            doc_id = conn.execute(documents.insert().values(
-                source=document.source, sha256=document.sha256, n_tokens=document.n_tokens,
-                created_at=time.time())).inserted_primary_key[0]
-            written = [(self._insert_block(conn, doc_id, block), replace(block.meta, doc_id=doc_id), block)
-                       for block in document.blocks]
-        if self.indexed:
-            self._forget(removed & self.meta.keys())
-            for block_id, meta, block in written:
-                self._remember(block_id, meta, block.text, block.reprs)
-            self._loaded_generation = self._generation()
-        return [BlockSpan(block_id, meta.line_start, meta.line_end) for block_id, meta, _ in written]
 
     def _encode_blocks(self, ids: Sequence[int]) -> Iterable[tuple]:
         """Run the document through the model chunk by chunk; yield finished blocks as
@@ -413,37 +362,8 @@ class Memory:
         picked = torch.gather(keys, 2, top[..., None].expand(-1, -1, -1, keys.shape[-1]))  # [L, Hkv, r, D]
         return picked.permute(0, 2, 1, 3).contiguous()
 
-    def _insert_block(self, conn, doc_id: int, block: _EncodedBlock) -> int:
-        meta = block.meta
-        block_id = conn.execute(blocks.insert().values(
-            doc_id=doc_id, seq=meta.seq, n_tokens=meta.n_tokens, char_start=meta.char_start,
-            char_end=meta.char_end, line_start=meta.line_start, line_end=meta.line_end, text=block.text,
-            repr=block.reprs.to("cpu", torch.float16).numpy().tobytes())).inserted_primary_key[0]
-        conn.execute(block_kv.insert(), [{"block_id": block_id, "layer": layer, "k": k, "v": v}
-                                         for layer, (k, v) in enumerate(block.kv)])
-        return block_id
-
-    def _delete_document(self, conn, doc_id: int) -> set[int]:
-        ids = set(conn.execute(sa.select(blocks.c.id).where(blocks.c.doc_id == doc_id)).scalars())
-        if ids:
-            conn.execute(block_kv.delete().where(block_kv.c.block_id.in_(ids)))
-            conn.execute(blocks.delete().where(blocks.c.doc_id == doc_id))
-        conn.execute(documents.delete().where(documents.c.id == doc_id))
-        return ids
-
-    def _document(self, source: str):
-        with self.files.engine.connect() as conn:
-            return conn.execute(sa.select(documents).where(documents.c.source == source)).first()
-
-    def _spans(self, doc_id: int) -> list[BlockSpan]:
-        """The stored blocks of a document (from the database: a writer keeps no index in RAM)."""
-        with self.files.engine.connect() as conn:
-            rows = conn.execute(sa.select(blocks.c.id, blocks.c.line_start, blocks.c.line_end)
-                                .where(blocks.c.doc_id == doc_id).order_by(blocks.c.id)).all()
-        return [BlockSpan(*row) for row in rows]
-
     def _decode_repr(self, blob: bytes) -> torch.Tensor:
-        if len(blob) != 2 * self.layers * self.settings.repr_keys * self.kv_heads * self.head_dim:
+        if len(blob) != self.cold.shape.repr_bytes:
             raise L2MError(f"the store {self.files.path} is damaged (a block's representative keys have "
                            f"{len(blob)} bytes); run `l2m memory verify`")
         flat = torch.frombuffer(bytearray(blob), dtype=torch.float16)
@@ -527,7 +447,8 @@ class Memory:
     def _lines(self, first: BlockMeta, last: BlockMeta) -> str:
         """The whole lines from `first`'s first line to `last`'s last line (blocks start mid-line)."""
         around = self.blocks_for(first.source, first.line_start, last.line_end)
-        text = "".join(self.block_text(b) for b in around)
+        texts = self.block_texts(around)
+        text = "".join(texts[b] for b in around)
         base = self.meta[around[0]].char_start
         start = text.rfind("\n", 0, first.char_start - base) + 1
         end = text.find("\n", max(last.char_end - base - 1, 0))
@@ -675,19 +596,15 @@ class Memory:
         missing = [i for i in ids if any((i, layer) not in self.hot for layer in range(self.layers))]
         if not missing:
             return {}
-        with self.files.engine.connect() as conn:
-            rows = conn.execute(sa.select(block_kv).where(block_kv.c.block_id.in_(missing))).all()
-        return {(row.block_id, row.layer): self._decode_kv(row) for row in rows}
+        return {key: self._decode_kv(*key, *blobs) for key, blobs in self.cold.kv(missing).items()}
 
     def _fetch(self, layer: int, ids: list[int], staged: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """One layer's blocks: from the hot tier, else from `staged` (prefetched), else one batched read."""
         found = {i: self.hot.get((i, layer)) or staged.pop((i, layer), None) for i in ids}
         missing = [i for i, entry in found.items() if entry is None]
         if missing:
-            with self.files.engine.connect() as conn:
-                rows = conn.execute(sa.select(block_kv).where(
-                    block_kv.c.layer == layer, block_kv.c.block_id.in_(missing))).all()
-            found.update({row.block_id: self._decode_kv(row) for row in rows})
+            found.update({block_id: self._decode_kv(block_id, layer, *blobs)
+                          for (block_id, _), blobs in self.cold.kv(missing, layer).items()})
         lost = [i for i in ids if found.get(i) is None]
         if lost:
             raise BlocksGone(f"memory blocks {lost[:5]} are missing from the store; run `l2m memory verify`")
@@ -695,13 +612,13 @@ class Memory:
             self.hot.put((i, layer), *found[i])
         return [found[i] for i in ids]
 
-    def _decode_kv(self, row) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (self.meta[row.block_id].n_tokens, self.kv_heads, self.head_dim)
-        name = self.settings.codec
-        if len(row.k) != codec.encoded_size(shape, name) or len(row.v) != codec.encoded_size(shape, name):
-            raise L2MError(f"memory block {row.block_id} is damaged in the store (layer {row.layer}); "
+    def _decode_kv(self, block_id: int, layer: int, k: bytes, v: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+        n_tokens = self.meta[block_id].n_tokens
+        if len(k) != self.cold.shape.kv_bytes(n_tokens) or len(v) != len(k):
+            raise L2MError(f"memory block {block_id} is damaged in the store (layer {layer}); "
                            "run `l2m memory verify`")
-        k, v = codec.decode(row.k, shape, name), codec.decode(row.v, shape, name)
+        shape, name = (n_tokens, self.kv_heads, self.head_dim), self.settings.codec
+        k, v = codec.decode(k, shape, name), codec.decode(v, shape, name)
         device, dtype = self.lm.device, self.model.dtype
         return (k.transpose(0, 1)[None].to(device, dtype), v.transpose(0, 1)[None].to(device, dtype))
 
@@ -746,8 +663,11 @@ class Memory:
                       if m.source == source and m.line_start <= hi and m.line_end >= lo)
 
     def block_text(self, block_id: int) -> str:
-        with self.files.engine.connect() as conn:
-            return conn.execute(sa.select(blocks.c.text).where(blocks.c.id == block_id)).scalar_one()
+        return self.block_texts([block_id])[block_id]
+
+    def block_texts(self, block_ids: Sequence[int]) -> dict[int, str]:
+        """The stored text of each block (read from the cold tier: the index in RAM keeps only its terms)."""
+        return self.cold.texts(block_ids)
 
     def block_at(self, source: str, char_offset: int) -> int | None:
         for block_id, m in self.meta.items():
@@ -756,62 +676,22 @@ class Memory:
         return None
 
     def stats(self) -> dict:
-        with self.files.engine.connect() as conn:
-            n_docs = conn.execute(sa.select(sa.func.count()).select_from(documents)).scalar_one()
-            kv_bytes = conn.execute(sa.select(sa.func.sum(sa.func.length(block_kv.c.k) +
-                                                          sa.func.length(block_kv.c.v)))).scalar() or 0
+        counts = self.cold.counts()
         tokens = sum(m.n_tokens for m in self.meta.values())
-        db_files = [self.files.path / f"memory.db{suffix}" for suffix in ("", "-wal")]
-        return {"documents": n_docs, "blocks": len(self.meta), "tokens": tokens, "codec": self.settings.codec,
-                "kv_bytes": kv_bytes, "kv_bytes_per_token": kv_bytes / tokens if tokens else None,
+        return {"documents": counts["documents"], "blocks": len(self.meta), "tokens": tokens,
+                "codec": self.settings.codec, "kv_bytes": counts["kv_bytes"],
+                "kv_bytes_per_token": counts["kv_bytes"] / tokens if tokens else None,
                 "repr_bytes_in_ram": self.reprs.nbytes(),
-                "database_bytes": sum(p.stat().st_size for p in db_files if p.exists()), "hot_tier": self.hot.stats(),
+                "database_bytes": self.files.database_bytes(), "hot_tier": self.hot.stats(),
                 "model": self.files.manifest.get("model"), "settings": self.settings.to_dict()}
 
-
     def verify(self) -> list[str]:
-        """Consistency problems in the store (empty list when sound): every block has all its layers exactly
-        once with blobs of the right size, no key/value rows without a block, no block without its document,
-        and every document's blocks numbered 0..n-1 once each, together holding its tokens. A SQLite file
-        gets its full integrity check first (opening checks only what is cheap); its damage is reported alone."""
-        problems = []
-        with self.files.engine.connect() as conn:
-            if self.files.engine.dialect.name == "sqlite":
-                damage = [row for (row,) in conn.exec_driver_sql("PRAGMA integrity_check") if row != "ok"]
-                if damage:
-                    return [f"database file: {row}" for row in damage]
-            counts = dict(conn.execute(sa.select(block_kv.c.block_id, sa.func.count())
-                                       .group_by(block_kv.c.block_id)).all())
-            docs = dict(conn.execute(sa.select(documents.c.id, documents.c.n_tokens)).all())
-            per_doc = conn.execute(sa.select(
-                blocks.c.doc_id, sa.func.count(), sa.func.count(sa.distinct(blocks.c.seq)), sa.func.min(blocks.c.seq),
-                sa.func.max(blocks.c.seq), sa.func.sum(blocks.c.n_tokens)).group_by(blocks.c.doc_id)).all()
-            block_ids = set(conn.execute(sa.select(blocks.c.id)).scalars())
-            sizes = conn.execute(sa.select(blocks.c.id, blocks.c.n_tokens, sa.func.length(blocks.c.repr),
-                                           sa.func.length(block_kv.c.k), sa.func.length(block_kv.c.v))
-                                 .join(block_kv, block_kv.c.block_id == blocks.c.id)).all()
-        problems += [f"block {b} has {counts.get(b, 0)} layers of {self.layers}"
-                     for b in sorted(block_ids) if counts.get(b, 0) != self.layers]
-        problems += [f"orphan key/value rows for missing block {b}" for b in sorted(set(counts) - block_ids)]
-        for doc, n, distinct, low, high, tokens in per_doc:
-            if doc not in docs:
-                problems.append(f"orphan blocks of missing document {doc}")
-            elif n != distinct or low != 0 or high != n - 1:
-                problems.append(f"document {doc} has {n} blocks numbered {low}..{high} ({distinct} distinct)")
-            elif tokens != docs[doc]:
-                problems.append(f"document {doc} has {docs[doc]} tokens but its blocks hold {tokens}")
-        repr_bytes = 2 * self.layers * self.settings.repr_keys * self.kv_heads * self.head_dim
-        damaged = sorted({b for b, n, r, k, v in sizes if r != repr_bytes or k != v or
-                          k != codec.encoded_size((n, self.kv_heads, self.head_dim), self.settings.codec)})
-        problems += [f"block {b} has damaged keys, values or representative keys" for b in damaged]
-        return problems
+        """Consistency problems in the store (empty list when sound): see `ColdTier.verify`."""
+        return self.cold.verify()
 
     def compact(self) -> None:
         """Reclaim space after retired documents (SQLite: checkpoint the WAL and VACUUM)."""
-        if self.files.engine.dialect.name == "sqlite":
-            with self.files.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-                conn.exec_driver_sql("VACUUM")
+        self.cold.compact()
 
 
 def _document_text(text: str | bytes, source: str) -> str:

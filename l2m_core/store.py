@@ -1,5 +1,8 @@
 """The cold tier and the store directory: a manifest plus a database reached through SQLAlchemy.
 
+`StoreFiles` is the directory (manifest, database engine, copies); `ColdTier` is every read and write of
+the memory tables. Nothing else in the package writes SQL against them (tests/test_layout.py checks).
+
 A store is a directory holding `manifest.json` (format version, model fingerprint, settings) and, by
 default, `memory.db` (SQLite in WAL mode); any SQLAlchemy URL (PostgreSQL for a team store) can hold
 the tables instead. Tables: `mem_documents` (one row per ingested source), `mem_blocks` (provenance,
@@ -20,14 +23,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sqlite3
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import sqlalchemy as sa
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from l2m_core.errors import L2MError
 from l2m_core.settings import MemorySettings
+
+if TYPE_CHECKING:  # importing the store's names (the corpus index, the command line) needs no torch
+    import torch
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -190,6 +201,249 @@ class StoreFiles:
     def update_manifest(self, **changes) -> None:
         self.manifest.update(changes)
         _write_manifest(self.path, self.manifest)
+
+    def fork(self, path: Path) -> StoreFiles:
+        """A copy of this store at `path` (a store in its own SQLite file only): the database copied with
+        SQLite's online backup, so a writer elsewhere never leaves the copy half-written."""
+        if self.engine.dialect.name != "sqlite" or self.manifest.get("database"):
+            raise L2MError("fork is only supported for stores in their own SQLite file")
+        if path.exists():
+            raise L2MError(f"{path} already exists")
+        path.mkdir(parents=True, mode=0o700)
+        create_private_file(path / DATABASE)
+        with sqlite3.connect(self.path / DATABASE) as src, sqlite3.connect(path / DATABASE) as dst:
+            src.backup(dst)
+        shutil.copy(self.path / MANIFEST, path / MANIFEST)
+        return StoreFiles.open(path)
+
+    def database_bytes(self) -> int:
+        """The size of the store's own SQLite file and its write-ahead log (0 for tables on a server)."""
+        files = [self.path / f"{DATABASE}{suffix}" for suffix in ("", "-wal")]
+        return sum(p.stat().st_size for p in files if p.exists())
+
+
+@dataclass(frozen=True)
+class BlockMeta:
+    """Where a block lies: its document, its place in it (`seq`, characters, 1-based lines) and its length."""
+    doc_id: int
+    seq: int
+    source: str
+    n_tokens: int
+    char_start: int
+    char_end: int
+    line_start: int
+    line_end: int
+
+
+@dataclass(frozen=True)
+class BlockSpan:
+    """A stored block and the lines (1-based, inclusive) of its document that it holds."""
+    block_id: int
+    line_start: int
+    line_end: int
+
+
+@dataclass(frozen=True)
+class EncodedBlock:
+    """A block ready to be written: provenance, text, representative keys `[L, r, Hkv, D]`, and each layer's
+    compressed (keys, values)."""
+    meta: BlockMeta
+    text: str
+    reprs: torch.Tensor
+    kv: list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class EncodedDocument:
+    """A document run through the model, ready to be written (`Memory.encode_document`, `Memory.write_encoded`):
+    encoding needs only the model, writing only the database, so they can happen on different machines."""
+    source: str
+    sha256: str
+    n_tokens: int
+    blocks: list[EncodedBlock]
+
+
+class Written(NamedTuple):
+    """What writing a document changed: the blocks of the version it replaced, its id, its blocks' ids."""
+    removed: set[int]
+    doc_id: int
+    block_ids: list[int]
+
+
+class StoredDocument(NamedTuple):
+    id: int
+    sha256: str
+
+
+class StoredBlock(NamedTuple):
+    """A block as the in-RAM index loads it: provenance, text and representative keys (fp16 bytes)."""
+    id: int
+    meta: BlockMeta
+    text: str
+    repr: bytes
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """What every stored block's blobs measure, given the model and the store's settings."""
+    layers: int
+    kv_heads: int
+    head_dim: int
+    repr_keys: int
+    codec: str
+
+    @property
+    def repr_bytes(self) -> int:
+        """The size of a block's representative keys: fp16 `[layers, repr_keys, kv_heads, head_dim]`."""
+        return 2 * self.layers * self.repr_keys * self.kv_heads * self.head_dim
+
+    def kv_bytes(self, n_tokens: int) -> int:
+        """The size of one layer's compressed keys (or values) of a block of `n_tokens` tokens."""
+        from l2m_core import codec  # numpy and torch: only once a store is used
+
+        return codec.encoded_size((n_tokens, self.kv_heads, self.head_dim), self.codec)
+
+
+class ColdTier:
+    """The memory tables: documents written and retired one transaction each, block rows, each layer's
+    compressed keys and values, block texts, the integrity check and the counts. The one place that
+    reads or writes `mem_documents`, `mem_blocks` and `mem_block_kv`."""
+
+    def __init__(self, engine: sa.Engine, shape: BlockShape):
+        self.engine, self.shape = engine, shape
+
+    def generation(self) -> tuple[int, int | None]:
+        """(documents, newest document id): changes whenever any process writes or retires a document."""
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(documents.c.id))).one())
+
+    def blocks(self) -> Iterator[StoredBlock]:
+        """Every block with its document's source, in id order (the order they were written in)."""
+        query = sa.select(blocks.c.id, blocks.c.doc_id, blocks.c.seq, documents.c.source, blocks.c.n_tokens,
+                          blocks.c.char_start, blocks.c.char_end, blocks.c.line_start, blocks.c.line_end,
+                          blocks.c.text, blocks.c.repr).join(documents).order_by(blocks.c.id)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield StoredBlock(row.id, BlockMeta(*row[1:9]), row.text, row.repr)
+
+    def document(self, source: str) -> StoredDocument | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(documents.c.id, documents.c.sha256)
+                               .where(documents.c.source == source)).first()
+        return StoredDocument(*row) if row is not None else None
+
+    def sources(self) -> dict[str, str]:
+        """source -> sha256 of every stored document."""
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(documents.c.source, documents.c.sha256)).all())
+
+    def spans(self, doc_id: int) -> list[BlockSpan]:
+        """A document's blocks, in order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(blocks.c.id, blocks.c.line_start, blocks.c.line_end)
+                                .where(blocks.c.doc_id == doc_id).order_by(blocks.c.id)).all()
+        return [BlockSpan(*row) for row in rows]
+
+    @transient
+    def write(self, document: EncodedDocument, replacing: int | None) -> Written:
+        """Replace document `replacing` (if any) by `document`, in one transaction."""
+        with self.engine.begin() as conn:
+            removed = self._delete(conn, replacing) if replacing is not None else set()
+            doc_id = conn.execute(documents.insert().values(
+                source=document.source, sha256=document.sha256, n_tokens=document.n_tokens,
+                created_at=time.time())).inserted_primary_key[0]
+            return Written(removed, doc_id, [self._insert_block(conn, doc_id, block) for block in document.blocks])
+
+    def retire(self, doc_id: int) -> set[int]:
+        """Delete a document and its blocks in one transaction; returns the removed block ids."""
+        with self.engine.begin() as conn:
+            return self._delete(conn, doc_id)
+
+    def kv(self, block_ids: Iterable[int], layer: int | None = None) -> dict[tuple[int, int], tuple[bytes, bytes]]:
+        """(block id, layer) -> compressed (keys, values) of the blocks, in one query: one layer, or all."""
+        query = sa.select(block_kv).where(block_kv.c.block_id.in_(list(block_ids)))
+        if layer is not None:
+            query = query.where(block_kv.c.layer == layer)
+        with self.engine.connect() as conn:
+            return {(row.block_id, row.layer): (row.k, row.v) for row in conn.execute(query)}
+
+    def texts(self, block_ids: Iterable[int]) -> dict[int, str]:
+        """The stored text of each block."""
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(blocks.c.id, blocks.c.text)
+                                     .where(blocks.c.id.in_(list(block_ids)))).all())
+
+    def counts(self) -> dict[str, int]:
+        """Documents stored and the bytes their compressed keys and values take."""
+        with self.engine.connect() as conn:
+            n_docs = conn.execute(sa.select(sa.func.count()).select_from(documents)).scalar_one()
+            kv_bytes = conn.execute(sa.select(sa.func.sum(sa.func.length(block_kv.c.k) +
+                                                          sa.func.length(block_kv.c.v)))).scalar() or 0
+        return {"documents": n_docs, "kv_bytes": kv_bytes}
+
+    def verify(self) -> list[str]:
+        """Consistency problems in the tables (empty list when sound): every block has all its layers exactly
+        once with blobs of the right size, no key/value rows without a block, no block without its document,
+        and every document's blocks numbered 0..n-1 once each, together holding its tokens. A SQLite file
+        gets its full integrity check first (opening checks only what is cheap); its damage is reported alone."""
+        problems = []
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                damage = [row for (row,) in conn.exec_driver_sql("PRAGMA integrity_check") if row != "ok"]
+                if damage:
+                    return [f"database file: {row}" for row in damage]
+            counts = dict(conn.execute(sa.select(block_kv.c.block_id, sa.func.count())
+                                       .group_by(block_kv.c.block_id)).all())
+            docs = dict(conn.execute(sa.select(documents.c.id, documents.c.n_tokens)).all())
+            per_doc = conn.execute(sa.select(
+                blocks.c.doc_id, sa.func.count(), sa.func.count(sa.distinct(blocks.c.seq)), sa.func.min(blocks.c.seq),
+                sa.func.max(blocks.c.seq), sa.func.sum(blocks.c.n_tokens)).group_by(blocks.c.doc_id)).all()
+            block_ids = set(conn.execute(sa.select(blocks.c.id)).scalars())
+            sizes = conn.execute(sa.select(blocks.c.id, blocks.c.n_tokens, sa.func.length(blocks.c.repr),
+                                           sa.func.length(block_kv.c.k), sa.func.length(block_kv.c.v))
+                                 .join(block_kv, block_kv.c.block_id == blocks.c.id)).all()
+        layers = self.shape.layers
+        problems += [f"block {b} has {counts.get(b, 0)} layers of {layers}"
+                     for b in sorted(block_ids) if counts.get(b, 0) != layers]
+        problems += [f"orphan key/value rows for missing block {b}" for b in sorted(set(counts) - block_ids)]
+        for doc, n, distinct, low, high, tokens in per_doc:
+            if doc not in docs:
+                problems.append(f"orphan blocks of missing document {doc}")
+            elif n != distinct or low != 0 or high != n - 1:
+                problems.append(f"document {doc} has {n} blocks numbered {low}..{high} ({distinct} distinct)")
+            elif tokens != docs[doc]:
+                problems.append(f"document {doc} has {docs[doc]} tokens but its blocks hold {tokens}")
+        damaged = sorted({b for b, n, r, k, v in sizes
+                          if r != self.shape.repr_bytes or k != v or k != self.shape.kv_bytes(n)})
+        problems += [f"block {b} has damaged keys, values or representative keys" for b in damaged]
+        return problems
+
+    def compact(self) -> None:
+        """Reclaim space after retired documents (SQLite: checkpoint the WAL and VACUUM; a server's own)."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.exec_driver_sql("VACUUM")
+
+    @staticmethod
+    def _insert_block(conn: sa.Connection, doc_id: int, block: EncodedBlock) -> int:
+        meta = block.meta
+        block_id = conn.execute(blocks.insert().values(
+            doc_id=doc_id, seq=meta.seq, n_tokens=meta.n_tokens, char_start=meta.char_start,
+            char_end=meta.char_end, line_start=meta.line_start, line_end=meta.line_end, text=block.text,
+            repr=block.reprs.cpu().half().numpy().tobytes())).inserted_primary_key[0]
+        conn.execute(block_kv.insert(), [{"block_id": block_id, "layer": layer, "k": k, "v": v}
+                                         for layer, (k, v) in enumerate(block.kv)])
+        return block_id
+
+    @staticmethod
+    def _delete(conn: sa.Connection, doc_id: int) -> set[int]:
+        ids = set(conn.execute(sa.select(blocks.c.id).where(blocks.c.doc_id == doc_id)).scalars())
+        if ids:
+            conn.execute(block_kv.delete().where(block_kv.c.block_id.in_(ids)))
+            conn.execute(blocks.delete().where(blocks.c.doc_id == doc_id))
+        conn.execute(documents.delete().where(documents.c.id == doc_id))
+        return ids
 
 
 def is_store(path: str | Path) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.loop import AgentLoop
+from agent.loop import AgentLoop, ToolStep, located
 from agent.names import candidates
 from agent.replies import parse_tool_call
 from agent.session import Session
@@ -71,6 +71,28 @@ def test_reply_schema_offers_the_tools_with_files_and_symbols_from_the_index(set
     assert "find_symbol" not in after  # its only candidate was looked up already
     assert "run" in offered(AgentLoop(memory, toolbox, Session.open(memory.files.engine),
                                       tools=("view", "run")).reply_schema("hi", set()))
+
+
+def test_after_find_symbol_the_one_call_offered_views_a_definition_found(setup):
+    _, memory, toolbox = setup
+    loop = AgentLoop(memory, toolbox, Session.open(memory.files.engine))
+    step = ToolStep("find_symbol", {"name": "Square"},
+                    "shapes/geometry.py:3:7 class Square\napp.py:9:5 function Square")
+    assert located(step) == [("shapes/geometry.py", 3), ("app.py", 9)]
+    assert located(ToolStep("search", {"pattern": "x"}, "shapes/geometry.py:3:7 class Square")) == []
+    schema = loop.reply_schema("Where is Square?", {("find_symbol", "Square")}, found=located(step))
+    view = offered(schema)["view"]
+    assert set(offered(schema)) == {"view"} and any("answer" in c["properties"] for c in schema["anyOf"])
+    assert view["properties"]["path"] == {"enum": ["shapes/geometry.py", "app.py"]}
+    assert view["properties"]["start"] == {"enum": [3, 9]} and view["required"] == ["path", "start"]
+
+
+def test_the_model_chooses_one_reply_before_writing_it(setup):
+    _, memory, toolbox = setup
+    loop = AgentLoop(memory, toolbox, Session.open(memory.files.engine))
+    schema = loop.reply_schema("Where is Square?", set())
+    chosen = loop.chosen(schema, "Where is Square?", [])
+    assert len(chosen["anyOf"]) == 1 and chosen["anyOf"][0] in schema["anyOf"]
 
 
 def test_tool_steps_must_call_a_tool_then_the_model_may_answer(setup):

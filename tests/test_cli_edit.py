@@ -103,3 +103,18 @@ def test_a_plain_rename_request_is_planned_by_the_model_applied_and_undone(repo)
     assert "compute_total" not in "".join(p.read_text() for p in repo.rglob("*.py") if ".l2m" not in p.parts)
     assert l2m("undo", cwd=repo).returncode == 0
     assert snapshot(repo) == before
+
+
+@pytest.mark.model
+def test_chat_finds_a_symbol_then_views_its_definition(repo):
+    """Issue 20's two-step task with the default model: find_symbol, then (offered right after it) a view of
+    the definition found, each chosen by the model."""
+    assert l2m("ingest", ".", cwd=repo).returncode == 0
+    done = subprocess.run([sys.executable, "-m", "cli", "chat", "--allow-run", "--max-steps", "2", "--json"], cwd=repo,
+                          input="Find where compute_total is defined, then view its definition.\n",
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    steps = json.loads(done.stdout)["steps"]
+    assert [(s["tool"], s["arguments"].get("name") or s["arguments"].get("path")) for s in steps] == [
+        ("find_symbol", "compute_total"), ("view", "shop/pricing.py")]
+    assert "def compute_total(items):" in steps[1]["observation"]

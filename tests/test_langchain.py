@@ -223,8 +223,9 @@ def test_without_bound_tools_json_is_just_text(memory, scripted):
 def test_retriever_returns_the_read_passages_with_provenance(memory):
     docs = L2MRetriever(memory=memory, k=20).invoke("cherry lamp room")
     assert docs and any("cherry" in d.page_content for d in docs)
-    weights = [d.metadata["weight"] for d in docs]
-    assert weights == sorted(weights, reverse=True) and sum(weights) == pytest.approx(1.0)
+    cited = memory.ask("cherry lamp room", max_new_tokens=0).citations  # the same ranking: addressing, then mass
+    assert [d.metadata["block_ids"] for d in docs] == [list(c.block_ids) for c in cited]
+    assert sum(d.metadata["weight"] for d in docs) == pytest.approx(1.0)
     for d in docs:
         metas = [memory.meta[b] for b in d.metadata["block_ids"]]
         assert d.page_content == DOCS[d.metadata["source"]][metas[0].char_start:metas[-1].char_end]

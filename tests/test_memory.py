@@ -331,6 +331,23 @@ def test_verify_finds_damage_and_compact_keeps_answers(tiny, tmp_path):
     assert any("layers" in p for p in mem.verify())
 
 
+def test_encode_then_write_from_a_write_only_handle_is_idempotent(tiny, tmp_path):
+    """The cluster's two halves: one handle encodes, a write-only one (index=False, as a worker opens it) writes
+    in one transaction; writing the same text again (a worker died after its commit) adds nothing and hands
+    back the same blocks; a new version replaces the old one's blocks."""
+    reader = Memory.create(tmp_path / "s", tiny, small())
+    writer = Memory.open(tmp_path / "s", tiny, index=False)
+    document = reader.encode_document(TEXT, "lamps.txt")
+    assert reader.live_sources() == {}  # encoding writes nothing
+    spans = writer.write_encoded(document)
+    assert writer.meta == {} and writer.write_encoded(document) == spans
+    assert reader.refresh() and reader.blocks_for("lamps.txt") == [s.block_id for s in spans]
+    assert reader.verify() == [] and reader.stats()["blocks"] == len(spans)
+    newer = writer.write_encoded(reader.encode_document(TEXT + "\nLine 40: a new lamp.", "lamps.txt"))
+    assert reader.refresh() and reader.blocks_for("lamps.txt") == [s.block_id for s in newer]
+    assert min(s.block_id for s in newer) > max(s.block_id for s in spans) and reader.verify() == []
+
+
 def test_a_reader_sees_documents_written_by_another_handle(tiny, tmp_path):
     writer = Memory.create(tmp_path / "s", tiny, small())
     writer.ingest_document(TEXT, "lamps.txt")

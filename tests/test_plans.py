@@ -1,6 +1,6 @@
-"""Plans from plain requests: the schema the model decodes against (enums from the index and the task), the
-two refactorings it added (set a default, add a docstring), and plans that are valid by construction
-even when a random model writes them."""
+"""Plans from plain requests: what a step may be (values from the index and the request), the model's choices
+among them, the two refactorings it added (set a default, add a docstring), and plans that are valid by
+construction even when a random model makes them."""
 
 from __future__ import annotations
 
@@ -11,18 +11,20 @@ from pathlib import Path
 import pytest
 from tools_helpers import snapshot, write_repo
 
-from agent.planner import choice_score, clauses, follow_renames, plan_task
-from agent.schemas import PLAN_ACTIONS, Vocabulary, plan_schema, words
+from agent.choices import StepOptions, code_like
+from agent.planner import clauses, follow_renames, plan_task
+from agent.schemas import Vocabulary, words
 from bench.plans.fixtures import write_fixture
 from l2m_core.errors import L2MError
 from l2m_core.grammar import ask_json
 from l2m_core.loading import load_model
 from l2m_core.memory import Memory
+from l2m_core.scoring import option_logprobs
 from l2m_core.settings import MemorySettings
 from tools.edits import EditSet
 from tools.plan import execute_plan, make_plan
 from tools.pyindex import PythonIndex
-from tools.refactor import add_docstring, set_default
+from tools.refactor import add_docstring, parameters, set_default
 from tools.run import RunPolicy
 from tools.toolbox import Toolbox
 from tools.workspace import Workspace
@@ -75,33 +77,57 @@ def test_add_docstring_refuses_a_second_one(tmp_path):
         add_docstring(edits, index, "f", "Again.")
 
 
-# -- the schema ----------------------------------------------------------------------------------
+# -- what a step may be ---------------------------------------------------------------------------
 
-def shop_vocabulary(tmp_path) -> Vocabulary:
+def shop_options(tmp_path, request: str, task: str | None = None) -> StepOptions:
     edits = EditSet(Workspace(write_fixture("shop", tmp_path / "shop")))
-    return Vocabulary.of(PythonIndex(edits), edits)
+    index = PythonIndex(edits)
+    vocab = Vocabulary.of(index, edits)
+    return StepOptions.of(request, task or request, vocab, lambda f: parameters(edits, index, f),
+                          lambda name: index.find_symbol(name)[0].span.path)
 
 
-def step_args(schema: dict) -> dict:
-    return schema["items"]["properties"]["args"]["properties"]
-
-
-def test_plan_schema_takes_names_from_the_index_and_the_task(tmp_path):
-    vocab = shop_vocabulary(tmp_path)
+def test_the_vocabulary_sorts_symbols_by_kind(tmp_path):
+    edits = EditSet(Workspace(write_fixture("shop", tmp_path / "shop")))
+    vocab = Vocabulary.of(PythonIndex(edits), edits)
     assert {"compute_total", "apply_tax", "Cart", "format_price", "summary"} <= set(vocab.symbols)
     assert "Cart" not in vocab.functions and "add" in vocab.functions and "add" not in vocab.top_level
-    task = "Rename the function compute_total to total_amount everywhere it is defined and used"
-    rename = plan_schema(task, vocab, "rename_symbol")
-    assert rename["maxItems"] == 1 and rename["items"]["properties"]["action"] == {"const": "rename_symbol"}
-    args = step_args(rename)
-    assert args["old"] == {"enum": ["compute_total"]}  # the one existing symbol the task names
-    assert "total_amount" in args["new"]["enum"] and "compute_total" not in args["new"]["enum"]
-    assert "pattern" in step_args(plan_schema(task, vocab, "add_parameter"))["default"]  # no literal: any literal
-    moved = step_args(plan_schema("Move format_price into shop/money.py", vocab, "move_definition"))
-    assert moved["dest_file"] == {"enum": ["shop/money.py"]} and moved["name"] == {"enum": ["format_price"]}
-    assert step_args(plan_schema("set it to 'x' or 0.5", vocab, "set_default"))["default"] == {"enum": ["'x'", "0.5"]}
-    second = step_args(plan_schema("then give it a parameter sep", vocab, "add_parameter", "Rename summary ..."))
-    assert second["function"] == {"enum": ["summary"]}  # names come from the whole task
+
+
+def test_parameters_lists_names_and_defaults(tmp_path):
+    edits, index = staged(tmp_path, {"m.py": "def f(a, b: int = 2, *args, c='x', **kw):\n    pass\n"})
+    assert parameters(edits, index, "f") == {"a": None, "b": "2", "c": "'x'"}
+
+
+def test_step_options_come_from_the_index_and_the_request(tmp_path):
+    options = shop_options(tmp_path, "Rename the function compute_total to total_amount everywhere")
+    assert options.symbols == ["compute_total"] and options.new_names == ["total_amount"]  # code-like words first
+    assert options.actions() == ["rename_symbol", "add_parameter", "add_docstring"]  # no destination, no parameter
+    said = shop_options(tmp_path, "Give format_price's output a width that defaults to 10")
+    assert said.new_names == ["output", "width"] and said.literals == ["10"]  # no "s", "a", "to"
+    assert said.new_parameters("format_price") == said.new_names
+
+
+def test_a_move_needs_a_destination_the_request_spells(tmp_path):
+    assert "move_definition" not in shop_options(tmp_path, "Move format_price elsewhere").actions()
+    moved = shop_options(tmp_path, "Move format_price from shop/formatting.py to shop/money.py")
+    assert moved.paths == ["shop/money.py"] and "move_definition" in moved.actions()  # its own file is no target
+    assert "money" not in moved.new_names and "shop" not in moved.new_names
+
+
+def test_a_new_default_needs_a_parameter_the_request_names_and_a_new_value(tmp_path):
+    assert "set_default" not in shop_options(tmp_path, "format_price should default to 'USD'").actions()
+    options = shop_options(tmp_path, "The currency of format_price should be 'USD', not \"EUR\"")
+    assert "set_default" in options.actions() and options.named_parameters("format_price") == ["currency"]
+    assert options.defaults("format_price", "currency") == ["'USD'"]  # "EUR" is the default it has
+    assert shop_options(tmp_path, "currency of format_price: 'EUR' not 'USD'").defaults("format_price", "currency") == [
+        "'USD'"]  # however it is quoted
+
+
+def test_code_like_words():
+    text = "add lang=None and `verbose` to run(x)"
+    assert [w for w in ("lang", "verbose", "run", "x", "add", "keep_case", "ShopCart") if code_like(w, text)] == [
+        "lang", "verbose", "run", "keep_case", "ShopCart"]
     assert clauses("Rename shout to yell, then give yell a parameter times") == ["Rename shout to yell",
                                                                                 "give yell a parameter times"]
 
@@ -109,11 +135,6 @@ def test_plan_schema_takes_names_from_the_index_and_the_task(tmp_path):
 def test_task_words_leave_out_python_keywords():
     assert words("Rename the class Cart to class_ if it is free") == ["Rename", "the", "Cart", "to", "class_", "it",
                                                                       "free"]
-
-
-def test_the_choice_score_counts_the_tokens_up_to_the_action_name():
-    pieces = [('[{"', -0.5), ('action": "', -0.25), ("rename", -2.0), ('_symbol"', -1.0), (', "args"', -9.0)]
-    assert choice_score(pieces, "rename_symbol") == -3.75
 
 
 def test_later_steps_follow_an_earlier_rename():
@@ -146,35 +167,73 @@ def tiny_shop(tiny_model_dir, tmp_path_factory):
     memory.close()
 
 
-@pytest.mark.parametrize("task", ["Please call compute_total total_amount from now on",
-                                  "Document apply_tax and then move it into shop/tax.py"])
-def test_a_random_model_writes_a_valid_plan_by_construction(tiny_shop, task):
-    root, memory = tiny_shop
-    toolbox = Toolbox(root)
-    candidates = []
+def test_the_model_chooses_the_action_then_each_argument_and_writes_the_rest(tmp_path):
+    root = write_fixture("shop", tmp_path / "shop")
+    toolbox, asked = Toolbox(root), []
+
+    def score(prompt: str, options) -> list[float]:
+        if prompt.endswith("Request:"):  # the request scored after each candidate step
+            return [1.0 if prompt.endswith("Edit: docstring\nFunction: summary\nRequest:") else 0.0]
+        return [1.0 if "summary" in option else 0.0 for option in options]
 
     def ask_model(instruction: str, text: str, schema: dict) -> tuple[str, list]:
-        plan, _, pieces = ask_json(memory, text, schema, instruction=instruction, max_new_tokens=400)
-        candidates.append((choice_score(pieces, plan[0]["action"]), plan))
-        return json.dumps(plan), pieces
+        asked.append((instruction, schema))
+        return json.dumps({"docstring": "Sum up."}), []
+
+    plan = plan_task("Document Cart and summary", toolbox.index, ask_model, toolbox.edits, score)
+    assert plan.source == "model" and [(s.action, dict(s.args)) for s in plan.steps] == [
+        ("add_docstring", {"function": "summary", "docstring": "Sum up."})]
+    assert len(asked) == 1 and "pattern" in asked[0][1]["properties"]["docstring"]
+
+
+def test_a_request_with_no_symbol_to_edit_is_refused(tmp_path):
+    toolbox = Toolbox(write_repo(tmp_path / "repo", {"README.md": "Nothing to run.\n"}))
+    with pytest.raises(L2MError, match="has no function or class"):
+        plan_task("Tidy things up", toolbox.index, lambda *a: ("", []), toolbox.edits, lambda p, o: [0.0] * len(o))
+
+
+def test_option_scores_are_the_log_probabilities_of_each_option_after_the_prompt(tiny_model_dir):
+    import torch
+
+    lm = load_model(tiny_model_dir, device="cpu")
+    prompt, options = "Request: rename a to b\nName:", [" a\n", " b_c d\n"]
+    scores = option_logprobs(lm.model, lm.tokenizer, prompt, options)
+    for option, got in zip(options, scores, strict=True):
+        ids = lm.tokenizer(prompt, add_special_tokens=False).input_ids
+        more = lm.tokenizer(option, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logprobs = torch.log_softmax(lm.model(torch.tensor([ids + more])).logits[0].float(), -1)
+        want = sum(float(logprobs[len(ids) - 1 + n, t]) for n, t in enumerate(more))
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("task", ["Please call compute_total total_amount from now on",
+                                  "Document apply_tax and then move it into shop/tax.py"])
+def test_a_random_model_makes_a_valid_plan_by_construction(tiny_shop, task):
+    root, memory = tiny_shop
+    toolbox = Toolbox(root)
+
+    def ask_model(instruction: str, text: str, schema: dict) -> tuple[str, list]:
+        value, _, pieces = ask_json(memory, text, schema, instruction=instruction, max_new_tokens=400)
+        return json.dumps(value), pieces
+
+    def score(prompt: str, options) -> list[float]:
+        return option_logprobs(memory.model, memory.tokenizer, prompt, options)
 
     before = snapshot(root)
-    plan = plan_task(task, toolbox.index, ask_model, toolbox.edits)
+    plan = plan_task(task, toolbox.index, ask_model, toolbox.edits, score)
     assert plan.source == "model" and len(plan.steps) == len(clauses(task))
-    assert len(candidates) == 6 * len(clauses(task))  # per request: each action scored, then the step written
-    assert [c[1] for c in candidates[:5]] == [[{"action": a}] for a in PLAN_ACTIONS]
-    best = max(candidates[:5], key=lambda c: c[0])[1]
-    assert plan.steps[0].action == candidates[5][1][0]["action"] == best[0]["action"]
     assert snapshot(root) == before  # planning writes nothing
 
 
-def test_a_plan_cut_off_by_the_token_limit_is_an_error_not_half_a_plan(tiny_shop):
+def test_a_value_cut_off_by_the_token_limit_is_an_error_not_half_a_plan(tiny_shop):
     root, memory = tiny_shop
     toolbox = Toolbox(root)
 
     def ask_model(instruction: str, text: str, schema: dict) -> tuple[str, list]:
-        plan, _, pieces = ask_json(memory, text, schema, instruction=instruction, max_new_tokens=5)
-        return json.dumps(plan), pieces
+        value, _, pieces = ask_json(memory, text, schema, instruction=instruction, max_new_tokens=3)
+        return json.dumps(value), pieces
 
     with pytest.raises(L2MError, match="cut off by the token limit"):
-        plan_task("Please call compute_total total_amount", toolbox.index, ask_model, toolbox.edits)
+        plan_task("Please document apply_tax", toolbox.index, ask_model, toolbox.edits,  # a docstring step
+                  lambda prompt, options: [float(prompt.endswith("docstring\nFunction: apply_tax\nRequest:"))])

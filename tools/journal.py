@@ -19,7 +19,9 @@ from l2m_core.errors import L2MError
 from l2m_core.store import create_private_file
 from tools.workspace import Workspace, sha256, write_atomic
 
-MANIFEST = "manifest.json"
+# Each undo entry's own list of its files (paths, saved blobs, hashes): not a memory store's manifest
+# (`l2m_core.store.MANIFEST`). The file keeps its name so journals written before stay readable.
+ENTRY_INDEX = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class UndoJournal:
         """Entry ids, oldest first."""
         if not self.directory.is_dir():
             return []
-        return sorted(p.name for p in self.directory.iterdir() if (p / MANIFEST).is_file())
+        return sorted(p.name for p in self.directory.iterdir() if (p / ENTRY_INDEX).is_file())
 
     def record(self, changes: Sequence[FileChange], created_dirs: Sequence[str] = ()) -> str:
         """Store a change set about to be applied; returns its entry id."""
@@ -55,7 +57,7 @@ class UndoJournal:
             after = None if change.after is None else sha256(change.after)
             files[change.path] = {"before": blob, "after": after}
         manifest = {"files": files, "dirs": list(created_dirs)}
-        _write_private(entry / MANIFEST, json.dumps(manifest, indent=1).encode())
+        _write_private(entry / ENTRY_INDEX, json.dumps(manifest, indent=1).encode())
         return entry.name
 
     def discard(self, entry_id: str) -> None:
@@ -84,7 +86,7 @@ class UndoJournal:
                 write_atomic(target, data)
                 ws.remember(name, data)
         if manifest["files"]:
-            (entry / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            (entry / ENTRY_INDEX).write_text(json.dumps(manifest, indent=1))
         else:
             for d in sorted(manifest["dirs"], key=len, reverse=True):
                 folder = ws.resolve_writable(d)
@@ -102,7 +104,7 @@ class UndoJournal:
         return entries[-1]
 
     def _manifest(self, entry_id: str) -> dict:
-        return json.loads((self.directory / entry_id / MANIFEST).read_text())
+        return json.loads((self.directory / entry_id / ENTRY_INDEX).read_text())
 
     def _new_entry_dir(self) -> Path:
         """A fresh numbered entry; `mkdir` is atomic, so two processes never share one."""

@@ -118,6 +118,21 @@ def add_parameter(
     return Refactoring(sorted(planned), notes)
 
 
+def parameters(edits: EditSet, index: SymbolIndex, function: str) -> dict[str, str | None]:
+    """The named parameters of the one Python function or method `function`, each with its default's source
+    (None when it has none); splats left out."""
+    definition = _one_definition(index, function, kinds=("function", "method"))
+    src = _source(edits, {}, definition.span.path)
+    params = src.identifier_at(definition.span, function).parent.child_by_field_name("parameters")
+    out: dict[str, str | None] = {}
+    for item in params.named_children:
+        name = None if item.type in (*_SPLATS, "comment", "dictionary_splat_pattern") else _parameter_name(src, item)
+        if name is not None:
+            value = item.child_by_field_name("value")
+            out[name] = None if value is None else src.node_text(value)
+    return out
+
+
 def set_default(edits: EditSet, index: SymbolIndex, function: str, parameter: str, default: str) -> Refactoring:
     """Give `parameter` of the one Python function or method `function` the default `default` (a Python
     expression), replacing the default it has. Refuses a parameter the function lacks, a splat, and a
