@@ -56,7 +56,8 @@ def corpus_samples(memory: Memory, seed: int = 0, per_document: int = 8) -> list
     out = []
     for source in sorted(by_source):
         rng = random.Random(f"{seed}-{source}")
-        texts = {b: memory.block_text(b) for b in by_source[source]}
+        found_texts = memory.block_texts(by_source[source])
+        texts = {b: found_texts[b] for b in by_source[source]}  # in reading order
         found = _definitions(source, texts, where) + _articles(source, texts, where, rng)
         rng.shuffle(found)
         clozes = _clozes(source, texts, rng)
