@@ -104,6 +104,8 @@ def _common_folder(paths: list[Path]) -> Path | None:
 def ask(question, max_tokens, hops, pins, memory_adapter, address_head, reader, store, model_spec, device,
         as_json) -> None:
     """Answer QUESTION from memory, citing the file lines the model read."""
+    if memory_adapter is not None and reader not in (None, "none"):
+        raise L2MError("--reader reads the stored blocks; --memory-adapter answers without them: give one")
     with open_agent(store, model_spec, device, address_head, reader) as agent:
         if memory_adapter is not None:
             text = _learned_memory_answer(agent, memory_adapter, question, max_tokens)
