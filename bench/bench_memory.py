@@ -19,14 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
 import torch
 from transformers import DynamicCache
 
 from l2m_core.loading import load_model
 from l2m_core.memory import Memory
 from l2m_core.settings import MemorySettings
-from l2m_core.store import block_kv, blocks, documents
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUESTIONS = [
@@ -69,29 +67,13 @@ def plain_forward_seconds(lm, parts: list[str], settings: MemorySettings) -> tup
     return time.perf_counter() - start, total
 
 
-def replicate(store: Path, first: int, last: int) -> None:
+def replicate(mem: Memory, first: int, last: int) -> None:
     """Add copies number `first`..`last` of every original document of the store (blocks and key/value
     rows included)."""
-    engine = sa.create_engine(f"sqlite:///{store / 'memory.db'}")
-    with engine.begin() as conn:
-        originals = conn.execute(sa.select(documents).where(documents.c.source.not_like("%#copy%"))).all()
-        for copy in range(first, last + 1):
-            for doc in originals:
-                new = conn.execute(documents.insert().values(
-                    source=f"{doc.source}#copy{copy}", sha256=doc.sha256, n_tokens=doc.n_tokens,
-                    created_at=time.time())).inserted_primary_key[0]
-                cols = [c for c in blocks.c if c.name not in ("id", "doc_id")]
-                conn.execute(blocks.insert().from_select(
-                    ["doc_id", *[c.name for c in cols]],
-                    sa.select(sa.literal(new), *cols).where(blocks.c.doc_id == doc.id)))
-                old, fresh = blocks.alias("old"), blocks.alias("fresh")
-                conn.execute(block_kv.insert().from_select(
-                    ["block_id", "layer", "k", "v"],
-                    sa.select(fresh.c.id, block_kv.c.layer, block_kv.c.k, block_kv.c.v)
-                    .join(old, old.c.id == block_kv.c.block_id)
-                    .join(fresh, sa.and_(fresh.c.doc_id == new, fresh.c.seq == old.c.seq))
-                    .where(old.c.doc_id == doc.id)))
-    engine.dispose()
+    originals = [source for source in mem.cold.sources() if "#copy" not in source]
+    for copy in range(first, last + 1):
+        for source in originals:
+            mem.cold.copy(source, f"{source}#copy{copy}")
 
 
 def first_token_seconds(mem: Memory, repeats: int = 3) -> float:
@@ -144,10 +126,11 @@ def main() -> None:
         done_copies = 0
         for size in sizes:
             copies = size // sizes[0] - 1
-            if copies > done_copies:
-                replicate(base, done_copies + 1, copies)
-                done_copies = copies
             m = Memory.open(base, lm)
+            if copies > done_copies:
+                replicate(m, done_copies + 1, copies)
+                m.refresh()
+                done_copies = copies
             result["first_token_s"][f"{size}K"] = {"tokens": m.stats()["tokens"], "seconds": first_token_seconds(m)}
             m.close()
         # 4. hot-tier hit rate over a session of 20 questions (the ingest store: real text)

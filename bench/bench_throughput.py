@@ -74,10 +74,11 @@ def measure_shape(shape: str, device: torch.device, dtype: torch.dtype, ingest_t
     base_k, done = max(1, n_tokens // 1024), 0
     for size in sizes:
         copies = max(0, size // base_k - 1)
-        if copies > done:
-            replicate(store, done + 1, copies)
-            done = copies
         with Memory.open(store, lm) as m:
+            if copies > done:
+                replicate(m, done + 1, copies)
+                m.refresh()
+                done = copies
             result["first_token_s"][f"{size}K"] = {"tokens": m.stats()["tokens"], "seconds": first_token_seconds(m)}
     if device.type == "cuda":
         result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20

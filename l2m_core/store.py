@@ -354,6 +354,27 @@ class ColdTier:
                 created_at=time.time())).inserted_primary_key[0]
             return Written(removed, doc_id, [self._insert_block(conn, doc_id, block) for block in document.blocks])
 
+    def copy(self, source: str, new_source: str) -> int:
+        """Store document `source` again as `new_source`, its blocks and keys/values unchanged, in one
+        transaction; returns the copy's document id. Builds large stores from real states without running
+        the model (the benchmarks' memory sizes)."""
+        with self.engine.begin() as conn:
+            doc = conn.execute(sa.select(documents).where(documents.c.source == source)).one()
+            new = conn.execute(documents.insert().values(
+                source=new_source, sha256=doc.sha256, n_tokens=doc.n_tokens,
+                created_at=time.time())).inserted_primary_key[0]
+            cols = [c for c in blocks.c if c.name not in ("id", "doc_id")]
+            copied = sa.select(sa.literal(new), *cols).where(blocks.c.doc_id == doc.id)
+            conn.execute(blocks.insert().from_select(["doc_id", *[c.name for c in cols]], copied))
+            old, fresh = blocks.alias("old"), blocks.alias("fresh")
+            conn.execute(block_kv.insert().from_select(
+                ["block_id", "layer", "k", "v"],
+                sa.select(fresh.c.id, block_kv.c.layer, block_kv.c.k, block_kv.c.v)
+                .join(old, old.c.id == block_kv.c.block_id)
+                .join(fresh, sa.and_(fresh.c.doc_id == new, fresh.c.seq == old.c.seq))
+                .where(old.c.doc_id == doc.id)))
+        return new
+
     def retire(self, doc_id: int) -> set[int]:
         """Delete a document and its blocks in one transaction; returns the removed block ids."""
         with self.engine.begin() as conn:

@@ -390,3 +390,14 @@ def test_per_layer_key_scores_add_blocks_within_budget(tiny, tmp_path):
         assert set(answer.lexical) <= set(ids) and len(ids) <= 8
     extra = [set(ids) - set(answer.lexical) for ids in answer.read_set.values()]
     assert all(extra) and len(answer.lexical) <= 6
+
+
+def test_a_copied_document_has_the_same_blocks_and_the_store_stays_sound(tiny, tmp_path):
+    mem = Memory.create(tmp_path / "s", tiny, small())
+    mem.ingest_document(TEXT, "lamps.txt")
+    mem.cold.copy("lamps.txt", "lamps.txt#copy1")
+    assert mem.refresh() and mem.verify() == []
+    original, copy = mem.blocks_for("lamps.txt"), mem.blocks_for("lamps.txt#copy1")
+    assert len(copy) == len(original) and set(copy).isdisjoint(original)
+    assert [mem.block_text(b) for b in copy] == [mem.block_text(b) for b in original]
+    assert mem.cold.kv([copy[3]], 0)[(copy[3], 0)] == mem.cold.kv([original[3]], 0)[(original[3], 0)]
