@@ -128,12 +128,14 @@ def evidence_spans(agent: Agent, item: dict) -> list[tuple[str, int, int]]:
 
 
 def evidence_text(root: Path, spans: list[tuple[str, int, int]]) -> str | None:
+    """The evidence lines, each passage under its file's name as `rag` pastes its chunks (without the name
+    no reader could answer "which file" questions: the oracle would not be a ceiling)."""
     parts = []
     for file, a, b in spans:
         if b >= 10**9:
             return None  # a whole file is not a passage: no oracle for this question
         lines = (root / file).read_text(encoding="utf-8").splitlines()
-        parts.append("\n".join(lines[a - 1:b]))
+        parts.append(f"[{file}]\n" + "\n".join(lines[a - 1:b]))
     return "\n\n".join(parts)
 
 
