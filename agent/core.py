@@ -57,11 +57,12 @@ class Agent:
     def open(cls, root: str | Path = ".", store: str | Path | None = None, model: str | LoadedModel | None = None,
              create: bool = True, settings: MemorySettings | None = None, device: str = "auto",
              address_head: str | Path | AddressHead | None = None, database_url: str | None = None,
-             reader: str | Path | Reader | None = None) -> Agent:
+             reader: str | Path | Reader | None = None, overrides: dict | None = None) -> Agent:
         """Open (or create, when `create`) the store of `root`; `model` defaults to the store's own model.
         `address_head` (a trained head or its directory) joins BM25 in addressing memory; `reader` (a trained
         reader or its directory, `l2m train --task reader`) acts while questions read; a new store keeps
-        its tables in the database at `database_url` (default: SQLite in the store directory)."""
+        its tables in the database at `database_url` (default: SQLite in the store directory). `overrides`
+        change an existing store's read-time settings for this session (`Memory.open`)."""
         root = Path(root).expanduser().resolve()
         if not root.is_dir():
             raise L2MError(f"not a directory: {root}")
@@ -74,7 +75,8 @@ class Agent:
             address_head = load_address_head(address_head, lm.model)
         if reader is not None and not isinstance(reader, Reader):
             reader = load_reader(reader, lm.model)
-        memory = Memory.open(store, lm) if exists else Memory.create(store, lm, settings, database_url)
+        memory = Memory.open(store, lm, **(overrides or {})) if exists else Memory.create(store, lm, settings,
+                                                                                          database_url)
         memory.address_head, memory.reader = address_head, reader
         if memory.files.manifest.get("root") is None:
             memory.files.update_manifest(root=str(root))
@@ -83,7 +85,7 @@ class Agent:
     @classmethod
     def from_store(cls, store: str | Path, model: str | LoadedModel | None = None, device: str = "auto",
                    address_head: str | Path | AddressHead | None = None,
-                   reader: str | Path | Reader | None = None) -> Agent:
+                   reader: str | Path | Reader | None = None, overrides: dict | None = None) -> Agent:
         """Open an existing store; its corpus root comes from the store's manifest."""
         return cls.open(store_root(store), store, model, create=False, device=device, address_head=address_head,
                         reader=reader)

@@ -153,15 +153,15 @@ def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens
     """Ask every question by every method; each record is also appended to `log` as it is made (JSON lines),
     so a long run stopped early keeps what it measured."""
     lm = load_model(None)
-    agent = Agent.open(root, store, lm)
+    agent = Agent.open(root, store, lm, settings=MemorySettings().replace(**settings), overrides=settings)
     start = time.perf_counter()
     agent.ingest([root / p for p in paths])
     ingest_s = time.perf_counter() - start
-    agent.memory.settings = agent.memory.settings.replace(**settings)
     if not agent.memory.meta:
         raise SystemExit("nothing was ingested")
     windows = chunks(corpus_files(root, paths), root, lm.tokenizer)
-    bm25 = BM25Okapi([terms(w[3]) for w in windows])
+    stemmed = agent.memory.settings.stemmed_lexical  # rag's BM25 is the one l2m addresses with
+    bm25 = BM25Okapi([terms(w[3], stemmed) for w in windows])
     decoder = GreedyDecoder(lm)
     records = []
     for item in items:
@@ -185,7 +185,7 @@ def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens
                     continue
                 text, citation = decoder.generate(prompt_ids(lm.tokenizer, item["question"], context), max_tokens), None
             elif method == "rag":
-                scores = bm25.get_scores(query_terms(item["question"]))
+                scores = bm25.get_scores(query_terms(item["question"], stemmed))
                 best = sorted(range(len(windows)), key=lambda i: -scores[i])[:4]
                 context = "\n\n".join(f"[{windows[i][0]}]\n{windows[i][3]}" for i in sorted(best))
                 text = decoder.generate(prompt_ids(lm.tokenizer, item["question"], context), max_tokens)
@@ -255,7 +255,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="keep the corpus copy and the store here and reuse them "
                         "(a later run ingests only what changed); default: a temporary folder")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
-                        help="a read-time memory setting for l2m (e.g. reread_tokens=192); repeatable")
+                        help="a read-time memory setting for l2m (e.g. reread_tokens=192, stemmed_lexical=true); "
+                        "repeatable")
     args = parser.parse_args()
     settings = {}
     for pair in args.setting:

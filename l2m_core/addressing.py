@@ -42,22 +42,28 @@ def _words(text: str) -> list[str]:
     return out
 
 
-def terms(text: str) -> list[str]:
-    """The stemmed words of a text, as BM25 indexes them ("normalises" and "normalize" meet)."""
-    return _STEMMER.stemWords(_words(text))
+def terms(text: str, stemmed: bool = False) -> list[str]:
+    """The words of a text as BM25 indexes them; `stemmed`: reduced to their stems ("normalises" and
+    "normalize" meet)."""
+    words = _words(text)
+    return _STEMMER.stemWords(words) if stemmed else words
 
 
-def query_terms(question: str) -> list[str]:
-    """The terms of a question, without its question words."""
+def query_terms(question: str, stemmed: bool = False) -> list[str]:
+    """The terms of a question; `stemmed`: stems, without its question words."""
+    if not stemmed:
+        return _words(question)
     return _STEMMER.stemWords([w for w in _words(question) if w not in _QUESTION_WORDS])
 
 
 class LexicalIndex:
-    """BM25 over block texts, rebuilt lazily after blocks are added or removed. Each block is indexed with
-    its source path and, where `labels` knows it, the name of the definition or section it lies in: a
-    function's body then matches the function's name, a paragraph its Article."""
+    """BM25 over block texts and source paths, rebuilt lazily after blocks are added or removed. With
+    `stemmed`, words are stemmed, question words dropped, and each block is also indexed under the name of
+    the definition or section it lies in, where `labels` knows it (a function's body then matches the
+    function's name, a paragraph its Article)."""
 
-    def __init__(self, labels: Callable[[list[int]], dict[int, str]] | None = None):
+    def __init__(self, labels: Callable[[list[int]], dict[int, str]] | None = None, stemmed: bool = False):
+        self.stemmed = stemmed
         self._docs: dict[int, list[str]] = {}
         self._bm25: BM25Okapi | None = None
         self._ids: list[int] = []
@@ -65,7 +71,7 @@ class LexicalIndex:
         self.labels = labels
 
     def add(self, block_id: int, text: str, source: str) -> None:
-        self._docs[block_id] = terms(text) + terms(source)
+        self._docs[block_id] = terms(text, self.stemmed) + terms(source, self.stemmed)
         self._bm25 = None
 
     def remove(self, block_ids: set[int]) -> None:
@@ -74,13 +80,13 @@ class LexicalIndex:
         self._bm25 = None
 
     def top(self, query: str, k: int) -> list[int]:
-        words = query_terms(query)
+        words = query_terms(query, self.stemmed)
         if not words or not self._docs or k <= 0:
             return []
         if self._bm25 is None:
             self._ids = list(self._docs)
-            labels = self.labels(self._ids) if self.labels is not None else {}
-            self._indexed = [self._docs[i] + terms(labels.get(i, "")) for i in self._ids]
+            labels = self.labels(self._ids) if self.labels is not None and self.stemmed else {}
+            self._indexed = [self._docs[i] + terms(labels.get(i, ""), True) for i in self._ids]
             self._bm25 = BM25Okapi([d or ["_"] for d in self._indexed])
         # Blocks sharing a word with the query, best first. Not "score > 0": in a store of a few blocks
         # BM25's idf of a word found in most of them is zero or negative.

@@ -151,7 +151,7 @@ class Memory:
         self.rotary = Rotary(self.model)
         self.meta: dict[int, BlockMeta] = {}
         self.by_position: dict[tuple[int, int], int] = {}
-        self.lexical = LexicalIndex(self._labels)
+        self.lexical = LexicalIndex(self._labels, settings.stemmed_lexical)
         self.reprs = ReprBank()
         self.address_head: AddressHead | None = None  # optional learned addressing, fused with BM25
         self.reader: Reader | None = None  # optional trained reader, acting on the question and answer tokens
@@ -215,7 +215,7 @@ class Memory:
         if self.cold.generation() == self._loaded_generation:
             return False
         self.meta, self.by_position = {}, {}
-        self.lexical, self.reprs = LexicalIndex(self._labels), ReprBank()
+        self.lexical, self.reprs = LexicalIndex(self._labels, self.settings.stemmed_lexical), ReprBank()
         self.hot = HotTier(self.hot.budget)
         self._load_index()
         return True

@@ -139,12 +139,13 @@ def test_lexical_addressing_finds_a_word_most_blocks_share():
     assert index.top("zebra", 3) == []
 
 
-def test_lexical_addressing_meets_word_forms_skips_question_words_and_knows_labels():
-    """"normalises" finds "normalize"; "which"/"does" match nothing; a body block matches its function's name."""
+def test_stemmed_lexical_addressing_meets_word_forms_skips_question_words_and_knows_labels():
+    """Stemmed (opt-in): "normalises" finds "normalize"; "which"/"does" match nothing; a body block matches
+    its function's name. Plain: none of that."""
     from l2m_core.addressing import LexicalIndex
 
     labels = {2: "zanzibar_rate"}
-    index = LexicalIndex(lambda ids: {i: labels[i] for i in ids if i in labels})
+    index = LexicalIndex(lambda ids: {i: labels[i] for i in ids if i in labels}, stemmed=True)
     index.add(1, "def normalize_file(file, separators=None):\n    # Normalize path separators.", "util.py")
     index.add(2, "    norm_file = file.replace(sep, '/')\n    return norm_file", "util.py")
     index.add(3, "Which file does what? It does nothing.", "notes.txt")
@@ -155,6 +156,10 @@ def test_lexical_addressing_meets_word_forms_skips_question_words_and_knows_labe
     assert index.top("Where is zanzibar_rate?", 3) == [2]
     index.add(4, "unrelated", "z.txt")
     assert index.top("Where is zanzibar_rate?", 3) == []
+    plain = LexicalIndex(lambda ids: {2: "zanzibar_rate"})
+    plain.add(1, "def normalize_file(file, separators=None):", "util.py")
+    plain.add(2, "    return norm_file", "util.py")
+    assert plain.top("normalises", 2) == [] and plain.top("zanzibar_rate", 2) == []
 
 
 def test_pins_are_read_by_every_layer_and_cited_first(tiny, tmp_path):
