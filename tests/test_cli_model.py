@@ -65,34 +65,3 @@ def test_ask_about_a_class_of_this_repository_cites_its_definition(tmp_path):
     assert any(c["source"] == "l2m_core/addressing.py" and c["lines"][0] <= line <= c["lines"][1]
                for c in answer["citations"]), answer["citations"]
 
-
-PATHSPEC_FILES = ["pathspec/pathspec.py", "pathspec/util.py", "pathspec/_backends/agg.py",
-                  "pathspec/patterns/gitwildmatch.py", "pathspec/patterns/gitignore/base.py"]
-
-
-@pytest.fixture(scope="module")
-def pathspec_package(tmp_path_factory) -> Path:
-    """Five files of the third-party `pathspec` package (about 14K tokens), at the version the reading
-    benchmark's questions quote (`bench/qa/README.md`)."""
-    import pathspec
-
-    if pathspec.__version__ != "1.1.1":
-        pytest.skip(f"bench/qa/pathspec-dev quotes pathspec 1.1.1; {pathspec.__version__} is installed")
-    source, root = Path(pathspec.__file__).parent.parent, tmp_path_factory.mktemp("pathspec")
-    for name in PATHSPEC_FILES:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source / name, root / name)
-    assert sorted(l2m("ingest", ".", cwd=root)["ingested"]) == sorted(PATHSPEC_FILES)
-    return root
-
-
-@pytest.mark.parametrize("qid", ["pathspec-dev-05", "pathspec-dev-10", "pathspec-dev-13"])
-def test_ask_names_what_it_read_in_a_package_and_cites_it(pathspec_package, qid):
-    """Three questions of the reading benchmark's development set (which method, which module, which file),
-    asked as a user would: the answer names it and the first citation lies on the evidence."""
-    question = _bench_question("pathspec-dev", qid)
-    answer = l2m("ask", question["question"], "--max-tokens", "48", cwd=pathspec_package)
-    assert any(a.lower() in answer["answer"].lower() for a in question["answer_any"]), answer["answer"]
-    top = answer["citations"][0]
-    assert any(top["source"] == e["file"] and top["lines"][0] <= e["lines"][1] and top["lines"][1] >= e["lines"][0]
-               for e in question["evidence"]), (answer["citations"], question["evidence"])
