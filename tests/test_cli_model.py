@@ -64,4 +64,3 @@ def test_ask_about_a_class_of_this_repository_cites_its_definition(tmp_path):
     line = next(i for i, text in enumerate(source, 1) if text.startswith("class LexicalIndex"))
     assert any(c["source"] == "l2m_core/addressing.py" and c["lines"][0] <= line <= c["lines"][1]
                for c in answer["citations"]), answer["citations"]
-
