@@ -86,7 +86,8 @@ class LexicalIndex:
         if self._bm25 is None:
             self._ids = list(self._docs)
             labels = self.labels(self._ids) if self.labels is not None and self.stemmed else {}
-            self._indexed = [self._docs[i] + terms(labels.get(i, ""), True) for i in self._ids]
+            self._indexed = [self._docs[i] + terms(labels[i], True) if i in labels else self._docs[i]
+                             for i in self._ids]
             self._bm25 = BM25Okapi([d or ["_"] for d in self._indexed])
         # Blocks sharing a word with the query, best first. Not "score > 0": in a store of a few blocks
         # BM25's idf of a word found in most of them is zero or negative.
