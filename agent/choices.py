@@ -2,8 +2,11 @@
 
 For one request (a clause of the task) `StepOptions` lists, for each argument a plan step can have, the
 values the index and the request allow: the symbols the request names (else those the whole task names,
-else all), the parameters a named function has, the request's identifier-like words that are not symbols
-yet (new names), the Python literals it spells, the .py paths it spells. An action is offered only when
+else all), the parameters a named function has (named whole, or by a word that begins with the parameter's
+name: "separator" names `sep`), the request's identifier-like words that are not symbols yet (new names),
+the Python literals it spells (a few in words too: "an underscore" is '_'), the .py paths it spells, and
+what it says a symbol does, when it says so after a colon or "saying (that)" (a docstring in its own
+words). An action is offered only when
 each of its arguments has a value to choose from or a grammar to decode it under (a docstring, a literal):
 a move needs a destination the request spells, a new default a parameter the request names.
 """
@@ -28,6 +31,13 @@ EDIT_WORDS = frozenset("""rename name names named call called move put add set c
 function functions method class parameter parameters argument arguments default defaults file module new""".split())
 _LITERALS = re.compile(r"""(?<![\w.])(-?\d+(?:\.\d+)?|"[^"\\\n]{0,24}"|'[^'\\\n]{0,24}'|True|False|None)(?![\w.])""")
 _PATHS = re.compile(r"[A-Za-z_][\w/]*\.py\b")
+# Values a request may spell in words ("make the separator an underscore").
+_WORD_LITERALS = {"underscore": "'_'", "hyphen": "'-'", "dash": "'-'", "space": "' '", "comma": "','",
+                  "colon": "':'", "semicolon": "';'", "slash": "'/'", "period": "'.'", "dot": "'.'",
+                  "zero": "0", "two": "2", "three": "3", "four": "4", "five": "5", "ten": "10"}
+# What introduces a request's own description of a symbol: "f: it returns ...", "f saying that it ...".
+_DESCRIBED = re.compile(r"(?::|\b(?:saying|says|explaining|stating|noting)\b(?:\s+that)?)\s+(?:it\s+)?(\w.*)$",
+                        re.I)
 ACTIONS = ("rename_symbol", "add_parameter", "set_default", "move_definition", "add_docstring")
 
 
@@ -44,8 +54,23 @@ def prefer_code(names: list[str], text: str) -> list[str]:
 
 
 def literals(text: str) -> list[str]:
-    """The Python literals `text` spells, once each, in order."""
-    return list(dict.fromkeys(_LITERALS.findall(text)))
+    """The Python literals `text` spells, once each, in order; then those it names in words ("an underscore",
+    "a space") when it spells none."""
+    spelled = _LITERALS.findall(text)
+    named = [] if spelled else [_WORD_LITERALS[w.lower()] for w in re.findall(r"\w+", text)
+                                if w.lower() in _WORD_LITERALS]
+    return list(dict.fromkeys(spelled + named))
+
+
+def description(text: str, symbol: str) -> str | None:
+    """What `text` says `symbol` does, as a docstring, when it says so after the symbol with a colon or "saying
+    (that)" ("Document f: it returns the count" -> "Returns the count."), in at least three words."""
+    at = re.search(rf"\b{re.escape(symbol)}\b", text)
+    found = _DESCRIBED.search(text, at.end()) if at else None
+    if found is None or len(found[1].split()) < 3:
+        return None
+    said = found[1].strip().rstrip(".")
+    return said[0].upper() + said[1:] + "."
 
 
 @dataclass
@@ -59,6 +84,7 @@ class StepOptions:
     new_names: list[str]
     literals: list[str]
     paths: list[str]
+    docstrings: dict[str, str] = field(default_factory=dict)  # symbol -> what the request says it does
     parameters: dict[str, dict[str, str | None]] = field(default_factory=dict)  # function -> its parameters
     homes: dict[str, str] = field(default_factory=dict)  # top-level name -> the file defining it
 
@@ -82,12 +108,16 @@ class StepOptions:
         top_level = named(vocab.top_level)
         homes = {name: home for name in top_level if (home := home_of(name)) is not None}
         paths = [p for p in dict.fromkeys(spelled) if p not in homes.values()]
-        return cls(request, named(vocab.symbols), functions, top_level, prefer_code(new, request), literals(request),
-                   paths, params, homes)
+        symbols_named = named(vocab.symbols)
+        docstrings = {s: d for s in symbols_named if (d := description(request, s)) is not None}
+        return cls(request, symbols_named, functions, top_level, prefer_code(new, request), literals(request),
+                   paths, docstrings, params, homes)
 
     def named_parameters(self, function: str) -> list[str]:
-        """The parameters of `function` the request names."""
-        return mentioned(self.request, tuple(self.parameters.get(function, {})))
+        """The parameters of `function` the request names, whole or by a word beginning with the name."""
+        said, spoken = words(self.request), words(_PATHS.sub(" ", self.request))  # no prefix of a path's parts
+        return [p for p in self.parameters.get(function, {})
+                if p in said or (len(p) >= 3 and any(w.lower().startswith(p.lower()) for w in spoken))]
 
     def new_parameters(self, function: str) -> list[str]:
         """New names for a parameter of `function` (not one it has)."""

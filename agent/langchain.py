@@ -11,11 +11,13 @@
 The chat model does not paste retrieved text into a prompt: the last human message is the question
 and `Memory.ask` attends to the stored blocks; each answer's `response_metadata["citations"]` says
 which passages it read, weighted by attention mass. Tool calls are decoded under a grammar: with tools
-bound, the reply is constrained (`l2m_core.grammar`) to one JSON object `{"tool": name, "arguments": {...}}`
-whose name is a bound tool and whose arguments fit that tool's schema, or (unless `tool_choice` demands a
-call) `{"answer": text}`; the call becomes `AIMessage.tool_calls`, parsed from that output by the agent's
-one parser (`agent.replies.parse_tool_call`), never from free text. A reply cut off by `max_tokens` before
-the call is complete becomes `invalid_tool_calls`.
+bound, the model first chooses the reply (which tool, or an answer) by the likelihood of each reply's
+opening (`agent.schemas.likeliest_reply`, as the agent loop does); then the reply is constrained
+(`l2m_core.grammar`) to one JSON object `{"tool": name, "arguments": {...}}` whose name is that tool and
+whose arguments fit its schema, or `{"answer": text}` (never when `tool_choice` demands a call); the call
+becomes `AIMessage.tool_calls`, parsed from that output by the agent's one parser
+(`agent.replies.parse_tool_call`), never from free text. A reply cut off by `max_tokens` before the call
+is complete becomes `invalid_tool_calls`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from agent.core import Agent
 from agent.names import name_pins
 from agent.replies import Reply, parse_tool_call
-from agent.schemas import tool_call_schema
+from agent.schemas import likeliest_reply, tool_call_schema
 from l2m_core.errors import L2MError
 from l2m_core.grammar import JsonGrammar
 from l2m_core.memory import Citation, Memory
@@ -144,6 +146,8 @@ class L2MChatModel(_ReadsMemory, BaseChatModel):
         if tools:
             schema = tool_call_schema({t["function"]["name"]: t["function"].get("parameters", {}) for t in tools},
                                       answer=tool_choice is None, only=None if tool_choice == "any" else tool_choice)
+            schema = likeliest_reply(schema, f"{instruction}\n\nUser: {question}\n", self.memory.model,
+                                     self.memory.tokenizer)
             grammar = JsonGrammar.for_memory(self.memory, schema)
         answer = self.memory.ask(question, instruction=instruction, pins=self._pins(pin_query), hops=self.hops,
                                  max_new_tokens=kwargs.get("max_tokens", self.max_tokens), choose_token=grammar)

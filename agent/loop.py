@@ -14,9 +14,7 @@ answer, or, when the token limit cut off an answer, the reply as decoded) or `st
 `max_steps` replies attempted a call).
 
 Which tool to call (or whether to answer) the model chooses first, by how likely it finds each reply's
-opening after the turn so far, per token (`l2m_core.scoring`); then it writes that reply under its schema.
-Left to greedy decoding the choice was made by the first token alone: after `find_symbol` the 135M
-default model wrote "find" again and so called `find_references`, never `view`.
+opening after the turn so far (`agent.schemas.likeliest_reply`); then it writes that reply under its schema.
 """
 
 from __future__ import annotations
@@ -27,12 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from agent.replies import parse_tool_call
-from agent.schemas import Vocabulary, mentioned, narrow, tool_call_schema, tool_parameters
+from agent.schemas import Vocabulary, likeliest_reply, mentioned, narrow, tool_call_schema, tool_parameters
 from agent.session import Session
 from l2m_core.errors import L2MError
 from l2m_core.grammar import JsonGrammar
 from l2m_core.memory import Answer, Citation, Memory
-from l2m_core.scoring import option_logprobs
 from tools.toolbox import Toolbox
 
 READ_TOOLS = ("view", "search", "find_symbol", "find_references", "outline")
@@ -142,19 +139,11 @@ class AgentLoop:
         return result
 
     def chosen(self, schema: dict, message: str, steps: list[ToolStep]) -> dict:
-        """`schema` narrowed to the one reply (a tool's call or the answer) whose opening the model finds likeliest
-        after the turn so far."""
-        replies = schema["anyOf"]
-        if len(replies) < 2:
-            return schema
+        """`schema` narrowed to the reply the model finds likeliest after the turn so far (`likeliest_reply`)."""
         transcript = f"{self.instruction}\n\nUser: {message}\n" + "".join(
             f"Reply: {json.dumps({'tool': s.tool, 'arguments': s.arguments})}\nResult: {s.observation[:500]}\n"
             for s in steps)
-        openings = [f'tool": "{r["properties"]["tool"]["const"]}"' if "tool" in r["properties"] else 'answer"'
-                    for r in replies]
-        scores = option_logprobs(self.memory.model, self.memory.tokenizer, transcript + 'Reply: {"', openings,
-                                 mean=True)
-        return {"anyOf": [replies[scores.index(max(scores))]]}
+        return likeliest_reply(schema, transcript, self.memory.model, self.memory.tokenizer)
 
     def _call(self, name: str, arguments: dict) -> str:
         if name not in self.tools:

@@ -4,11 +4,13 @@ Three sources, each named in the result so the user sees where a plan came from:
 1. a scripted plan: the task is a JSON list of `{"action", "args"}` steps (or a file holding one);
 2. rules: plain refactoring requests ("rename X to Y", "add parameter P=D to F", "move X to FILE"),
    several joined by "then" or ";";
-3. the model, for each request the rules do not read (a plan made of both is "rules+model"). It only
-   chooses, in small steps, among what `agent.choices.StepOptions` allows: first the action, among those
-   whose arguments the index and the request can fill, by how likely the model finds the request after a
-   description of each (the "noisy channel" reading: asked directly for the action, the 135M default model
-   answered "rename" for nearly everything); then each argument in turn, among the allowed values, by the
+3. the model, for each request the rules do not read (a plan made of both is "rules+model"; a clause after a
+   bare ";" that names nothing new is read with the one before it). It only chooses, in small steps, among
+   what `agent.choices.StepOptions` allows: first the action, among those whose arguments the index and the
+   request can fill, by how likely the model finds the request after a description of each (the "noisy
+   channel" reading) plus how likely it finds the action's name after the request (asked only that way, the
+   135M default model answered "rename" for nearly everything; the channel alone took "f should be called
+   g" for a new parameter g); then each argument in turn, among the allowed values, by the
    likelihood of each value written out whole (`l2m_core.scoring`). Only what cannot be listed is written,
    under a grammar (`l2m_core.grammar`): a docstring, a default the request does not spell, a new name it
    does not spell. The plan is checked like any other.
@@ -22,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.choices import StepOptions
-from agent.schemas import IDENTIFIER, LITERAL, PY_PATH, SENTENCE, Vocabulary
+from agent.choices import EDIT_WORDS, STOP_WORDS, StepOptions, code_like
+from agent.schemas import IDENTIFIER, LITERAL, PY_PATH, SENTENCE, Vocabulary, words
 from l2m_core.errors import L2MError
 from tools.plan import PlanStep, make_plan
 from tools.refactor import parameters
@@ -41,7 +43,7 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], dict]]] = [
     (re.compile(rf"^move\s+(?:the\s+)?(?:function\s+|class\s+)?{_NAME}\s+(?:in)?to\s+`?([\w./-]+\.py)`?$", re.I),
      lambda m: {"action": "move_definition", "args": {"name": m[1], "dest_file": m[2]}}),
 ]
-_SPLIT = re.compile(r"\s*(?:;|\n|,?\s+then\s+|,?\s+and\s+then\s+)\s*", re.I)
+_SPLIT = re.compile(r"\s*(?:;\s*(?:and\s+)?(?:then\s+)?|\n|,?\s+(?:and\s+)?then\s+)\s*", re.I)
 # Worked examples the model reads before a request (none is a benchmark request): (request, action, arguments).
 EXAMPLES = (
     ("call load_data read_data instead", "rename_symbol", {"old": "load_data", "new": "read_data"}),
@@ -102,6 +104,26 @@ def clauses(task: str) -> list[str]:
     return [c.strip().rstrip(".") for c in _SPLIT.split(task.strip().rstrip(".")) if c.strip()]
 
 
+def requests_of(task: str, symbols: Sequence[str]) -> list[str]:
+    """The task's clauses, where a clause after a bare ";" (no "then") that names neither a symbol nor a word of
+    an earlier clause (its verb aside) is read with the one before it: in "normalize is vague; rename it to
+    clean_text" the second clause says what to do with the first's symbol."""
+    joined: list[str] = []
+    end = 0
+    for clause in clauses(task):
+        start = task.find(clause, end)
+        between, end = task[end:start], start + len(clause)
+        said = words(clause)
+        said = set(said if code_like(said[0], clause) else said[1:]) if said else set()
+        earlier = {w for c in joined for w in words(c) if w.lower() not in STOP_WORDS | EDIT_WORDS}
+        if joined and ";" in between and not re.search(r"\bthen\b", between, re.I) \
+                and not said & (set(symbols) | earlier):
+            joined[-1] += f"; {clause}"
+        else:
+            joined.append(clause)
+    return joined
+
+
 def parse_rule(request: str) -> dict | None:
     """The step for one plain refactoring request ("rename X to Y", ...), else None."""
     for pattern, build in _RULES:
@@ -137,14 +159,15 @@ def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
     steps = scripted(task)
     if steps is not None:
         return Plan(make_plan(index, steps), "script")
-    requests = clauses(task)
-    ruled = [parse_rule(request) for request in requests]
+    ruled = [parse_rule(request) for request in clauses(task)]
     if all(ruled):
         return Plan(make_plan(index, ruled), "rules")
     if ask_model is None or source is None or score is None:
         raise L2MError("could not turn the task into a plan without a model; try 'rename X to Y', "
                        "'add parameter P=DEFAULT to F', 'move X to FILE.py', or a JSON plan")
     chooser = StepChooser(index, source, ask_model, score)
+    requests = requests_of(task, chooser.vocab.symbols)
+    ruled = [parse_rule(request) for request in requests]
     steps = []
     for request, rule in zip(requests, ruled, strict=True):
         steps.append(rule if rule and chooser.knows(rule) else chooser.step(request, task))
@@ -191,8 +214,10 @@ class StepChooser:
         listed = {action: self._listed(request, options, action) for action in actions}
         action = actions[0]
         if len(actions) > 1:
-            scores = [self.score(f"{_examples(channel=True)}{_step_text(a, listed[a])}Request:", [f" {request}"])[0]
-                      for a in actions]
+            channel = [self.score(f"{_examples(channel=True)}{_step_text(a, listed[a])}Request:", [f" {request}"])[0]
+                       for a in actions]
+            direct = self.score(f"{_examples()}Request: {request}\nEdit:", [f" {ACTION_WORDS[a]}\n" for a in actions])
+            scores = [c + d for c, d in zip(channel, direct, strict=True)]
             action = actions[scores.index(max(scores))]
         args = listed[action]
         for key, _ in FIELDS[action][len(args):]:
@@ -228,6 +253,9 @@ class StepChooser:
             return options.named_parameters(function) if action == "set_default" else options.new_parameters(function)
         if key == "default":
             return options.defaults(function, args["parameter"])
+        if key == "docstring":
+            said = options.docstrings.get(function)
+            return [said] if said else []
         if key == "name":
             return options.top_level
         if key == "dest_file":

@@ -166,6 +166,18 @@ def test_bound_tools_constrain_even_a_random_model_to_a_valid_call(memory, choic
     assert set(call["args"]) == {"a", "b"} and all(isinstance(v, int) for v in call["args"].values())
 
 
+@pytest.mark.parametrize("likeliest", ["add", "answer"])
+def test_with_tools_bound_the_model_first_chooses_a_call_or_the_answer(memory, monkeypatch, likeliest):
+    def scores(model, tokenizer, prompt, options, mean=False):
+        assert prompt.endswith('Reply: {"') and "What is 1 + 2?" in prompt
+        return [1.0 if likeliest in option else 0.0 for option in options]
+
+    monkeypatch.setattr("agent.schemas.option_logprobs", scores)
+    reply = L2MChatModel(memory=memory, max_tokens=96).bind_tools([add]).invoke("What is 1 + 2?")
+    assert [c["name"] for c in reply.tool_calls] == (["add"] if likeliest == "add" else [])
+    assert not reply.invalid_tool_calls
+
+
 @pytest.mark.parametrize("choice, expected", [
     ("any", "Call one of these tools"), ("required", "Call one of these tools"),
     ({"type": "function", "function": {"name": "add"}}, 'Call the tool add: reply with only one JSON object'),

@@ -12,7 +12,7 @@ import pytest
 from tools_helpers import snapshot, write_repo
 
 from agent.choices import StepOptions, code_like
-from agent.planner import clauses, follow_renames, plan_task
+from agent.planner import clauses, follow_renames, plan_task, requests_of
 from agent.schemas import Vocabulary, words
 from bench.plans.fixtures import write_fixture
 from l2m_core.errors import L2MError
@@ -122,6 +122,34 @@ def test_a_new_default_needs_a_parameter_the_request_names_and_a_new_value(tmp_p
     assert options.defaults("format_price", "currency") == ["'USD'"]  # "EUR" is the default it has
     assert shop_options(tmp_path, "currency of format_price: 'EUR' not 'USD'").defaults("format_price", "currency") == [
         "'USD'"]  # however it is quoted
+
+
+def test_a_parameter_is_named_by_a_word_beginning_with_it_and_a_value_may_be_said_in_words(tmp_path):
+    options = shop_options(tmp_path, "Make the default currency_code of format_price a dash")
+    assert options.named_parameters("format_price") == ["currency"] and options.literals == ["'-'"]
+    assert shop_options(tmp_path, "Set currency of format_price to 'X', not a dash").literals == ["'X'"]  # spelled
+    moved = shop_options(tmp_path, "Move format_price to shop/currency_tools.py")
+    assert moved.named_parameters("format_price") == []  # a path's parts name no parameter
+
+
+def test_a_docstring_the_request_words_itself_is_listed(tmp_path):
+    said = shop_options(tmp_path, "Add a docstring to apply_tax saying that it adds the tax rate to an amount")
+    assert said.docstrings == {"apply_tax": "Adds the tax rate to an amount."}
+    assert shop_options(tmp_path, "Document summary: Join the prices.").docstrings == {"summary": "Join the prices."}
+    assert shop_options(tmp_path, "Describe format_price with a short docstring").docstrings == {}
+    assert shop_options(tmp_path, "Rename compute_total to total everywhere it is used").docstrings == {}
+
+
+def test_a_clause_after_a_bare_semicolon_that_names_nothing_new_is_read_with_the_one_before():
+    symbols = ["normalize", "count_words", "apply_tax"]
+    assert requests_of("The name normalize is vague; rename it to clean_text", symbols) == [
+        "The name normalize is vague; rename it to clean_text"]
+    assert requests_of("Document apply_tax and then move it into shop/tax.py", symbols) == [
+        "Document apply_tax", "move it into shop/tax.py"]  # "then": a second step
+    assert requests_of("Rename count_words to n_words; then document n_words: it counts", symbols) == [
+        "Rename count_words to n_words", "document n_words: it counts"]
+    assert requests_of("Rename count_words to n_words; document n_words", symbols) == [
+        "Rename count_words to n_words", "document n_words"]  # names a word of the clause before
 
 
 def test_code_like_words():
