@@ -2,13 +2,13 @@
 
 For one request (a clause of the task) `StepOptions` lists, for each argument a plan step can have, the
 values the index and the request allow: the symbols the request names (else those the whole task names,
-else all), the parameters a named function has (named whole, or by a word that begins with the parameter's
-name: "separator" names `sep`), the request's identifier-like words that are not symbols yet (new names),
-the Python literals it spells (a few in words too: "an underscore" is '_'), the .py paths it spells, and
-what it says a symbol does, when it says so after a colon or "saying (that)" (a docstring in its own
-words). An action is offered only when
-each of its arguments has a value to choose from or a grammar to decode it under (a docstring, a literal):
-a move needs a destination the request spells, a new default a parameter the request names.
+else all); the parameters a named function has (named whole, by a word that begins with the parameter's
+name: "separator" names `sep`, or by the default value it has); the request's identifier-like words that
+are not symbols yet (new names); the Python literals it spells (a few in words too: "an underscore" is
+'_'); the .py paths it spells; and what it says a symbol does, when it says so after a colon or "saying
+(that)" (a docstring in its own words). An action is offered only when each of its arguments has a value
+to choose from or a grammar to decode it under (a docstring, a literal): a move needs a destination the
+request spells, a new default a parameter the request names.
 """
 
 from __future__ import annotations
@@ -114,10 +114,12 @@ class StepOptions:
                    paths, docstrings, params, homes)
 
     def named_parameters(self, function: str) -> list[str]:
-        """The parameters of `function` the request names, whole or by a word beginning with the name."""
+        """The parameters of `function` the request names: whole, by a word beginning with the name, or by the
+        default value it has ("end with '.' rather than '!'" names the parameter whose default is '!')."""
         said, spoken = words(self.request), words(_PATHS.sub(" ", self.request))  # no prefix of a path's parts
-        return [p for p in self.parameters.get(function, {})
-                if p in said or (len(p) >= 3 and any(w.lower().startswith(p.lower()) for w in spoken))]
+        return [p for p, value in self.parameters.get(function, {}).items()
+                if p in said or (len(p) >= 3 and any(w.lower().startswith(p.lower()) for w in spoken))
+                or (value is not None and any(same_value(v, value) for v in self.literals))]
 
     def new_parameters(self, function: str) -> list[str]:
         """New names for a parameter of `function` (not one it has)."""

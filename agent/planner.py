@@ -43,6 +43,8 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], dict]]] = [
     (re.compile(rf"^move\s+(?:the\s+)?(?:function\s+|class\s+)?{_NAME}\s+(?:in)?to\s+`?([\w./-]+\.py)`?$", re.I),
      lambda m: {"action": "move_definition", "args": {"name": m[1], "dest_file": m[2]}}),
 ]
+SUBJECTS = ("old", "function", "name")  # the argument naming the symbol a step edits
+PRONOUNS = ("it", "this", "that")
 _SPLIT = re.compile(r"\s*(?:;\s*(?:and\s+)?(?:then\s+)?|\n|,?\s+(?:and\s+)?then\s+)\s*", re.I)
 # Worked examples the model reads before a request (none is a benchmark request): (request, action, arguments).
 EXAMPLES = (
@@ -133,6 +135,19 @@ def parse_rule(request: str) -> dict | None:
     return None
 
 
+def after_pronouns(steps: list[dict | None]) -> list[dict | None]:
+    """Rule steps whose symbol is "it" or "this", naming the symbol of the step before ("move shout to x.py,
+    then rename it to yell"); `follow_renames` later gives a renamed symbol its new name."""
+    out: list[dict | None] = []
+    for step in steps:
+        if step is not None and out and out[-1] is not None:
+            before = next(v for k, v in out[-1]["args"].items() if k in SUBJECTS)
+            step = {**step, "args": {k: before if k in SUBJECTS and v.lower() in PRONOUNS else v
+                                     for k, v in step["args"].items()}}
+        out.append(step)
+    return out
+
+
 def scripted(task: str) -> list[dict] | None:
     """A JSON plan given inline or as a file path, else None."""
     text = task.strip()
@@ -159,7 +174,7 @@ def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
     steps = scripted(task)
     if steps is not None:
         return Plan(make_plan(index, steps), "script")
-    ruled = [parse_rule(request) for request in clauses(task)]
+    ruled = after_pronouns([parse_rule(request) for request in clauses(task)])
     if all(ruled):
         return Plan(make_plan(index, ruled), "rules")
     if ask_model is None or source is None or score is None:
@@ -167,7 +182,7 @@ def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
                        "'add parameter P=DEFAULT to F', 'move X to FILE.py', or a JSON plan")
     chooser = StepChooser(index, source, ask_model, score)
     requests = requests_of(task, chooser.vocab.symbols)
-    ruled = [parse_rule(request) for request in requests]
+    ruled = after_pronouns([parse_rule(request) for request in requests])
     steps = []
     for request, rule in zip(requests, ruled, strict=True):
         steps.append(rule if rule and chooser.knows(rule) else chooser.step(request, task))
@@ -192,7 +207,7 @@ class StepChooser:
     def knows(self, step: dict) -> bool:
         """Whether the symbol a rule's step names exists (beside a request for the model, "rename it to X" is
         read by the model, which takes "it" from the task)."""
-        return any(step["args"].get(key) in self.vocab.symbols for key in ("old", "function", "name"))
+        return any(step["args"].get(key) in self.vocab.symbols for key in SUBJECTS)
 
     def _parameters(self, function: str) -> dict[str, str | None]:
         try:
@@ -298,7 +313,7 @@ def follow_renames(steps: list[dict]) -> list[dict]:
     renamed: dict[str, str] = {}
     out = []
     for step in steps:
-        args = {k: renamed.get(v, v) if k in ("old", "function", "name") else v for k, v in step["args"].items()}
+        args = {k: renamed.get(v, v) if k in SUBJECTS else v for k, v in step["args"].items()}
         out.append({**step, "args": args})
         if step["action"] == "rename_symbol":
             renamed[args["old"]] = args["new"]

@@ -128,6 +128,8 @@ def test_a_parameter_is_named_by_a_word_beginning_with_it_and_a_value_may_be_sai
     options = shop_options(tmp_path, "Make the default currency_code of format_price a dash")
     assert options.named_parameters("format_price") == ["currency"] and options.literals == ["'-'"]
     assert shop_options(tmp_path, "Set currency of format_price to 'X', not a dash").literals == ["'X'"]  # spelled
+    said = shop_options(tmp_path, "format_price should say 'USD' rather than \"EUR\" by default")
+    assert said.named_parameters("format_price") == ["currency"]  # by the default value it has
     moved = shop_options(tmp_path, "Move format_price to shop/currency_tools.py")
     assert moved.named_parameters("format_price") == []  # a path's parts name no parameter
 
@@ -138,6 +140,14 @@ def test_a_docstring_the_request_words_itself_is_listed(tmp_path):
     assert shop_options(tmp_path, "Document summary: Join the prices.").docstrings == {"summary": "Join the prices."}
     assert shop_options(tmp_path, "Describe format_price with a short docstring").docstrings == {}
     assert shop_options(tmp_path, "Rename compute_total to total everywhere it is used").docstrings == {}
+
+
+def test_it_in_a_literal_request_names_the_symbol_of_the_step_before(tmp_path):
+    toolbox = Toolbox(write_fixture("shop", tmp_path / "shop"))
+    plan = plan_task("Move format_price to shop/money.py, then rename it to show_price", toolbox.index)
+    assert plan.source == "rules" and [(s.action, dict(s.args)) for s in plan.steps] == [
+        ("move_definition", {"name": "format_price", "dest_file": "shop/money.py"}),
+        ("rename_symbol", {"old": "format_price", "new": "show_price"})]
 
 
 def test_a_clause_after_a_bare_semicolon_that_names_nothing_new_is_read_with_the_one_before():
