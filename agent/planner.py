@@ -174,10 +174,10 @@ def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
     steps = scripted(task)
     if steps is not None:
         return Plan(make_plan(index, steps), "script")
-    ruled = after_pronouns([parse_rule(request) for request in clauses(task)])
-    if all(ruled):
-        return Plan(make_plan(index, ruled), "rules")
     if ask_model is None or source is None or score is None:
+        ruled = after_pronouns([parse_rule(request) for request in clauses(task)])
+        if all(ruled):
+            return Plan(make_plan(index, ruled), "rules")
         raise L2MError("could not turn the task into a plan without a model; try 'rename X to Y', "
                        "'add parameter P=DEFAULT to F', 'move X to FILE.py', or a JSON plan")
     chooser = StepChooser(index, source, ask_model, score)
@@ -188,8 +188,9 @@ def plan_task(task: str, index: SymbolIndex, ask_model: AskModel | None = None,
         steps.append(rule if rule and chooser.knows(rule) else chooser.step(request, task))
         if steps[-1]["action"] == "rename_symbol":
             chooser.renamed(steps[-1]["args"]["new"])
-    by_rules = any(step is rule for step, rule in zip(steps, ruled, strict=True))
-    return Plan(make_plan(index, follow_renames(steps)), "rules+model" if by_rules else "model")
+    by_rules = [step is rule for step, rule in zip(steps, ruled, strict=True)]
+    path = "rules" if all(by_rules) else "rules+model" if any(by_rules) else "model"
+    return Plan(make_plan(index, follow_renames(steps)), path)
 
 
 class StepChooser:
@@ -205,8 +206,8 @@ class StepChooser:
                              top_level=(*self.vocab.top_level, new))
 
     def knows(self, step: dict) -> bool:
-        """Whether the symbol a rule's step names exists (beside a request for the model, "rename it to X" is
-        read by the model, which takes "it" from the task)."""
+        """Whether the symbol a rule's step names exists (one that does not, "rename the helper to X", is read
+        by the model, which chooses among the symbols that do)."""
         return any(step["args"].get(key) in self.vocab.symbols for key in SUBJECTS)
 
     def _parameters(self, function: str) -> dict[str, str | None]:

@@ -150,6 +150,17 @@ def test_it_in_a_literal_request_names_the_symbol_of_the_step_before(tmp_path):
         ("rename_symbol", {"old": "format_price", "new": "show_price"})]
 
 
+def test_a_literal_request_naming_no_symbol_is_read_by_the_model(tmp_path):
+    toolbox = Toolbox(write_fixture("shop", tmp_path / "shop"))
+
+    def score(prompt: str, options) -> list[float]:
+        return [1.0 if "rename" in option or "compute_total" in option else 0.0 for option in options]
+
+    plan = plan_task("rename the helper to fast_total", toolbox.index, lambda *a: ("", []), toolbox.edits, score)
+    assert plan.source == "model" and [(s.action, dict(s.args)) for s in plan.steps] == [
+        ("rename_symbol", {"old": "compute_total", "new": "fast_total"})]
+
+
 def test_a_clause_after_a_bare_semicolon_that_names_nothing_new_is_read_with_the_one_before():
     symbols = ["normalize", "count_words", "apply_tax"]
     assert requests_of("The name normalize is vague; rename it to clean_text", symbols) == [
