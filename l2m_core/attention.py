@@ -124,18 +124,16 @@ class RecordPlan:
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
         self.received: dict[int, torch.Tensor] = {}
+        self._layouts: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def attend(self, layer, query, key, value, traits: LayerTraits):
-        k_pos = self.positions
-        if self.prefix_k is not None and self.prefix_k[layer].shape[2]:
-            n = self.prefix_k[layer].shape[2]
-            before = torch.arange(n, device=key.device)
+        n = self.prefix_k[layer].shape[2] if self.prefix_k is not None else 0
+        before, k_pos, visible = self._layout(n, traits, key.device)
+        if n:
             pk = self.rotary.rotate(self.prefix_k[layer], before, layer)
             keys, values = torch.cat([pk, key], dim=2), torch.cat([self.prefix_v[layer], value], dim=2)
-            k_pos = torch.cat([before, k_pos])
         else:
             keys, values = key, value
-        visible = traits.visible(self.positions, k_pos)
         if traits.softcap is None:
             out = F.scaled_dot_product_attention(query, keys, values, attn_mask=visible, scale=traits.scaling,
                                                  enable_gqa=True)
@@ -146,6 +144,17 @@ class RecordPlan:
         if self.track_received:
             self.received[layer] = received_attention(query, keys, traits, visible)
         return out
+
+    def _layout(self, n_prefix: int, traits: LayerTraits, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The prefix's positions, all keys' positions and the visibility mask: the same in every layer with
+        the same prefix length and window, so built once per pass (the positions tensors then also find
+        their cos/sin in the rotary's memo)."""
+        key = (n_prefix, traits.window)
+        if key not in self._layouts:
+            before = torch.arange(n_prefix, device=device)
+            k_pos = torch.cat([before, self.positions]) if n_prefix else self.positions
+            self._layouts[key] = before, k_pos, traits.visible(self.positions, k_pos)
+        return self._layouts[key]
 
 
 @dataclass
