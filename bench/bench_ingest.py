@@ -179,7 +179,8 @@ def profiled_ingest(lm, root: Path, store: Path) -> tuple[float, float, dict, di
                (lm.model, "forward", "forward"), (attention.RecordPlan, "attend", "attend"),
                (attention, "received_attention", "received"), (Rotary, "rotate", "rotary"),
                (Rotary, "unrotate", "rotary"), (Memory, "_representatives", "representatives"),
-               (codec, "encode_layers", "codec"), (ColdTier, "write", "db_write"), (Memory, "write_encoded", "write_encoded")]
+               (codec, "encode_layers", "codec"), (ColdTier, "write", "db_write"),
+               (Memory, "write_encoded", "write_encoded")]
     with timers.patched(targets, [(Memory, "_encode_blocks", "encode_blocks")]):
         start, cpu = time.perf_counter(), time.process_time()
         with Agent.open(root, store, model=lm) as agent:
