@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ import torch
 
 from bench.bench_ingest import Timers
 from bench.bench_memory import QUESTIONS, haystack, replicate
+from bench.pyplot import pyplot
 from l2m_core.generation import PrefixCache, greedy
 from l2m_core.loading import load_model
 from l2m_core.memory import MEMORY_SLOT, Memory, prompt_text
@@ -128,12 +128,20 @@ def main() -> None:
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     lm = load_model(None, device="cpu")
-    questions = QUESTIONS[:args.questions]
-    work = Path(tempfile.mkdtemp(prefix="l2m-answer-"))
     result: dict = {"model": lm.name, "threads": torch.get_num_threads(), "new_tokens": NEW_TOKENS}
-    try:
-        parts = haystack(lm.tokenizer, args.base_k * 1024)
-        mem = Memory.create(work / "store", lm)
+    with tempfile.TemporaryDirectory(prefix="l2m-answer-") as work:
+        try:
+            measure(lm, Path(work), args, result)
+        finally:
+            args.out.write_text(json.dumps(result, indent=2))  # what was measured, even after a failure
+    plot(result, args.out.with_suffix(".png"))
+    print(json.dumps(result, indent=2))
+
+
+def measure(lm, work: Path, args, result: dict) -> None:
+    questions = QUESTIONS[:args.questions]
+    parts = haystack(lm.tokenizer, args.base_k * 1024)
+    with Memory.create(work / "store", lm) as mem:
         for i, text in enumerate(parts):
             mem.ingest_document(text, f"pride/{i}")
         memory_answer(mem, QUESTIONS[-1])  # warm-up: first-call allocations
@@ -146,20 +154,10 @@ def main() -> None:
         memory_answer(mem, QUESTIONS[-1])
         result[f"memory_{args.large_k}K"] = medians([memory_answer(mem, q) for q in questions])
         result[f"bm25_reprompt_{args.large_k}K"] = medians([bm25_answer(mem, q) for q in questions])
-        mem.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        args.out.write_text(json.dumps(result, indent=2))
-    plot(result, args.out.with_suffix(".png"))
-    print(json.dumps(result, indent=2))
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = {k: v for k, v in result.items() if isinstance(v, dict)}
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
     names = [k.replace("_", " ") for k in rows]

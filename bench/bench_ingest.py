@@ -41,6 +41,7 @@ import torch
 
 from agent.core import Agent
 from bench.bench_memory import plain_forward_seconds
+from bench.pyplot import pyplot
 from l2m_core import attention, codec
 from l2m_core.loading import load_model
 from l2m_core.memory import Memory
@@ -293,11 +294,7 @@ def main() -> None:
 
 
 def plot(result: dict, before: dict | None, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if "rss" in result:
         runs = {"after": result["rss"]["runs"], **({"before": before["rss"]["runs"]} if before else {})}
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -312,27 +309,28 @@ def plot(result: dict, before: dict | None, path: Path) -> None:
         fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5))
         bars, labels = [], []
         for corpus, r in result["corpora"].items():
-            bars.append(r["plain_tokens_per_s"])
+            bars.append(r["tokens"] * 2 / sum(r["plain_forward_cpu_s"]))
             labels.append(f"{corpus}\nplain")
             for label, run in runs.items():
                 if corpus in run.get("corpora", {}):
-                    bars.append(run["corpora"][corpus]["l2m_tokens_per_s"])
-                    labels.append(f"{corpus}\nl2m {label}")
+                    bars.append(run["corpora"][corpus]["tokens"] / run["corpora"][corpus]["ingest_cpu_s"])
+                    labels.append(f"{corpus}\nl2m {label}\n{run['corpora'][corpus]['ratio_to_plain_cpu']:.2f}x")
         a.bar(range(len(bars)), bars)
         a.set_xticks(range(len(bars)), labels, fontsize=8)
-        a.set(ylabel="tokens / s", title="Ingest against the plain forward pass (512-token chunks)")
+        a.set(ylabel="tokens per CPU second", title="Ingest against the plain forward pass (512-token chunks)")
         names = [(label, corpus) for corpus in result["corpora"] for label, run in runs.items()
                  if corpus in run.get("corpora", {})]
         parts = list(next(iter(result["corpora"].values()))["breakdown_cpu_s"])
         bottom = [0.0] * len(names)
-        for part in parts:
+        colours = plt.get_cmap("tab20").colors
+        for part, colour in zip(parts, colours, strict=False):
             heights = [runs[label]["corpora"][corpus]["breakdown_cpu_s"].get(part, 0.0)
                        / runs[label]["corpora"][corpus]["tokens"] * 1000 for label, corpus in names]
-            b.bar(range(len(names)), heights, bottom=bottom, label=part)
+            b.bar(range(len(names)), heights, bottom=bottom, label=part, color=colour)
             bottom = [x + h for x, h in zip(bottom, heights, strict=True)]
         b.set_xticks(range(len(names)), [f"{c}\n{label}" for label, c in names], fontsize=8)
         b.set(ylabel="CPU ms per token", title="Where ingest time goes (CPU time per part)")
-        b.legend(fontsize=6)
+        b.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
