@@ -43,21 +43,22 @@ def haystack(tokenizer, tokens: int, offset: int = 0) -> list[str]:
     return [tokenizer.decode(ids[i:i + 2048]) for i in range(0, len(ids), 2048)]
 
 
-def plain_forward_seconds(lm, parts: list[str], settings: MemorySettings) -> tuple[float, int]:
+def plain_forward_seconds(lm, parts: list[str], settings: MemorySettings, window: bool = True) -> tuple[float, int]:
     """The bare model (its own attention and cache) over the same chunks with the same window: each chunk
     attends to the document's first `sink` and last `local` tokens through a trimmed cache; nothing is
     kept. The difference to `l2m ingest` is the memory's own work (keys un-rotated, representatives,
-    compression, the database)."""
+    compression, the database). `window=False`: each chunk is a forward pass on its own (no cache), the
+    plain model's cost of the tokens alone, which the window's own cost is measured against."""
     total, start = 0, time.perf_counter()
     for text in parts:
         ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        cache = DynamicCache()
+        cache = DynamicCache() if window else None
         for t0 in range(0, len(ids), settings.chunk_size):
             chunk = ids[t0:t0 + settings.chunk_size]
             with torch.inference_mode():
-                lm.model(torch.tensor([chunk], device=lm.device), cache=cache, use_cache=True,
+                lm.model(torch.tensor([chunk], device=lm.device), cache=cache, use_cache=window,
                          logits_to_keep=1, position_ids=torch.arange(t0, t0 + len(chunk), device=lm.device)[None])
-            for layer in cache.layers:
+            for layer in cache.layers if window else ():
                 if layer.keys.shape[2] > settings.sink + settings.local:
                     layer.keys, layer.values = (torch.cat([x[:, :, :settings.sink], x[:, :, -settings.local:]], 2)
                                                 for x in (layer.keys, layer.values))

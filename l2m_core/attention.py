@@ -124,20 +124,18 @@ class RecordPlan:
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
         self.received: dict[int, torch.Tensor] = {}
+        self._layouts: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def attend(self, layer, query, key, value, traits: LayerTraits):
-        k_pos = self.positions
-        if self.prefix_k is not None and self.prefix_k[layer].shape[2]:
-            n = self.prefix_k[layer].shape[2]
-            before = torch.arange(n, device=key.device)
+        n = self.prefix_k[layer].shape[2] if self.prefix_k is not None else 0
+        before, visible, additive = self._layout(n, traits, query)
+        if n:
             pk = self.rotary.rotate(self.prefix_k[layer], before, layer)
             keys, values = torch.cat([pk, key], dim=2), torch.cat([self.prefix_v[layer], value], dim=2)
-            k_pos = torch.cat([before, k_pos])
         else:
             keys, values = key, value
-        visible = traits.visible(self.positions, k_pos)
         if traits.softcap is None:
-            out = F.scaled_dot_product_attention(query, keys, values, attn_mask=visible, scale=traits.scaling,
+            out = F.scaled_dot_product_attention(query, keys, values, attn_mask=additive, scale=traits.scaling,
                                                  enable_gqa=True)
         else:
             out = attend_over(query, keys, values, traits, visible)[0]
@@ -146,6 +144,20 @@ class RecordPlan:
         if self.track_received:
             self.received[layer] = received_attention(query, keys, traits, visible)
         return out
+
+    def _layout(self, n_prefix: int, traits: LayerTraits, query: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The prefix's positions, the visibility mask `[q, T]` and the same as SDPA's additive mask (0 where
+        visible, -inf elsewhere: what SDPA makes of a boolean mask on every call, so the same output). They
+        are the same in every layer with the same prefix length and window, so they are built once per pass
+        (and the positions tensor then finds its cos/sin in the rotary's memo)."""
+        key = (n_prefix, traits.window, query.dtype)
+        if key not in self._layouts:
+            before = torch.arange(n_prefix, device=query.device)
+            visible = traits.visible(self.positions, torch.cat([before, self.positions]))
+            additive = torch.zeros(visible.shape, dtype=query.dtype, device=query.device)
+            self._layouts[key] = before, visible, additive.masked_fill_(~visible, float("-inf"))
+        return self._layouts[key]
 
 
 @dataclass

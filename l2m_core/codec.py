@@ -15,18 +15,26 @@ _FLOATS = {"fp16": np.float16, "fp32": np.float32}
 
 
 def encode(x: torch.Tensor, codec: str) -> bytes:
+    return encode_layers(x[None], codec)[0]
+
+
+def encode_layers(x: torch.Tensor, codec: str) -> list[bytes]:
+    """`encode` of each `x[i]` (`[layers, tokens, heads, dim]`), computed for all layers at once: the same
+    bytes as one call per layer, with one set of tensor operations instead of one per layer."""
     x = x.detach().to("cpu", torch.float32)
     if codec in _FLOATS:
-        return x.numpy().astype(_FLOATS[codec]).tobytes()
+        return [layer.tobytes() for layer in x.numpy().astype(_FLOATS[codec])]
     levels = _LEVELS[codec]
-    scale = (x.abs().amax(dim=0) / levels).clamp_min(1e-8).to(torch.float16)
-    q = torch.round(x / scale.float()).clamp(-levels, levels).to(torch.int8)
-    if codec == "int4":
-        flat = (q.flatten() + 8).to(torch.uint8).numpy()
-        if flat.size % 2:
-            flat = np.append(flat, np.uint8(8))
-        return scale.numpy().tobytes() + (flat[0::2] | (flat[1::2] << 4)).tobytes()
-    return scale.numpy().tobytes() + q.numpy().tobytes()
+    scale = (x.abs().amax(dim=1, keepdim=True) / levels).clamp_min(1e-8).to(torch.float16)
+    q = torch.round(x / scale.float()).clamp(-levels, levels).to(torch.int8).numpy()
+    scales = scale.numpy()
+    if codec == "int8":
+        return [s.tobytes() + layer.tobytes() for s, layer in zip(scales, q, strict=True)]
+    flat = (q.reshape(len(q), -1) + 8).astype(np.uint8)
+    if flat.shape[1] % 2:
+        flat = np.concatenate([flat, np.full((len(flat), 1), 8, np.uint8)], axis=1)
+    packed = flat[:, 0::2] | (flat[:, 1::2] << 4)
+    return [s.tobytes() + layer.tobytes() for s, layer in zip(scales, packed, strict=True)]
 
 
 def decode(blob: bytes, shape: tuple[int, int, int], codec: str) -> torch.Tensor:

@@ -84,7 +84,7 @@ def layer_traits(module, scaling: float | None, kwargs: dict) -> LayerTraits:
 def rotary_for(model) -> Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
     """`f(probe, position_ids, layer) -> (cos, sin)` with the model's own rotary module for that layer."""
     module, config = model.model.rotary_emb, model.config
-    if "layer_type" in inspect.signature(module.forward).parameters:  # Gemma 3: one rotary per layer type
+    if _typed_rotary(module):  # Gemma 3: one rotary per layer type
         def call(probe, positions, layer):
             return module(probe, positions, config.layer_types[layer])
     else:
@@ -98,3 +98,16 @@ def rotary_for(model) -> Callable[[torch.Tensor, torch.Tensor, int], tuple[torch
         cos, sin = call(probe, positions, layer)
         return (cos, sin) if rope_layers[layer] else (torch.ones_like(cos), torch.zeros_like(sin))
     return maybe_none
+
+
+def rotary_kinds(model) -> list[tuple]:
+    """Per layer, what `rotary_for`'s cos/sin depend on besides the positions: layers of one kind share them."""
+    config = model.config
+    typed = _typed_rotary(model.model.rotary_emb)
+    rope_layers = getattr(config, "no_rope_layers", None)
+    return [(config.layer_types[i] if typed else None, rope_layers[i] if rope_layers is not None else None)
+            for i in range(config.num_hidden_layers)]
+
+
+def _typed_rotary(module) -> bool:
+    return "layer_type" in inspect.signature(module.forward).parameters

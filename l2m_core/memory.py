@@ -45,6 +45,7 @@ from l2m_core.hot_tier import HotTier
 from l2m_core.loading import LoadedModel, kv_geometry
 from l2m_core.rope import Rotary
 from l2m_core.settings import MemorySettings
+from l2m_core.spill import KVSpill
 from l2m_core.store import (
     BlockMeta,
     BlockShape,
@@ -248,7 +249,8 @@ class Memory:
         existing = self.cold.document(source)
         if existing is not None and existing.sha256 == sha:
             return self.cold.spans(existing.id)
-        return self.write_encoded(self._encode_document(text, source, sha))
+        with KVSpill(self.files.path) as spill:
+            return self.write_encoded(self._encode_document(text, source, sha, spill))
 
     def encode_document(self, text: str | bytes, source: str) -> EncodedDocument:
         """Run one document through the model without touching the database (`write_encoded` stores it)."""
@@ -282,9 +284,10 @@ class Memory:
     def live_sources(self) -> dict[str, str]:
         return self.cold.sources()
 
-    def _encode_document(self, text: str, source: str, sha: str) -> EncodedDocument:
-        """Encode the whole document (blocks compressed, in memory); it is written afterwards in one short
-        transaction, so the database's write lock is not held while the model runs."""
+    def _encode_document(self, text: str, source: str, sha: str, spill: KVSpill | None = None) -> EncodedDocument:
+        """Encode the whole document; it is written afterwards in one short transaction, so the database's
+        write lock is not held while the model runs. Blocks' compressed keys and values wait in `spill` (on
+        disk) when given, else in RAM (a document sent to another process to be written)."""
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
         newlines = [i for i, ch in enumerate(text) if ch == "\n"]
@@ -295,63 +298,52 @@ class Memory:
             meta = BlockMeta(0, seq, source, end - start, char_start, char_end,  # doc_id: known once written
                              bisect.bisect_right(newlines, char_start - 1) + 1,
                              bisect.bisect_right(newlines, max(char_end - 2, char_start - 1)) + 1)
-            ready.append(EncodedBlock(meta, text[char_start:char_end], self._representatives(keys, received),
-                                       [(codec.encode(keys[layer].transpose(0, 1), self.settings.codec),
-                                         codec.encode(values[layer].transpose(0, 1), self.settings.codec))
-                                        for layer in range(self.layers)]))
+            kv = list(zip(codec.encode_layers(keys.transpose(1, 2), self.settings.codec),
+                          codec.encode_layers(values.transpose(1, 2), self.settings.codec), strict=True))
+            ready.append(EncodedBlock(meta, text[char_start:char_end], self._representatives(keys, received).half(),
+                                      spill.add(kv) if spill is not None else kv))
         return EncodedDocument(source, sha, len(ids), ready)
 
     def _encode_blocks(self, ids: Sequence[int]) -> Iterable[tuple]:
         """Run the document through the model chunk by chunk; yield finished blocks as
-        `(start, end, keys [L, Hkv, T, D], values, received [L, Hkv, T])`, un-rotated, in order."""
+        `(start, end, keys [L, Hkv, T, D], values, received [L, Hkv, T])`, un-rotated, in order.
+        Blocks never cross chunks (`chunk_size` is a multiple of `block_size`), so each is cut from its own
+        chunk's states; earlier chunks are kept only while the local window still reaches into them."""
         s = self.settings
         device = self.lm.device
         n = len(ids)
         _, head_k, head_v = self._head_states(self.settings.reading_head or "")
-        buf_k = buf_v = buf_r = None
-        buf_start = 0            # document index of the first token held in the buffers
         sink_k = sink_v = None   # the document's first `sink` tokens, per layer
-        next_block = 0
+        recent: list[tuple[int, list[torch.Tensor], list[torch.Tensor]]] = []  # (first token, keys, values)
         for t0 in range(0, n, s.chunk_size):
             chunk = torch.tensor([ids[t0:t0 + s.chunk_size]], device=device)
-            local_from = max(min(s.sink, t0), t0 - s.local)
             prefix_k, prefix_v = head_k, head_v
             if t0:
-                lo = local_from - buf_start
+                local_from = max(min(s.sink, t0), t0 - s.local)
                 n_sink = min(s.sink, t0, local_from)
-                prefix_k = [torch.cat([head_k[layer], sink_k[layer][:, :, :n_sink], buf_k[layer][:, :, lo:]], dim=2)
+                prefix_k = [torch.cat([head_k[layer], sink_k[layer][:, :, :n_sink],
+                                       *(k[layer][:, :, max(local_from - first, 0):] for first, k, _ in recent)], dim=2)
                             for layer in range(self.layers)]
-                prefix_v = [torch.cat([head_v[layer], sink_v[layer][:, :, :n_sink], buf_v[layer][:, :, lo:]], dim=2)
+                prefix_v = [torch.cat([head_v[layer], sink_v[layer][:, :, :n_sink],
+                                       *(v[layer][:, :, max(local_from - first, 0):] for first, _, v in recent)], dim=2)
                             for layer in range(self.layers)]
             n_prefix = prefix_k[0].shape[2]
             positions = torch.arange(n_prefix, n_prefix + chunk.shape[1], device=device)
             plan = RecordPlan(self.rotary, prefix_k, prefix_v, positions, track_received=True)
             with torch.inference_mode(), active(plan):
                 self.model(chunk, position_ids=positions[None], use_cache=False, logits_to_keep=1)
-            if buf_k is None:
-                buf_k = [plan.keys[layer] for layer in range(self.layers)]
-                buf_v = [plan.values[layer] for layer in range(self.layers)]
-                buf_r = [plan.received[layer] for layer in range(self.layers)]
-                sink_k = [k[:, :, :s.sink] for k in buf_k]
-                sink_v = [v[:, :, :s.sink] for v in buf_v]
-            else:
-                buf_k = [torch.cat([buf_k[i], plan.keys[i]], dim=2) for i in range(self.layers)]
-                buf_v = [torch.cat([buf_v[i], plan.values[i]], dim=2) for i in range(self.layers)]
-                buf_r = [torch.cat([buf_r[i], plan.received[i]], dim=1) for i in range(self.layers)]
-            done = min(n, t0 + s.chunk_size)
-            while next_block < done and (next_block + s.block_size <= done or done == n):
-                end = min(next_block + s.block_size, n)
-                a, b = next_block - buf_start, end - buf_start
-                yield (next_block, end, torch.stack([k[0, :, a:b] for k in buf_k]),
-                       torch.stack([v[0, :, a:b] for v in buf_v]), torch.stack([r[:, a:b] for r in buf_r]))
-                next_block = end
-            keep_from = min(next_block, max(done - s.local, 0))
-            if keep_from > buf_start:
-                cut = keep_from - buf_start
-                buf_k = [k[:, :, cut:] for k in buf_k]
-                buf_v = [v[:, :, cut:] for v in buf_v]
-                buf_r = [r[:, cut:] for r in buf_r]
-                buf_start = keep_from
+            keys = [plan.keys[layer] for layer in range(self.layers)]
+            values = [plan.values[layer] for layer in range(self.layers)]
+            if not t0:
+                sink_k, sink_v = [k[:, :, :s.sink] for k in keys], [v[:, :, :s.sink] for v in values]
+            done = t0 + chunk.shape[1]
+            for start in range(t0, done, s.block_size):
+                a, b = start - t0, min(start + s.block_size, done) - t0
+                yield (start, t0 + b, torch.stack([k[0, :, a:b] for k in keys]),
+                       torch.stack([v[0, :, a:b] for v in values]),
+                       torch.stack([plan.received[layer][:, a:b] for layer in range(self.layers)]))
+            recent = [(first, k, v) for first, k, v in [*recent, (t0, keys, values)]
+                      if first + k[0].shape[2] > done - s.local]
 
     def _representatives(self, keys: torch.Tensor, received: torch.Tensor) -> torch.Tensor:
         """Per layer and KV head, the `repr_keys` keys that received most attention: `[L, r, Hkv, D]`."""
