@@ -29,9 +29,10 @@ class MemorySettings:
                                   # (the layout the default model's tests were measured with; DORA's TLPT
                                   # question went wrong with contiguous blocks)
     heading_blocks: bool = False  # also read the heading block of each lexical hit (needs the corpus index)
-    stemmed_lexical: bool = False  # BM25 over stems, without question words, blocks also under their definition's
-                                  # or section's name: opt-in; it found pathspec-dev's evidence more often
-                                  # (top-1 7 -> 14 of 30) but cost DORA's two model-test answers (dora-02/12)
+    stemmed_lexical: bool = True  # BM25 over stems, without question words, blocks also under their definition's
+                                  # or section's name. Answers right, l2m, plain -> stemmed: pathspec-dev 11 -> 14
+                                  # of 30 (where it was chosen), cra-dev 9 -> 11 of 30, dora 6 -> 5 of 12
+                                  # (bench/results/qa-*); a store created before keeps the value it recorded
     reread_tokens: int = 0        # after a first pass over the read set, the best-cited blocks (up to this many
                                   # tokens) are read again as text before the question; 0: off
     reading_head: str = ""        # text every block is written after and read after; "" (default): blocks
