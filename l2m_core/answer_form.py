@@ -60,8 +60,16 @@ def named_answer(question: str, reply: str, citations: Sequence[C]) -> tuple[str
     return (f"{top.label} ({top.source})" if top.label else reply), list(citations)
 
 
+_STUTTER = re.compile(r"(?<!\w)(\S.{2,80}?\W)(?:\1){2,}", re.DOTALL)  # whole words, three times in a row
+
+
 def without_repeats(text: str) -> str:
-    """Cut a reply where a line or sentence comes round again (greedy decoding of a small model loops)."""
+    """Cut a reply where a line or sentence comes round again, or where a phrase repeats itself three times in
+    a row within one ("high-performance, high-performance, high-performance"): greedy decoding of a small
+    model loops."""
+    stutter = next((m for m in _STUTTER.finditer(text) if sum(ch.isalpha() for ch in m[1]) >= 3), None)
+    if stutter:  # a phrase of words, not digits ("EUR 1 000 000 000" is an amount)
+        text = text[:stutter.start() + len(stutter[1])].rstrip(" ,;")
     seen: set[str] = set()
     for piece in re.finditer(r"[^.!?\n]+[.!?]?", text):
         key = piece[0].strip().lower()

@@ -130,6 +130,12 @@ def test_a_looping_reply_is_cut_where_it_repeats():
     assert without_repeats("Red lamps. Blue? Red lamps.") == "Red lamps. Blue?"
     assert without_repeats("1. One thing.\n1.1 Another thing.") == "1. One thing.\n1.1 Another thing."
     assert without_repeats("def f():\n    return 1\n") == "def f():\n    return 1\n"
+    assert without_repeats("It is fast, high-performance, high-performance, high-performance, high") == (
+        "It is fast, high-performance")
+    assert without_repeats("a list of 1, 2, 3 and 4") == "a list of 1, 2, 3 and 4"
+    assert without_repeats("ha ha ha") == "ha ha ha"  # too short to be a loop
+    assert without_repeats("a fine of EUR 1 000 000 000 000") == "a fine of EUR 1 000 000 000 000"
+    assert without_repeats("The the the the the cat") == "The the"  # never cut inside a word
 
 
 def test_a_store_keeps_its_reading_head_and_reads_after_it(tmp_path, tiny):
