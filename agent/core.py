@@ -88,7 +88,7 @@ class Agent:
                    reader: str | Path | Reader | None = None, overrides: dict | None = None) -> Agent:
         """Open an existing store; its corpus root comes from the store's manifest."""
         return cls.open(store_root(store), store, model, create=False, device=device, address_head=address_head,
-                        reader=reader)
+                        reader=reader, overrides=overrides)
 
     def close(self) -> None:
         self.memory.close()

@@ -174,3 +174,12 @@ def test_reread_puts_the_best_cited_blocks_before_the_question_as_text_within_it
     assert f"[{top.source}:" in passage and "surcharge = zanzibar_tariff(total)" in passage
     assert "parcel_cost" in passage  # the header names the definition the text lies in
     assert passage.count("\n[") <= 32 // 16  # 32 tokens of 16-token blocks: two blocks at most
+
+
+def test_read_time_overrides_reach_a_store_opened_by_path_or_by_store(corpus, tiny):
+    store, root = corpus.memory.files.path, corpus.root
+    corpus.close()
+    for opened in (Agent.open(root, store, tiny, create=False, overrides={"reread_tokens": 96}),
+                   Agent.from_store(store, tiny, overrides={"reread_tokens": 96})):
+        with opened:
+            assert opened.memory.settings.reread_tokens == 96
