@@ -53,6 +53,13 @@ def prefer_code(names: list[str], text: str) -> list[str]:
     return [n for n in names if code_like(n, text)] or names
 
 
+def after_verb(text: str) -> list[str]:
+    """The words of `text` without its first unless that is written like code: a request's first word is its
+    verb or subject ("Explain ...", "Slugify ...")."""
+    said = words(text)
+    return said[1:] if said and not code_like(said[0], text) else said
+
+
 def literals(text: str) -> list[str]:
     """The Python literals `text` spells, once each, in order; then those it names in words ("an underscore",
     "a space") when it spells none."""
@@ -101,10 +108,7 @@ class StepOptions:
         spelled = _PATHS.findall(request)
         taken |= {part for path in spelled for part in re.split(r"[/.]", path)}
         text = _LITERALS.sub(" ", re.sub(r"'s\b", "", request))  # no name in a possessive's s or a literal
-        said = words(text)
-        if said and not code_like(said[0], text):
-            said = said[1:]  # a request's first word is its verb or subject ("Explain ...", "Slugify ...")
-        new = [w for w in said if w not in taken and w.lower() not in STOP_WORDS | EDIT_WORDS]
+        new = [w for w in after_verb(text) if w not in taken and w.lower() not in STOP_WORDS | EDIT_WORDS]
         top_level = named(vocab.top_level)
         homes = {name: home for name in top_level if (home := home_of(name)) is not None}
         paths = [p for p in dict.fromkeys(spelled) if p not in homes.values()]
@@ -116,8 +120,10 @@ class StepOptions:
     def named_parameters(self, function: str) -> list[str]:
         """The parameters of `function` the request names: whole, by a word beginning with the name, or by the
         default value it has ("end with '.' rather than '!'" names the parameter whose default is '!')."""
-        said, spoken = words(self.request), words(_PATHS.sub(" ", self.request))  # no prefix of a path's parts
-        return [p for p, value in self.parameters.get(function, {}).items()
+        params = self.parameters.get(function, {})
+        said = mentioned(self.request, tuple(params))
+        spoken = words(_PATHS.sub(" ", self.request))  # a path's parts begin no parameter's name
+        return [p for p, value in params.items()
                 if p in said or (len(p) >= 3 and any(w.lower().startswith(p.lower()) for w in spoken))
                 or (value is not None and any(same_value(v, value) for v in self.literals))]
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.choices import EDIT_WORDS, STOP_WORDS, StepOptions, code_like
+from agent.choices import EDIT_WORDS, STOP_WORDS, StepOptions, after_verb
 from agent.schemas import IDENTIFIER, LITERAL, PY_PATH, SENTENCE, Vocabulary, words
 from l2m_core.errors import L2MError
 from tools.plan import PlanStep, make_plan
@@ -115,8 +115,7 @@ def requests_of(task: str, symbols: Sequence[str]) -> list[str]:
     for clause in clauses(task):
         start = task.find(clause, end)
         between, end = task[end:start], start + len(clause)
-        said = words(clause)
-        said = set(said if code_like(said[0], clause) else said[1:]) if said else set()
+        said = set(after_verb(clause))
         earlier = {w for c in joined for w in words(c) if w.lower() not in STOP_WORDS | EDIT_WORDS}
         if joined and ";" in between and not re.search(r"\bthen\b", between, re.I) \
                 and not said & (set(symbols) | earlier):
