@@ -52,6 +52,8 @@ def ingest(paths, root, codec, database_url, ray_address, workers, store, model_
     if is_store(existing):
         agent = Agent.from_store(existing, model_spec, device=device)
     else:
+        if paths and not any(p.exists() for p in paths):  # a new store would be made for nothing
+            raise L2MError(f"{paths[0]}: no such file or directory")
         require_inside(base, paths)  # before the new store is created
         settings = MemorySettings(codec=codec) if codec else None
         if cluster is not None and not database_url:
@@ -70,6 +72,7 @@ def ingest(paths, root, codec, database_url, ray_address, workers, store, model_
                                            f"{stats['tokens']} tokens in {agent.memory.files.path}")
     problems = [f"{path}: no such file or directory" for path in report.skipped.get("missing", [])]
     problems += [f"{path}: {why}" for path, why in report.errors.items()]
+    problems += [f"{path}: nothing to index there" for path in report.warnings.get("nothing_to_index", [])]
     for line in problems:
         click.echo(f"error: {line}", err=True)
     if problems:

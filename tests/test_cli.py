@@ -74,6 +74,21 @@ def test_missing_path_is_reported_and_the_rest_ingested(tmp_path, tiny_model_dir
     assert json.loads(done.stdout)["ingested"] == ["real.md"]
 
 
+def test_ingest_of_only_missing_paths_makes_no_store(tmp_path, tiny_model_dir):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = l2m("ingest", str(tmp_path / "nope"), "--model", str(tiny_model_dir), cwd=elsewhere)
+    assert done.returncode == 2 and "nope: no such file or directory" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert not list(tmp_path.rglob(".l2m"))
+
+
+def test_ingest_of_a_folder_with_nothing_to_index_fails(tmp_path, tiny_model_dir):
+    (tmp_path / "empty").mkdir()
+    done = l2m("ingest", "--model", str(tiny_model_dir), cwd=tmp_path / "empty")
+    assert done.returncode == 1 and "nothing to index" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_ingest_puts_a_new_store_on_the_database_given(tmp_path, tiny_model_dir):
     """`--database-url`: the tables live in that database, the store directory holds only the manifest,
     and later commands find them there."""
