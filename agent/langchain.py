@@ -12,12 +12,12 @@ The chat model does not paste retrieved text into a prompt: the last human messa
 and `Memory.ask` attends to the stored blocks; each answer's `response_metadata["citations"]` says
 which passages it read, weighted by attention mass. Tool calls are decoded under a grammar: with tools
 bound, the model first chooses the reply (which tool, or an answer) by the likelihood of each reply's
-opening (`agent.schemas.likeliest_reply`, as the agent loop does); then the reply is constrained
+opening (`CallFormat.likeliest`, as the agent loop does); then the reply is constrained
 (`l2m_core.grammar`) to one JSON object `{"tool": name, "arguments": {...}}` whose name is that tool and
-whose arguments fit its schema, or `{"answer": text}` (never when `tool_choice` demands a call); the call
-becomes `AIMessage.tool_calls`, parsed from that output by the agent's one parser
-(`agent.replies.parse_tool_call`), never from free text. A reply cut off by `max_tokens` before the call
-is complete becomes `invalid_tool_calls`.
+whose arguments fit its schema, or `{"answer": text}` (never when `tool_choice` demands a call), or to
+the same call in the model family's own format when its chat template has one (`agent.calls`); the call
+becomes `AIMessage.tool_calls`, parsed from that output by the format's parser, never from free text.
+A reply cut off by `max_tokens` before the call is complete becomes `invalid_tool_calls`.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from langchain_core.tools import BaseTool, StructuredTool, ToolException, create
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agent.calls import OURS, CallFormat, call_format, describe_tools
 from agent.core import Agent
 from agent.names import name_pins
-from agent.replies import Reply, parse_tool_call
-from agent.schemas import likeliest_reply, tool_call_schema
+from agent.replies import Reply
+from agent.schemas import tool_call_schema
 from l2m_core.errors import L2MError
-from l2m_core.grammar import JsonGrammar
 from l2m_core.memory import Citation, Memory
 from repos_index.index import CorpusIndex
 from tools.toolbox import Toolbox
@@ -140,39 +140,41 @@ class L2MChatModel(_ReadsMemory, BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, *, tools: list[dict] | None = None,
                   tool_choice: str | None = None, **kwargs: Any) -> ChatResult:
-        question, instruction, pin_query = self._prompt(messages, tools or [], tool_choice)
+        calls_in = call_format(self.memory.tokenizer)
+        question, instruction, pin_query = self._prompt(messages, tools or [], tool_choice, calls_in)
         names = [t["function"]["name"] for t in tools or []]
         grammar = None
         if tools:
             schema = tool_call_schema({t["function"]["name"]: t["function"].get("parameters", {}) for t in tools},
                                       answer=tool_choice is None, only=None if tool_choice == "any" else tool_choice)
-            schema = likeliest_reply(schema, f"{instruction}\n\nUser: {question}\n", self.memory.model,
-                                     self.memory.tokenizer)
-            grammar = JsonGrammar.for_memory(self.memory, schema)
+            schema = calls_in.likeliest(schema, f"{instruction}\n\nUser: {question}\n", self.memory.model,
+                                        self.memory.tokenizer)
+            grammar = calls_in.grammar(self.memory, schema)
         answer = self.memory.ask(question, instruction=instruction, pins=self._pins(pin_query), hops=self.hops,
                                  max_new_tokens=kwargs.get("max_tokens", self.max_tokens), choose_token=grammar)
         text = cut_at_stop(answer.text, self._stops(stop)) if not tools else answer.text
-        content, calls, invalid = message_parts(parse_tool_call(text, names)) if tools else (text, [], [])
+        content, calls, invalid = message_parts(calls_in.parse(text, names)) if tools else (text, [], [])
         message = AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid, response_metadata={
             "model_name": self.memory.lm.name, "citations": [citation_metadata(c) for c in answer.citations],
             "lexical_blocks": answer.lexical, "timings": answer.timings})
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def _prompt(self, messages: list[BaseMessage], tools: list[dict], tool_choice: str | None) -> tuple[str, str, str]:
-        """(question, instruction, the human question alone for name pins)."""
+    def _prompt(self, messages: list[BaseMessage], tools: list[dict], tool_choice: str | None,
+                calls_in: CallFormat = OURS) -> tuple[str, str, str]:
+        """(question, instruction, the human question alone for name pins); tool calls written `calls_in`."""
         humans = [i for i, m in enumerate(messages) if isinstance(m, HumanMessage)]
         if not humans:
             raise L2MError("the conversation has no human message to answer")
         last = humans[-1]
         asked = messages[last].text
         system = [m.text for m in messages[:last] if isinstance(m, SystemMessage)]
-        history = [_transcript_line(m) for m in messages[:last] if not isinstance(m, SystemMessage)]
+        history = [_transcript_line(m, calls_in) for m in messages[:last] if not isinstance(m, SystemMessage)]
         parts = [*system, self.instruction]
         if history:
             parts.append("Conversation so far:\n" + "\n".join(history))
         if tools:
-            parts.append(tool_instruction(tools, tool_choice))
-        after = [_transcript_line(m) for m in messages[last + 1:]]
+            parts.append(tool_instruction(tools, tool_choice, calls_in, self.memory.tokenizer))
+        after = [_transcript_line(m, calls_in) for m in messages[last + 1:]]
         question = "\n".join([asked, *after])
         return question, "\n\n".join(p for p in parts if p.strip()), asked
 
@@ -190,8 +192,13 @@ def _tool_choice(choice: str | bool | dict | None, names: list[str]) -> str | No
     raise ValueError(f"tool_choice {choice!r} is neither auto, any, required nor a bound tool ({', '.join(names)})")
 
 
-def tool_instruction(tools: list[dict], tool_choice: str | None = None) -> str:
-    """The instruction offering `tools` (OpenAI tool dicts) and saying how to call one."""
+def tool_instruction(tools: list[dict], tool_choice: str | None = None, calls_in: CallFormat = OURS,
+                     tokenizer: Any = None) -> str:
+    """The instruction offering `tools` (OpenAI tool dicts) and saying how to call one: in the chat template's
+    own words when `calls_in` is its native format."""
+    if calls_in.native:
+        demand = {None: "", "any": "Call one of these tools."}.get(tool_choice, f"Call the tool {tool_choice}.")
+        return "\n\n".join(p for p in (describe_tools(tokenizer, tools), demand) if p)
     lines = ["Tools you can call:"]
     for tool in tools:
         fn = tool["function"]
@@ -208,11 +215,11 @@ def tool_instruction(tools: list[dict], tool_choice: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _transcript_line(message: BaseMessage) -> str:
-    """One earlier message as a line of the transcript; tool calls in the JSON form the model is asked for."""
+def _transcript_line(message: BaseMessage, calls_in: CallFormat = OURS) -> str:
+    """One earlier message as a line of the transcript; tool calls in the form the model is asked for."""
     role = _ROLES.get(message.type, getattr(message, "role", message.type))
     if isinstance(message, AIMessage) and message.tool_calls:
-        calls = [json.dumps({"tool": c["name"], "arguments": c["args"]}) for c in message.tool_calls]
+        calls = [calls_in.write(c["name"], c["args"]) for c in message.tool_calls]
         return "\n".join(f"{role}: {text}" for text in [message.text, *calls] if text)
     label = f"{role} ({message.name})" if message.type == "tool" and message.name else role
     return f"{label}: {message.text}"

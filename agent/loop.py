@@ -14,7 +14,9 @@ answer, or, when the token limit cut off an answer, the reply as decoded) or `st
 `max_steps` replies attempted a call).
 
 Which tool to call (or whether to answer) the model chooses first, by how likely it finds each reply's
-opening after the turn so far (`agent.schemas.likeliest_reply`); then it writes that reply under its schema.
+opening after the turn so far (`CallFormat.likeliest`); then it writes that reply under its schema. A model
+whose chat template has a tool-call format of its own (`agent.calls`: Qwen's `<tool_call>`, Llama 3.1's
+JSON) writes and reads calls in that format, with the tools described in its template's words.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from agent.replies import parse_tool_call
-from agent.schemas import Vocabulary, likeliest_reply, mentioned, narrow, tool_call_schema, tool_parameters
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from agent.calls import call_format, describe_tools
+from agent.schemas import Vocabulary, mentioned, narrow, tool_call_schema, tool_parameters
 from agent.session import Session
 from l2m_core.errors import L2MError
-from l2m_core.grammar import JsonGrammar
 from l2m_core.memory import Answer, Citation, Memory
 from tools.toolbox import Toolbox
 
@@ -40,6 +43,8 @@ INSTRUCTION = (
     '{{"tool": "find_symbol", "arguments": {{"name": "parse"}}}} returns "app/cli.py:12:5 function parse", then '
     '{{"tool": "view", "arguments": {{"path": "app/cli.py", "start": 12}}}} shows it.'
 )
+NATIVE_INSTRUCTION = ("You answer questions about the repository in the context. To look something up, call one "
+                      "of the tools; when the context holds the answer, answer in plain text.")
 REPLY_TOKENS = 256
 SYMBOL_ARGUMENTS = ("name",)  # tool arguments that name a symbol ("path" names a file)
 Respond = Callable[[str, str, list[int], dict], Answer]  # (question, instruction, pins, reply schema) -> Answer
@@ -74,12 +79,16 @@ class AgentLoop:
         self.memory, self.toolbox, self.session, self.max_steps = memory, toolbox, session, max_steps
         self.tool_steps = tool_steps
         self.tools = {name: fn for name, fn in toolbox.tools().items() if name in tools}
+        self.format = call_format(memory.tokenizer)
         self.instruction = INSTRUCTION.format(tools=", ".join(self.tools))
+        if self.format.native:
+            described = describe_tools(memory.tokenizer, [convert_to_openai_tool(fn) for fn in self.tools.values()])
+            self.instruction = f"{NATIVE_INSTRUCTION}\n\n{described}"
         self.respond = respond or self._constrained
         self.choose = respond is None  # a scripted responder chooses for itself
 
     def _constrained(self, question: str, instruction: str, pins: list[int], schema: dict) -> Answer:
-        grammar = JsonGrammar.for_memory(self.memory, schema)
+        grammar = self.format.grammar(self.memory, schema)
         return self.memory.ask(question, instruction=instruction, pins=pins, max_new_tokens=REPLY_TOKENS,
                                choose_token=grammar)
 
@@ -122,7 +131,7 @@ class AgentLoop:
             if self.choose:
                 schema = self.chosen(schema, message, result.steps)
             answer = self.respond(message, self.instruction, pins[-budget:], schema)
-            reply = parse_tool_call(answer.text)
+            reply = self.format.parse(answer.text)
             if reply.tool is None and reply.error is None:
                 result.answer, result.citations = reply.text, answer.citations
                 break
@@ -139,11 +148,10 @@ class AgentLoop:
         return result
 
     def chosen(self, schema: dict, message: str, steps: list[ToolStep]) -> dict:
-        """`schema` narrowed to the reply the model finds likeliest after the turn so far (`likeliest_reply`)."""
+        """`schema` narrowed to the reply the model finds likeliest after the turn so far (`CallFormat.likeliest`)."""
         transcript = f"{self.instruction}\n\nUser: {message}\n" + "".join(
-            f"Reply: {json.dumps({'tool': s.tool, 'arguments': s.arguments})}\nResult: {s.observation[:500]}\n"
-            for s in steps)
-        return likeliest_reply(schema, transcript, self.memory.model, self.memory.tokenizer)
+            f"Reply: {self.format.write(s.tool, s.arguments)}\nResult: {s.observation[:500]}\n" for s in steps)
+        return self.format.likeliest(schema, transcript, self.memory.model, self.memory.tokenizer)
 
     def _call(self, name: str, arguments: dict) -> str:
         if name not in self.tools:

@@ -17,7 +17,6 @@ from typing import Any
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from l2m_core.errors import L2MError
-from l2m_core.scoring import option_logprobs
 from tools.symbols import SymbolIndex, TextSource
 
 IDENTIFIER = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,39}$"}
@@ -109,19 +108,6 @@ def bounded(schema: Any) -> Any:
     elif kind == "array":
         out.setdefault("maxItems", MAX_ITEMS)
     return out
-
-
-def likeliest_reply(schema: dict, context: str, model: Any, tokenizer: Any) -> dict:
-    """A `tool_call_schema` narrowed to the one reply (a tool's call or the answer) whose opening the model finds
-    likeliest, per token, after `context`. Left to greedy decoding the choice is made by the first token alone:
-    after `find_symbol` the 135M default model wrote "find" again and called `find_references`, never `view`."""
-    replies = schema["anyOf"]
-    if len(replies) < 2:
-        return schema
-    openings = [f'tool": "{r["properties"]["tool"]["const"]}"' if "tool" in r["properties"] else 'answer"'
-                for r in replies]
-    scores = option_logprobs(model, tokenizer, context + 'Reply: {"', openings, mean=True)
-    return {"anyOf": [replies[scores.index(max(scores))]]}
 
 
 def tool_call_schema(tools: Mapping[str, dict], answer: bool = True, only: str | None = None) -> dict:

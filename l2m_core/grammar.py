@@ -1,6 +1,7 @@
-"""Grammar-constrained decoding: the model's output is valid JSON of a given schema by construction.
+"""Grammar-constrained decoding: the model's output is valid JSON of a given schema by construction (or
+matches a Lark grammar that embeds JSON schemas, for tool calls in a model family's own format).
 
-`JsonGrammar(tokenizer, schema, stop_ids)` is a token chooser for `Memory.ask(choose_token=...)`: at
+`JsonGrammar(tokenizer, schema, vocab, stop_id)` is a token chooser for `Memory.ask(choose_token=...)`: at
 each step it asks llguidance which tokens keep the output a prefix of a valid document, masks the
 rest of the logits and takes the best of what is left (greedy, like the plain loop); once the document
 is complete only a stop token is allowed, so decoding ends exactly there. llguidance (a Rust library
@@ -23,7 +24,8 @@ import torch
 from l2m_core.errors import L2MError
 
 # At most one space between JSON tokens: a greedy model that likes whitespace cannot loop on it.
-_JSON_OPTIONS: llguidance.JsonCompileOptions = {"whitespace_pattern": r"[ ]?"}
+JSON_WHITESPACE = r"[ ]?"
+_JSON_OPTIONS: llguidance.JsonCompileOptions = {"whitespace_pattern": JSON_WHITESPACE}
 
 
 @lru_cache(maxsize=4)
@@ -44,14 +46,17 @@ def ll_tokenizer(tokenizer: Any, vocab: int, stop_ids: Iterable[int]) -> llguida
 
 
 class JsonGrammar:
-    """Greedy choice restricted to tokens that keep the output valid for `schema` (a JSON schema dict).
+    """Greedy choice restricted to tokens that keep the output valid for `schema` (a JSON schema dict), or
+    for `lark` (llguidance's Lark syntax, `%json {...}` for embedded schemas) when given instead.
 
     One instance decodes one document; `text` is not needed afterwards because the decoded tokens are
-    the document. Raises `L2MError` for a schema llguidance cannot compile.
+    the document. Raises `L2MError` for a schema or grammar llguidance cannot compile.
     """
 
-    def __init__(self, tokenizer: llguidance.LLTokenizer, schema: dict, vocab: int, stop_id: int):
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=_JSON_OPTIONS)
+    def __init__(self, tokenizer: llguidance.LLTokenizer, schema: dict | None, vocab: int, stop_id: int,
+                 lark: str | None = None):
+        grammar = llguidance.LLMatcher.grammar_from_lark(lark) if lark is not None else \
+            llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=_JSON_OPTIONS)
         self.matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if self.matcher.is_error():
             raise L2MError(f"cannot compile the output schema: {self.matcher.get_error()}")
@@ -61,11 +66,11 @@ class JsonGrammar:
         self.chosen: list[tuple[int, float]] = []  # each token and the model's own (unmasked) log-probability
 
     @classmethod
-    def for_memory(cls, memory: Any, schema: dict) -> JsonGrammar:
+    def for_memory(cls, memory: Any, schema: dict | None = None, lark: str | None = None) -> JsonGrammar:
         """A grammar for a `Memory`'s model: its tokenizer, its logits width, its stop tokens."""
         stop_ids = sorted(memory.stop_ids)
         vocab = memory.model.config.vocab_size
-        return cls(ll_tokenizer(memory.tokenizer, vocab, stop_ids), schema, vocab, stop_ids[0])
+        return cls(ll_tokenizer(memory.tokenizer, vocab, stop_ids), schema, vocab, stop_ids[0], lark)
 
     def __call__(self, logits: torch.Tensor) -> int:
         """The best allowed next token; consumes it. A stop token once the document is complete."""

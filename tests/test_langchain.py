@@ -172,7 +172,7 @@ def test_with_tools_bound_the_model_first_chooses_a_call_or_the_answer(memory, m
         assert prompt.endswith('Reply: {"') and "What is 1 + 2?" in prompt
         return [1.0 if likeliest in option else 0.0 for option in options]
 
-    monkeypatch.setattr("agent.schemas.option_logprobs", scores)
+    monkeypatch.setattr("agent.calls.option_logprobs", scores)
     reply = L2MChatModel(memory=memory, max_tokens=96).bind_tools([add]).invoke("What is 1 + 2?")
     assert [c["name"] for c in reply.tool_calls] == (["add"] if likeliest == "add" else [])
     assert not reply.invalid_tool_calls
