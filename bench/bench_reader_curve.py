@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 
 from l2m_core.reader import CONFIG, load_reader
@@ -42,9 +43,10 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def held_out_answers(store: Path, reader_dir: Path, config: dict, max_new_tokens: int = 24) -> dict:
-    """Per held-out generated question: the reply without and with the reader; counts of replies that contain
-    the answer and of replies that are the answer (`_bare`)."""
+def held_out_answers(store: Path, reader_dir: Path, config: dict, max_new_tokens: int = 24,
+                     max_questions: int | None = None) -> dict:
+    """Per held-out generated question (a seeded sample of `max_questions` of them, if given): the reply without
+    and with the reader; counts of replies that contain the answer and of replies that are the answer (`_bare`)."""
     from agent import Agent
     from l2m_core.training.reader_data import corpus_samples
 
@@ -52,6 +54,8 @@ def held_out_answers(store: Path, reader_dir: Path, config: dict, max_new_tokens
     with Agent.from_store(store) as agent:
         memory = agent.memory
         samples = [s for s in corpus_samples(memory, recipe["seed"], recipe["per_document"]) if s.source in apart]
+        if max_questions is not None and len(samples) > max_questions:
+            samples = random.Random(f"{recipe['seed']}-answers").sample(samples, max_questions)
         reader, rows = load_reader(reader_dir, memory.model), []
         for s in samples:
             replies = {}
@@ -87,12 +91,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--note", default="", help="what the run does and does not show (for the record)")
     ap.add_argument("--store", type=Path, default=None,
                     help="the store the reader was trained on: also answer the held-out questions")
+    ap.add_argument("--max-questions", type=int, default=None, help="answer at most this many of them")
     args = ap.parse_args(argv)
     config = json.loads((args.reader / CONFIG).read_text())
     result = {"corpus": args.corpus, "command": args.command, "note": args.note, "base": config["base"]["name"],
               **{k: config[k] for k in ("recipe", "trained", "curve", "held_out_sources", "lora")}}
     if args.store is not None:
-        result["held_out_answers"] = held_out_answers(args.store, args.reader, config)
+        result["held_out_answers"] = held_out_answers(args.store, args.reader, config,
+                                                      max_questions=args.max_questions)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     plot(result, args.out.with_suffix(".png"))

@@ -149,11 +149,12 @@ def answered(text: str, item: dict) -> bool:
 
 
 def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens: int,
-        methods: tuple[str, ...], settings: dict, log: Path) -> tuple[list[dict], float]:
-    """Ask every question by every method; each record is also appended to `log` as it is made (JSON lines),
-    so a long run stopped early keeps what it measured."""
+        methods: tuple[str, ...], settings: dict, log: Path, reader: Path | None = None) -> tuple[list[dict], float]:
+    """Ask every question by every method (l2m reading with `reader`, if given); each record is also appended
+    to `log` as it is made (JSON lines), so a long run stopped early keeps what it measured."""
     lm = load_model(None)
-    agent = Agent.open(root, store, lm, settings=MemorySettings().replace(**settings), overrides=settings)
+    agent = Agent.open(root, store, lm, settings=MemorySettings().replace(**settings), overrides=settings,
+                       reader=reader)
     start = time.perf_counter()
     agent.ingest([root / p for p in paths])
     ingest_s = time.perf_counter() - start
@@ -257,6 +258,7 @@ def main() -> None:
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a read-time memory setting for l2m (e.g. reread_tokens=192, stemmed_lexical=true); "
                         "repeatable")
+    parser.add_argument("--reader", type=Path, help="l2m reads with this trained reader (l2m train --task reader)")
     args = parser.parse_args()
     settings = {}
     for pair in args.setting:
@@ -277,12 +279,14 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         log = args.out.with_suffix(".records.jsonl")
         log.unlink(missing_ok=True)
-        records, ingest_s = run(items, root, paths, work / "store", args.max_tokens, methods, settings, log)
+        records, ingest_s = run(items, root, paths, work / "store", args.max_tokens, methods, settings, log,
+                               args.reader)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     summary = summarize(records)
-    args.out.write_text(json.dumps({"set": args.set, "settings": settings, "ingest_seconds": round(ingest_s, 1),
+    args.out.write_text(json.dumps({"set": args.set, "settings": settings, "reader": args.reader and str(args.reader),
+                                    "ingest_seconds": round(ingest_s, 1),
                                     "summary": summary, "records": records}, indent=2))
     plot(summary, f"{args.set}: {len(items)} questions, default model", args.out.with_suffix(".png"))
     print(f"{'method':8} {'answer':>8} {'citation':>9} {'evidence':>9} {'s/question':>11}")

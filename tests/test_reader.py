@@ -18,7 +18,7 @@ from l2m_core.loading import load_model
 from l2m_core.reader import Reader, load_reader
 from l2m_core.settings import MemorySettings
 from l2m_core.tiny import save_tiny_model
-from l2m_core.training.reader import ReaderConfig, answer_ids, train_reader
+from l2m_core.training.reader import ReaderConfig, answer_ids, sample_loss, train_reader
 from l2m_core.training.reader_data import corpus_samples, passkey_reader_samples, split_by_document
 
 # the tiny tokenizer is byte-level: 128-token blocks hold a sentence or a definition's first lines
@@ -104,11 +104,7 @@ def test_the_read_path_passes_gradients_to_the_reader_only(corpus):
     memory = corpus.memory
     memory.reader = Reader.fresh(memory.model, rank=4)
     try:
-        sample = corpus_samples(memory)[0]
-        target = answer_ids(memory, sample.answer)
-        loss = torch.nn.functional.cross_entropy(memory.answer_logits(sample.question, target).float(),
-                                                 torch.tensor(target))
-        loss.backward()
+        sample_loss(memory, corpus_samples(memory)[0]).backward()
         ups = [p.grad for name, p in memory.reader.lora.named_parameters() if name.startswith("up.")]
         assert all(g is not None for g in ups) and sum(g.abs().sum() for g in ups) > 0
         assert all(p.grad is None for p in memory.model.parameters())
