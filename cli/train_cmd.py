@@ -85,6 +85,9 @@ def _progress(event: dict) -> None:
 @click.option("--passkeys", default=0, show_default=True,
               help="reader: pass-key samples added (novel passages from the data folder, $L2M_DATA).")
 @click.option("--reader-mlp", is_flag=True, help="reader: adapt the MLP projections too.")
+@click.option("--targets", type=click.Choice(["span", "oracle"]), default="span", show_default=True,
+              help="reader: answer with the bare span, or with the model's own reply to the question with the "
+                   "evidence pasted (where it holds the span).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
@@ -94,7 +97,7 @@ def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path
           heads: int, attn_dim: int | None, layers: str, aux_weight: float, lora_rank: int, end_to_end: bool,
           eval_every: int, eval_examples: int, checkpoint_every: int, time_budget: float | None, resume: bool,
           baseline: bool, samples: int, haystack_tokens: int, store: str | None, held_out: float, per_document: int,
-          passkeys: int, reader_mlp: bool, seed: int, device: str, dtype: str, as_json: bool) -> None:
+          passkeys: int, reader_mlp: bool, targets: str, seed: int, device: str, dtype: str, as_json: bool) -> None:
     """Train the learned (LM2) memory segment by segment; save checkpoints and a safetensors adapter.
 
     The question of every example sits segments after the facts it needs, beyond the attention window,
@@ -115,7 +118,7 @@ def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path
 
         config = ReaderConfig(steps=steps, batch_size=batch_size, lr=lr, rank=lora_rank or 8, mlp=reader_mlp,
                               eval_every=eval_every, eval_samples=eval_examples, seed=seed, time_budget=time_budget)
-        _train_reader(store, model_spec, device, out_dir, config, held_out, per_document, passkeys, as_json)
+        _train_reader(store, model_spec, device, out_dir, config, held_out, per_document, passkeys, targets, as_json)
         return
     from l2m_core.lm2 import MemoryConfig, attach_memory
     from l2m_core.training.lm2_tasks import make_task
@@ -172,13 +175,13 @@ def _train_address_head(model_spec: str | None, out_dir: Path, steps: int, batch
 
 
 def _train_reader(store: str | None, model_spec: str | None, device: str, out_dir: Path, config, held_out: float,
-                  per_document: int, passkeys: int, as_json: bool) -> None:
+                  per_document: int, passkeys: int, targets: str, as_json: bool) -> None:
     """Generate samples from the store (pass-key documents go into a temporary copy of it, never into the
     store), train the reader, save it in OUT."""
     import tempfile
 
     from l2m_core.training.reader import train_reader
-    from l2m_core.training.reader_data import corpus_samples, passkey_reader_samples, split_by_document
+    from l2m_core.training.reader_data import corpus_samples, oracle_targets, passkey_reader_samples, split_by_document
 
     with open_agent(store, model_spec, device) as agent, tempfile.TemporaryDirectory() as scratch:
         memory = agent.memory
@@ -187,9 +190,14 @@ def _train_reader(store: str | None, model_spec: str | None, device: str, out_di
             memory = agent.memory.fork(Path(scratch) / "store")
             memory.enclosing = agent.memory.enclosing  # a fork keeps the block ids the index knows
             samples += passkey_reader_samples(memory, passkeys, config.seed)
+        replaced = 0
+        if targets == "oracle":
+            samples, replaced = oracle_targets(memory, samples)
+            _progress({"event": "targets", "oracle": replaced, "span": len(samples) - replaced})
         split = split_by_document(samples, held_out, config.seed)
         reader, summary = train_reader(memory, split, config, memory.lm.name, _progress)
-        reader.config["recipe"].update(held_out=held_out, per_document=per_document, passkeys=passkeys)
+        reader.config["recipe"].update(held_out=held_out, per_document=per_document, passkeys=passkeys,
+                                       targets=targets, oracle_targets=replaced)
         reader.save(out_dir, curve=summary["curve"], held_out_sources=summary["held_out_sources"])
         if memory is not agent.memory:
             memory.close()

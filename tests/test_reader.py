@@ -19,7 +19,7 @@ from l2m_core.reader import Reader, load_reader
 from l2m_core.settings import MemorySettings
 from l2m_core.tiny import save_tiny_model
 from l2m_core.training.reader import ReaderConfig, answer_ids, sample_loss, train_reader
-from l2m_core.training.reader_data import corpus_samples, passkey_reader_samples, split_by_document
+from l2m_core.training.reader_data import corpus_samples, oracle_targets, passkey_reader_samples, split_by_document
 
 # the tiny tokenizer is byte-level: 128-token blocks hold a sentence or a definition's first lines
 SETTINGS = dict(block_size=128, chunk_size=256, sink=16, local=128, max_read_blocks=4, lexical_top_k=2,
@@ -112,6 +112,30 @@ def test_the_read_path_passes_gradients_to_the_reader_only(corpus):
         memory.reader = None
 
 
+def test_oracle_targets_take_the_model_s_complete_reply_with_the_evidence_pasted_when_it_holds_the_span(
+        corpus, monkeypatch):
+    import l2m_core.training.reader_data as reader_data
+    from l2m_core.generation import Generation
+
+    memory = corpus.memory
+    samples = corpus_samples(memory)[:3]
+    replies = [f"It is {samples[0].answer}.", f"It is {samples[1].answer}", "Something else."]
+    prompts = []
+
+    def reply(cache, ids, stop, max_new_tokens):  # the second reply is cut off by the token limit
+        prompts.append(memory.tokenizer.decode(ids))
+        i = len(prompts) - 1
+        return Generation(memory.tokenizer(replies[i], add_special_tokens=False).input_ids,
+                          None if i == 1 else min(stop))
+
+    monkeypatch.setattr(reader_data, "generate", reply)
+    out, replaced = oracle_targets(memory, samples)
+    assert replaced == 1 and out[0].answer == replies[0] and out[1:] == samples[1:]
+    for sample, prompt in zip(samples, prompts, strict=True):
+        assert f"[{sample.source}]" in prompt and memory.block_text(sample.evidence) in prompt
+        assert prompt.index(memory.block_text(sample.evidence)) < prompt.index(sample.question)
+
+
 def test_passkey_samples_are_documents_of_their_own_in_a_fork(corpus, tmp_path):
     from conftest import DATA
 
@@ -190,12 +214,13 @@ def test_cli_reader_none_is_the_plain_path_and_another_models_reader_is_refused(
 def test_cli_trains_a_reader_for_a_store(corpus, tmp_path):
     out = tmp_path / "reader"
     done = l2m("train", "--task", "reader", "--store", str(corpus.memory.files.path), "--out", str(out), "--steps",
-               "2", "--batch-size", "1", "--eval-every", "0", "--eval-examples", "2", "--lora-rank", "2", "--json",
-               cwd=tmp_path)
+               "2", "--batch-size", "1", "--eval-every", "0", "--eval-examples", "2", "--lora-rank", "2",
+               "--targets", "oracle", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["steps"] == 2 and summary["held_out_samples"] > 0
     config = json.loads((out / "reader.json").read_text())
     assert config["lora"]["rank"] == 2 and config["trained"]["steps"] == 2 and config["held_out_sources"]
     assert config["recipe"]["per_document"] == 8 and config["recipe"]["seed"] == 0
+    assert config["recipe"]["targets"] == "oracle" and "targets" in done.stderr  # how many were replaced
     assert (out / "reader.safetensors").stat().st_size > 0

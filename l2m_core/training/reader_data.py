@@ -9,17 +9,24 @@ Kinds (each sample names the block holding its evidence, and its document, the u
 
 Definitions and sections come from `Memory.enclosing` (set by the agent from the corpus index); without it
 only cloze samples are made. Train and held-out samples never share a document. Deterministic for a seed.
+
+A sample's answer is the bare span; `oracle_targets` makes it instead the model's own reply with the evidence
+pasted into the prompt where memory is read (kept only when that reply holds the span). A reader trained on
+bare spans answered the development sets' plain questions with a few words and lost what the plain read path
+answered in a sentence (bench/qa/README.md); trained on the oracle's replies, it learns to read memory as the
+model reads pasted text, in the words it answers with.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from l2m_core.errors import L2MError
-from l2m_core.memory import Memory
+from l2m_core.generation import GreedyDecoder, generate
+from l2m_core.memory import MEMORY_SLOT, Memory, prompt_text
 from l2m_core.training.data import default_data_dir, passkey_samples, read_novel
 
 PASSKEY_PREFIX = "reader-passkey/"
@@ -152,6 +159,38 @@ def passkey_reader_samples(memory: Memory, count: int, seed: int = 0, data: Path
                         if memory.meta[s.block_id].char_start <= at < memory.meta[s.block_id].char_end)
         out.append(ReaderSample("passkey", needle.question, needle.answer, source, evidence))
     return out
+
+
+def oracle_targets(memory: Memory, samples: list[ReaderSample], max_new_tokens: int = 40) -> tuple[
+        list[ReaderSample], int]:
+    """The samples with each answer replaced by the model's greedy reply to the question with the evidence
+    block and its neighbours pasted where memory goes (under their source's name, as bench/qa_eval.py's
+    oracle pastes them), where that reply is complete (ended by a stop token, not the token limit) and contains
+    the span (case-insensitive); the others, and pass-key samples, keep the span. Returns them and how many
+    were replaced."""
+    decoder = GreedyDecoder(memory.lm)
+    by_doc: dict[int, dict[int, int]] = {}
+    for block_id, meta in memory.meta.items():
+        by_doc.setdefault(meta.doc_id, {})[meta.seq] = block_id
+    out, replaced = [], 0
+    for sample in samples:
+        reply = ""
+        if sample.kind != "passkey":
+            meta = memory.meta[sample.evidence]
+            near = [b for seq in (meta.seq - 1, meta.seq, meta.seq + 1) if (b := by_doc[meta.doc_id].get(seq))]
+            texts = memory.block_texts(near)
+            passage = f"[{sample.source}]\n" + "".join(texts[b] for b in near)
+            prompt = prompt_text(memory.tokenizer, sample.question).replace(MEMORY_SLOT, passage)
+            done = generate(decoder.cache, memory.tokenizer(prompt, add_special_tokens=False).input_ids,
+                            decoder.stop, max_new_tokens)
+            if done.stop is not None:
+                reply = memory.tokenizer.decode(done.tokens, skip_special_tokens=True).strip()
+        if reply and sample.answer.lower() in reply.lower():
+            out.append(replace(sample, answer=reply))
+            replaced += 1
+        else:
+            out.append(sample)
+    return out, replaced
 
 
 def split_by_document(samples: list[ReaderSample], held_out: float = 0.2, seed: int = 0) -> ReaderSplit:
