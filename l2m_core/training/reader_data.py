@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -161,13 +162,13 @@ def passkey_reader_samples(memory: Memory, count: int, seed: int = 0, data: Path
     return out
 
 
-def oracle_targets(memory: Memory, samples: list[ReaderSample], max_new_tokens: int = 40) -> tuple[
-        list[ReaderSample], int]:
+def oracle_targets(memory: Memory, samples: list[ReaderSample], max_new_tokens: int = 40,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[list[ReaderSample], int]:
     """The samples with each answer replaced by the model's greedy reply to the question with the evidence
     block and its neighbours pasted where memory goes (under their source's name, as bench/qa_eval.py's
     oracle pastes them), where that reply is complete (ended by a stop token, not the token limit) and contains
     the span (case-insensitive); the others, and pass-key samples, keep the span. Returns them and how many
-    were replaced."""
+    were replaced. `progress(done, replaced)` is called after each sample (a reply takes seconds on a CPU)."""
     decoder = GreedyDecoder(memory.lm)
     by_doc: dict[int, dict[int, int]] = {}
     for block_id, meta in memory.meta.items():
@@ -190,6 +191,8 @@ def oracle_targets(memory: Memory, samples: list[ReaderSample], max_new_tokens: 
             replaced += 1
         else:
             out.append(sample)
+        if progress is not None:
+            progress(len(out), replaced)
     return out, replaced
 
 
