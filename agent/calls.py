@@ -32,6 +32,8 @@ from l2m_core.scoring import option_logprobs
 
 @dataclass(frozen=True)
 class CallFormat:
+    """A call is `open` + `{name_key: TOOL, args_key: {...}}` + `close`; ours alone answers in JSON too."""
+
     name: str
     open: str = ""
     close: str = ""
@@ -47,7 +49,7 @@ class CallFormat:
         return f"{self.open}{json.dumps({self.name_key: tool, self.args_key: arguments})}{self.close}"
 
     def opening(self, tool: str) -> str:
-        """The start of a reply that calls `tool` (what `agent.schemas.likeliest_reply` scores)."""
+        """The start of a reply that calls `tool` (what `likeliest` scores in a native format)."""
         return f'{self.open}{{"{self.name_key}": "{tool}"'
 
     def likeliest(self, schema: dict, context: str, model: Any, tokenizer: Any) -> dict:
@@ -80,16 +82,17 @@ class CallFormat:
                                       self.args_key: r["properties"]["arguments"]},
                   "required": [self.name_key, self.args_key]}
                  for r in schema["anyOf"] if "tool" in r["properties"]]
-        rules = []
+        alternatives, rules = [], []
         if calls:
             call = {"anyOf": calls, "x-guidance": {"whitespace_pattern": JSON_WHITESPACE}}
+            alternatives.append("call")
             rules.append(f"call: {json.dumps(self.open)} %json {json.dumps(call)} {json.dumps(self.close)}"
                          if self.open else f"call: %json {json.dumps(call)}")
         if any("answer" in r["properties"] for r in schema["anyOf"]):
             first = (self.open or "{")[0]  # an answer cannot start the way a call does
-            rules += ["answer: ANSWER", f"ANSWER: /[^{_escape(first)}](.|\\n){{0,{ANSWER_LENGTH}}}/"]
-        start = " | ".join(rule.split(":")[0] for rule in rules if rule[0].islower())
-        return JsonGrammar.for_memory(memory, lark="\n".join([f"start: {start}", *rules]))
+            alternatives.append("ANSWER")
+            rules.append(f"ANSWER: /[^{_escape(first)}](.|\\n){{0,{ANSWER_LENGTH}}}/")
+        return JsonGrammar.for_memory(memory, lark="\n".join([f"start: {' | '.join(alternatives)}", *rules]))
 
     def parse(self, text: str, names: list[str] | None = None) -> Reply:
         """Split a reply into its answer text or its call (`agent.replies.Reply`)."""
