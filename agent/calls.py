@@ -21,6 +21,7 @@ into a system turn before the context: blocks in memory were written after the r
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,17 +151,10 @@ def describe_tools(tokenizer: Any, tools: list[dict]) -> str:
 
 def _added(text: str, base: str) -> str:
     """`text` less its longest common start with `base`, then less its longest common end with what is left."""
-    head = len(_common(text, base))
+    head = len(os.path.commonprefix([text, base]))
     rest, base_rest = text[head:], base[head:]
-    tail = len(_common(rest[::-1], base_rest[::-1]))
+    tail = len(os.path.commonprefix([rest[::-1], base_rest[::-1]]))
     return rest[:len(rest) - tail]
-
-
-def _common(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
 
 
 def _escape(char: str) -> str:

@@ -80,10 +80,11 @@ class AgentLoop:
         self.tool_steps = tool_steps
         self.tools = {name: fn for name, fn in toolbox.tools().items() if name in tools}
         self.format = call_format(memory.tokenizer)
-        self.instruction = INSTRUCTION.format(tools=", ".join(self.tools))
         if self.format.native:
             described = describe_tools(memory.tokenizer, [convert_to_openai_tool(fn) for fn in self.tools.values()])
             self.instruction = f"{NATIVE_INSTRUCTION}\n\n{described}"
+        else:
+            self.instruction = INSTRUCTION.format(tools=", ".join(self.tools))
         self.respond = respond or self._constrained
         self.choose = respond is None  # a scripted responder chooses for itself
 

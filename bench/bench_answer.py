@@ -30,7 +30,7 @@ from bench.bench_memory import QUESTIONS, haystack, replicate
 from bench.pyplot import pyplot
 from l2m_core.generation import PrefixCache, greedy
 from l2m_core.loading import load_model
-from l2m_core.memory import MEMORY_SLOT, Memory, prompt_text
+from l2m_core.memory import Memory, pasted_prompt
 
 NEW_TOKENS = 32
 
@@ -71,8 +71,7 @@ def plain_1k(lm, text: str) -> dict:
     """The plain model generating NEW_TOKENS tokens (forced) after a 1K-token chat prompt over `text`."""
     tokenizer = lm.tokenizer
     context = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:1024 - 64])
-    ids = tokenizer(prompt_text(tokenizer, "Who is Mr. Darcy?").replace(MEMORY_SLOT, context),
-                    add_special_tokens=False)["input_ids"]
+    ids = tokenizer(pasted_prompt(tokenizer, "Who is Mr. Darcy?", context), add_special_tokens=False)["input_ids"]
     start = Clock()
     first, end, fed, tokens = plain_answer(lm, ids, NEW_TOKENS)
     return {"prompt_tokens": len(ids), **timing(start, first, end, fed, tokens)}
@@ -84,8 +83,7 @@ def bm25_answer(mem: Memory, question: str) -> dict:
     blocks = mem.read_set(question)
     texts = mem.block_texts(blocks)
     context = "\n\n".join(texts[b] for b in blocks)
-    ids = mem.tokenizer(prompt_text(mem.tokenizer, question).replace(MEMORY_SLOT, context),
-                        add_special_tokens=False)["input_ids"]
+    ids = mem.tokenizer(pasted_prompt(mem.tokenizer, question, context), add_special_tokens=False)["input_ids"]
     first, end, fed, tokens = plain_answer(mem.lm, ids, NEW_TOKENS, mem.stop_ids)
     return {"prompt_tokens": len(ids), **timing(start, first, end, fed, tokens)}
 

@@ -34,7 +34,7 @@ from agent import Agent
 from l2m_core.addressing import query_terms, terms
 from l2m_core.generation import GreedyDecoder
 from l2m_core.loading import load_model
-from l2m_core.memory import MEMORY_SLOT, prompt_text
+from l2m_core.memory import pasted_prompt
 from l2m_core.settings import MemorySettings
 
 HERE = Path(__file__).resolve().parent
@@ -110,7 +110,7 @@ def prompt_ids(tokenizer, question: str, context: str | None) -> list[int]:
         text = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                              tokenize=False)
     else:
-        text = prompt_text(tokenizer, question).replace(MEMORY_SLOT, context)
+        text = pasted_prompt(tokenizer, question, context)
     return tokenizer(text, add_special_tokens=False).input_ids
 
 

@@ -76,6 +76,12 @@ def prompt_text(tokenizer, question: str, instruction: str | None = None, passag
                                          tokenize=False)
 
 
+def pasted_prompt(tokenizer, question: str, context: str) -> str:
+    """The chat prompt of a question with `context` pasted as text where memory is read (the baselines that
+    re-prompt: the evidence pasted, BM25's chunks)."""
+    return prompt_text(tokenizer, question).replace(MEMORY_SLOT, context)
+
+
 def reading_head(tokenizer) -> str:
     """The prompt up to the memory slot: what every block is written after, and read after."""
     return prompt_text(tokenizer, "").split(MEMORY_SLOT)[0]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from l2m_core.errors import L2MError
 from l2m_core.generation import GreedyDecoder, generate
-from l2m_core.memory import MEMORY_SLOT, Memory, prompt_text
+from l2m_core.memory import Memory, pasted_prompt
 from l2m_core.training.data import default_data_dir, passkey_samples, read_novel
 
 PASSKEY_PREFIX = "reader-passkey/"
@@ -170,18 +170,16 @@ def oracle_targets(memory: Memory, samples: list[ReaderSample], max_new_tokens: 
     the span (case-insensitive); the others, and pass-key samples, keep the span. Returns them and how many
     were replaced. `progress(done, replaced)` is called after each sample (a reply takes seconds on a CPU)."""
     decoder = GreedyDecoder(memory.lm)
-    by_doc: dict[int, dict[int, int]] = {}
-    for block_id, meta in memory.meta.items():
-        by_doc.setdefault(meta.doc_id, {})[meta.seq] = block_id
     out, replaced = [], 0
     for sample in samples:
         reply = ""
         if sample.kind != "passkey":
             meta = memory.meta[sample.evidence]
-            near = [b for seq in (meta.seq - 1, meta.seq, meta.seq + 1) if (b := by_doc[meta.doc_id].get(seq))]
+            near = [b for seq in (meta.seq - 1, meta.seq, meta.seq + 1)
+                    if (b := memory.by_position.get((meta.doc_id, seq))) is not None]
             texts = memory.block_texts(near)
             passage = f"[{sample.source}]\n" + "".join(texts[b] for b in near)
-            prompt = prompt_text(memory.tokenizer, sample.question).replace(MEMORY_SLOT, passage)
+            prompt = pasted_prompt(memory.tokenizer, sample.question, passage)
             done = generate(decoder.cache, memory.tokenizer(prompt, add_special_tokens=False).input_ids,
                             decoder.stop, max_new_tokens)
             if done.stop is not None:
