@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.common import emit
-from l2m_core import provision
+from l2m_core import cpu_dtype, provision
 from l2m_core.loading import kv_geometry, load_model
 
 
@@ -25,7 +25,8 @@ def pull(force: bool) -> None:
 @click.option("--model", "model_spec", default=None, help="Hub id, local directory or .gguf path.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(model_spec: str | None, as_json: bool) -> None:
-    """Show what is installed: size, architecture, context length."""
+    """Show what is installed: size, architecture, context length, the dtype it runs in (on a CPU, `auto`
+    picks the faster of fp32 and bf16, timed once on this machine: `cpu_dtype`)."""
     loaded = load_model(model_spec)
     cfg = loaded.config
     kv_heads, head_dim = kv_geometry(cfg)
@@ -44,6 +45,8 @@ def info(model_spec: str | None, as_json: bool) -> None:
         "fingerprint": loaded.fingerprint,
         "load_seconds": round(loaded.load_seconds, 2),
     }
+    if loaded.device.type == "cpu":  # what `auto` chooses here, measured once on this machine
+        data["cpu_dtype"] = cpu_dtype.measured()
     if model_spec is None and provision.is_installed():
         data["gguf_path"] = str(provision.default_gguf_path())
         data["gguf_bytes"] = provision.default_gguf_path().stat().st_size

@@ -5,9 +5,10 @@ hub id. A GGUF file is dequantized once, straight to the dtype the model is load
 safetensors beside the other models in `$L2M_HOME/models/`, so later loads take well under a second
 instead of ~18 s (and a 7B model's cache takes 15 GB in bf16 instead of 28 GB in fp32).
 
-The dtype: `auto` is `$L2M_DTYPE` when set; else bf16 on CUDA (fp16 on GPUs without bf16); on the CPU fp32,
-unless the fp32 weights would take more than half the machine's memory, then bf16 (bf16 matmuls were 5x
-slower than fp32 on one of our CPUs and 2x faster on another: DESIGN.md s10; measure before forcing it).
+The dtype: `auto` is `$L2M_DTYPE` when set; else bf16 on CUDA (fp16 on GPUs without bf16); on the CPU bf16
+when the fp32 weights would take more than half the machine's memory, else the dtype this CPU runs faster,
+measured once per machine (`cpu_dtype`: bf16 matmuls were 5x slower than fp32 on one of our CPUs and 2x
+faster on another).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from l2m_core import provision
+from l2m_core import cpu_dtype, provision
 from l2m_core.errors import L2MError
 from l2m_core.paths import l2m_home
 
@@ -78,7 +79,7 @@ def resolve_dtype(dtype: str, device: torch.device, source: str | os.PathLike | 
         budget = _memory_bytes() // 2
         if source is not None and (fp32 := _fp32_bytes(Path(source), budget)) and fp32 > budget:
             return torch.bfloat16
-        return torch.float32
+        return cpu_dtype.fastest()
     if dtype not in _DTYPES:
         raise L2MError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]

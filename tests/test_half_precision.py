@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from l2m_core import loading
+from l2m_core import cpu_dtype, loading
 from l2m_core.errors import L2MError
 from l2m_core.loading import load_model, resolve_dtype
 from l2m_core.memory import Memory
@@ -21,8 +21,9 @@ def shaped_dir(tmp_path_factory):
     return save_random_model("ci", tmp_path_factory.mktemp("ci-shape"))
 
 
-def test_auto_is_fp32_on_cpu_unless_the_weights_would_not_fit(shaped_dir, monkeypatch):
+def test_auto_on_cpu_is_the_measured_dtype_unless_the_weights_would_not_fit(shaped_dir, monkeypatch):
     monkeypatch.delenv(loading.DTYPE_ENV, raising=False)
+    monkeypatch.setattr(cpu_dtype, "fastest", lambda: torch.float32)
     assert resolve_dtype("auto", CPU, shaped_dir) == torch.float32
     fp32 = 4 * parameters(shaped_config("ci"))
     monkeypatch.setattr(loading, "_memory_bytes", lambda: fp32)  # half the memory is less than the weights
@@ -94,3 +95,29 @@ def test_on_cuda_auto_loads_half_precision_and_the_hot_tier_is_on_the_gpu(shaped
     assert mem.ask("Where is the blue lamp?", max_new_tokens=2).citations
     keys, _ = mem.hot.get((spans[0].block_id, 0))
     assert keys.device.type == "cuda"
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, chosen", [(0.010, 0.050, "float32"), (0.020, 0.010, "bfloat16"),
+                                                    (0.011, 0.010, "float32")])  # bf16 must be clearly faster
+def test_cpu_dtype_is_measured_once_per_machine_and_remembered(isolated_home, monkeypatch, fp32_s, bf16_s, chosen):
+    calls = []
+
+    def timed(dtype):
+        calls.append(dtype)
+        return fp32_s if dtype == torch.float32 else bf16_s
+
+    monkeypatch.setattr(cpu_dtype, "seconds_per_chunk", timed)
+    cpu_dtype.measured.cache_clear()
+    assert cpu_dtype.fastest() == getattr(torch, chosen)
+    assert len(calls) == 2
+    cpu_dtype.measured.cache_clear()  # a new process: the file answers, nothing is timed again
+    record = cpu_dtype.measured()
+    assert len(calls) == 2 and record["chosen"] == chosen and record["machine"] == cpu_dtype.machine()
+    (isolated_home / cpu_dtype.FILE).write_text("{not json")  # a damaged file is measured over
+    cpu_dtype.measured.cache_clear()
+    assert cpu_dtype.fastest() == getattr(torch, chosen) and len(calls) == 4
+    cpu_dtype.measured.cache_clear()
+
+
+def test_cpu_dtype_measures_both_candidates():
+    assert all(cpu_dtype.seconds_per_chunk(getattr(torch, name), repeats=1) > 0 for name in cpu_dtype.CANDIDATES)
