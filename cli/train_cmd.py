@@ -192,11 +192,11 @@ def _train_reader(store: str | None, model_spec: str | None, device: str, out_di
             samples += passkey_reader_samples(memory, passkeys, config.seed)
         replaced = 0
         if targets == "oracle":
-            def every_25(done: int, kept: int) -> None:
-                if done % 25 == 0:
-                    _progress({"event": "oracle", "samples": f"{done}/{len(samples)}", "replaced": kept})
+            def batch_done(done: int, total: int) -> None:
+                _progress({"event": "oracle", "replies": f"{done}/{total}"})
 
-            samples, replaced = oracle_targets(memory, samples, progress=every_25)
+            samples, replaced = oracle_targets(memory, samples, progress=batch_done,
+                                               batch_size=32 if memory.lm.device.type == "cuda" else 8)
             _progress({"event": "targets", "oracle": replaced, "span": len(samples) - replaced})
         split = split_by_document(samples, held_out, config.seed)
         reader, summary = train_reader(memory, split, config, memory.lm.name, _progress)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel
 
 from l2m_core.loading import LoadedModel
 
@@ -119,6 +119,31 @@ def generate(cache: PrefixCache, ids: list[int], stop: Collection[int], max_new_
     """The plain model's greedy reply to the prompt `ids` (reusing `cache`'s shared prefix)."""
     logits = cache.prompt(ids)
     return greedy(logits, lambda token: cache.feed([token]), stop, max_new_tokens, choose_token)
+
+
+@torch.inference_mode()
+def generate_batch(lm: LoadedModel, prompts: list[list[int]], stop: Collection[int], max_new_tokens: int,
+                   batch_size: int = 8, progress: Callable[[int], None] | None = None) -> list[Generation]:
+    """The plain model's greedy replies to many prompts, `batch_size` at a time (left-padded, by transformers'
+    `generate`; prompts of similar length share a batch), in the order given. A decode step of a batch costs
+    little more than one prompt's, on a GPU and on a CPU alike. `progress(done)` follows each batch."""
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else min(stop)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(stop),
+                              pad_token_id=pad)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: dict[int, Generation] = {}
+    for first in range(0, len(order), batch_size):
+        batch = [prompts[i] for i in order[first:first + batch_size]]
+        width = max(map(len, batch))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=lm.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=lm.device)
+        rows = lm.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, width:].tolist()
+        for i, row in zip(order[first:first + batch_size], rows, strict=True):
+            end = next((n for n, token in enumerate(row) if token in stop), None)
+            out[i] = Generation(row, None) if end is None else Generation(row[:end], row[end])
+        if progress is not None:
+            progress(len(out))
+    return [out[i] for i in range(len(prompts))]
 
 
 class GreedyDecoder:

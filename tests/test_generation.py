@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import l2m_core.attention  # noqa: F401  (registers the engine's "l2m" attention)
-from l2m_core.generation import GreedyDecoder, PrefixCache, generate, greedy, stop_ids
+from l2m_core.generation import GreedyDecoder, PrefixCache, generate, generate_batch, greedy, stop_ids
 from l2m_core.loading import load_model
 from l2m_core.memory import MEMORY_SLOT, Memory, prompt_text, reading_head
 from l2m_core.settings import MemorySettings
@@ -140,3 +140,16 @@ def test_decoder_matches_generate_and_recomputes_only_the_new_suffix(lm, monkeyp
     fed.clear()
     assert decoder.generate(second, 6) == expected[1]
     assert fed[0] == 1   # an identical prompt feeds only its last token
+
+
+def test_batched_replies_are_each_prompt_s_own_greedy_reply_in_the_order_given(lm):
+    """Left padding and batching change nothing: every reply equals the one-prompt decoder's, stop included."""
+    prompts = [[5 + (i * k) % 200 for i in range(n)] for k, n in ((7, 40), (3, 9), (11, 25), (5, 60), (13, 2))]
+    decoder = GreedyDecoder(lm)
+    free = generate(decoder.cache, prompts[0], decoder.stop, 12)
+    stop = decoder.stop | {free.tokens[6]}  # a token the first reply reaches: it ends there, others may not
+    expected = [generate(decoder.cache, ids, stop, 12) for ids in prompts]
+    assert expected[0].stop == free.tokens[6] and any(g.stop is None for g in expected)
+    done = []
+    assert generate_batch(lm, prompts, stop, 12, batch_size=2, progress=done.append) == expected
+    assert done == [2, 4, 5]

@@ -122,13 +122,12 @@ def test_oracle_targets_take_the_model_s_complete_reply_with_the_evidence_pasted
     replies = [f"It is {samples[0].answer}.", f"It is {samples[1].answer}", "Something else."]
     prompts = []
 
-    def reply(cache, ids, stop, max_new_tokens):  # the second reply is cut off by the token limit
-        prompts.append(memory.tokenizer.decode(ids))
-        i = len(prompts) - 1
-        return Generation(memory.tokenizer(replies[i], add_special_tokens=False).input_ids,
-                          None if i == 1 else min(stop))
+    def reply(lm, batch, stop, max_new_tokens, batch_size, progress):  # the second is cut off by the token limit
+        prompts.extend(memory.tokenizer.decode(ids) for ids in batch)
+        return [Generation(memory.tokenizer(text, add_special_tokens=False).input_ids, None if i == 1 else min(stop))
+                for i, text in enumerate(replies)]
 
-    monkeypatch.setattr(reader_data, "generate", reply)
+    monkeypatch.setattr(reader_data, "generate_batch", reply)
     out, replaced = oracle_targets(memory, samples)
     assert replaced == 1 and out[0].answer == replies[0] and out[1:] == samples[1:]
     for sample, prompt in zip(samples, prompts, strict=True):

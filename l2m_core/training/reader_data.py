@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from l2m_core.errors import L2MError
-from l2m_core.generation import GreedyDecoder, generate
+from l2m_core.generation import generate_batch
 from l2m_core.memory import Memory, pasted_prompt
 from l2m_core.training.data import default_data_dir, passkey_samples, read_novel
 
@@ -163,35 +163,33 @@ def passkey_reader_samples(memory: Memory, count: int, seed: int = 0, data: Path
 
 
 def oracle_targets(memory: Memory, samples: list[ReaderSample], max_new_tokens: int = 40,
-                   progress: Callable[[int, int], None] | None = None) -> tuple[list[ReaderSample], int]:
+                   progress: Callable[[int, int], None] | None = None,
+                   batch_size: int = 8) -> tuple[list[ReaderSample], int]:
     """The samples with each answer replaced by the model's greedy reply to the question with the evidence
     block and its neighbours pasted where memory goes (under their source's name, as bench/qa_eval.py's
     oracle pastes them), where that reply is complete (ended by a stop token, not the token limit) and contains
     the span (case-insensitive); the others, and pass-key samples, keep the span. Returns them and how many
-    were replaced. `progress(done, replaced)` is called after each sample (a reply takes seconds on a CPU)."""
-    decoder = GreedyDecoder(memory.lm)
-    out, replaced = [], 0
-    for sample in samples:
-        reply = ""
-        if sample.kind != "passkey":
-            meta = memory.meta[sample.evidence]
-            near = [b for seq in (meta.seq - 1, meta.seq, meta.seq + 1)
-                    if (b := memory.by_position.get((meta.doc_id, seq))) is not None]
-            texts = memory.block_texts(near)
-            passage = f"[{sample.source}]\n" + "".join(texts[b] for b in near)
-            prompt = pasted_prompt(memory.tokenizer, sample.question, passage)
-            done = generate(decoder.cache, memory.tokenizer(prompt, add_special_tokens=False).input_ids,
-                            decoder.stop, max_new_tokens)
-            if done.stop is not None:
-                reply = memory.tokenizer.decode(done.tokens, skip_special_tokens=True).strip()
-        if reply and sample.answer.lower() in reply.lower():
-            out.append(replace(sample, answer=reply))
-            replaced += 1
-        else:
-            out.append(sample)
-        if progress is not None:
-            progress(len(out), replaced)
-    return out, replaced
+    were replaced. Replies are generated `batch_size` at a time; `progress(done, total)` follows each batch."""
+    asked = [i for i, sample in enumerate(samples) if sample.kind != "passkey"]
+    prompts = [memory.tokenizer(_oracle_prompt(memory, samples[i]), add_special_tokens=False).input_ids
+               for i in asked]
+    replies = generate_batch(memory.lm, prompts, memory.stop_ids, max_new_tokens, batch_size,
+                             progress and (lambda done: progress(done, len(prompts))))
+    out = list(samples)
+    for i, reply in zip(asked, replies, strict=True):
+        text = memory.tokenizer.decode(reply.tokens, skip_special_tokens=True).strip() if reply.stop is not None else ""
+        if text and samples[i].answer.lower() in text.lower():
+            out[i] = replace(samples[i], answer=text)
+    return out, sum(a is not b for a, b in zip(out, samples, strict=True))
+
+
+def _oracle_prompt(memory: Memory, sample: ReaderSample) -> str:
+    """The question's prompt with its evidence block and the blocks either side pasted where memory is read."""
+    meta = memory.meta[sample.evidence]
+    near = [b for seq in (meta.seq - 1, meta.seq, meta.seq + 1)
+            if (b := memory.by_position.get((meta.doc_id, seq))) is not None]
+    texts = memory.block_texts(near)
+    return pasted_prompt(memory.tokenizer, sample.question, f"[{sample.source}]\n" + "".join(texts[b] for b in near))
 
 
 def split_by_document(samples: list[ReaderSample], held_out: float = 0.2, seed: int = 0) -> ReaderSplit:
