@@ -10,6 +10,9 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"
+# The suite's expectations (exact reads, greedy tokens) hold in fp32. On a CPU where bf16 measures faster, `auto`
+# would pick bf16 (l2m_core/cpu_dtype.py); the tests of `auto` itself unset this. Subprocesses inherit it.
+os.environ.setdefault("L2M_DTYPE", "float32")
 
 
 @pytest.fixture(scope="session")
