@@ -173,8 +173,8 @@ def oracle_targets(memory: Memory, samples: list[ReaderSample], max_new_tokens: 
     asked = [i for i, sample in enumerate(samples) if sample.kind != "passkey"]
     prompts = [memory.tokenizer(_oracle_prompt(memory, samples[i]), add_special_tokens=False).input_ids
                for i in asked]
-    replies = generate_batch(memory.lm, prompts, memory.stop_ids, max_new_tokens, batch_size,
-                             progress and (lambda done: progress(done, len(prompts))))
+    on_batch = None if progress is None else (lambda done: progress(done, len(prompts)))
+    replies = generate_batch(memory.lm, prompts, memory.stop_ids, max_new_tokens, batch_size, on_batch)
     out = list(samples)
     for i, reply in zip(asked, replies, strict=True):
         text = memory.tokenizer.decode(reply.tokens, skip_special_tokens=True).strip() if reply.stop is not None else ""
