@@ -29,12 +29,12 @@ from l2m_core.errors import L2MError
 def batch(in_path, out_path, max_tokens, address_head, reader, ray_address, workers, store, model_spec, device,
           as_json) -> None:
     """Answer every question of IN_PATH (one JSON object per line); rerun to resume."""
-    from agent.batch import run_batch_all
-
     cluster = cluster_from(ray_address, workers)
     if cluster is not None and reader not in (None, "none"):
         raise L2MError("--reader is not supported with a cluster yet (its workers read without it)")
-    with open_agent(store, model_spec, device, address_head, reader) as agent:
+    with open_agent(store, model_spec, device, address_head, reader, answers=True) as agent:
+        from agent.batch import run_batch_all
+
         def answer_all(items: list[tuple[str, int]]):
             for answer in agent.ask_many(items, cluster=cluster, address_head=address_head):
                 yield answer if isinstance(answer, Exception) else answer.to_dict()

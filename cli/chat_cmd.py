@@ -21,12 +21,12 @@ from cli.common import address_head_option, emit, open_agent, store_options
 def chat(resume, session_id, max_steps, allow_run, tool_steps, address_head, store, model_spec, device,
          as_json) -> None:
     """Talk to the repository: one message per line on stdin; an empty line or `exit` ends."""
-    from agent.loop import READ_TOOLS, AgentLoop
-    from agent.session import Session
-    from tools.run import RunPolicy
-    from tools.toolbox import Toolbox
+    with open_agent(store, model_spec, device, address_head, answers=True) as agent:
+        from agent.loop import READ_TOOLS, AgentLoop
+        from agent.session import Session
+        from tools.run import RunPolicy
+        from tools.toolbox import Toolbox
 
-    with open_agent(store, model_spec, device, address_head) as agent:
         session = Session.open(agent.memory.files.engine, resume=resume, session_id=session_id)
         toolbox = Toolbox(agent.root, policy=RunPolicy(allow=allow_run))
         tools = (*READ_TOOLS, "run") if allow_run else READ_TOOLS

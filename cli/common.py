@@ -42,16 +42,32 @@ def find_store(explicit: str | None) -> Path | None:
 
 
 def open_agent(store: str | None, model: str | None, device: str = "auto", address_head: Path | None = None,
-               reader: str | None = None):
+               reader: str | None = None, answers: bool = False):
     """The agent of an existing store (`--store` or the nearest `.l2m/`), with a learned address head and a
-    trained reader if given (`reader` "none": the plain read path)."""
-    from agent import Agent
-
+    trained reader if given (`reader` "none": the plain read path). `answers`: the command answers from the
+    stored documents, so a store that holds none is refused, before the model is loaded (an answer from an
+    empty memory is the plain model's, with no sources: it must not pass for one read from the corpus)."""
     path = find_store(store)
     if path is None:
         raise L2MError("no memory store here or in any parent directory; run `l2m ingest PATH` first or pass --store")
+    if answers and not stored_documents(path):
+        raise L2MError(f"the memory store {path} holds no documents; run `l2m ingest PATH` first")
+    from agent import Agent  # torch and the model's libraries: after the checks that need neither
+
     return Agent.from_store(path, model, device=device, address_head=address_head,
                             reader=None if reader in (None, "none") else Path(reader))
+
+
+def stored_documents(path: Path) -> int:
+    """How many documents the store at `path` holds, read without loading its model (`L2MError` when the store
+    does not open)."""
+    from l2m_core.store import StoreFiles
+
+    files = StoreFiles.open(Path(path))
+    try:
+        return files.document_count()
+    finally:
+        files.engine.dispose()
 
 
 address_head_option = click.option(

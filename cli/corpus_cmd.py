@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -46,14 +47,18 @@ def ingest(paths, root, codec, database_url, ray_address, workers, store, model_
     from l2m_core.settings import MemorySettings
 
     cluster = cluster_from(ray_address, workers)
+    given: dict[str, str] = {}  # each path made absolute -> as the user wrote it, for error messages
+    for path in paths:
+        given.setdefault(str(_absolute(path)), str(path))
     paths = [_absolute(p) for p in paths]
     base = (root.resolve() if root else None) or _common_folder(paths) or Path.cwd().resolve()
     existing = find_store(store) or base / STORE_DIR
+    created = None  # what this command makes for a new store, removed again when it indexes nothing
     if is_store(existing):
         agent = Agent.from_store(existing, model_spec, device=device)
     else:
         if paths and not any(p.exists() for p in paths):  # a new store would be made for nothing
-            raise L2MError(f"{paths[0]}: no such file or directory")
+            raise L2MError(f"{given[str(paths[0])]}: no such file or directory")
         require_inside(base, paths)  # before the new store is created
         settings = MemorySettings(codec=codec) if codec else None
         if cluster is not None and not database_url:
@@ -62,21 +67,67 @@ def ingest(paths, root, codec, database_url, ray_address, workers, store, model_
         if database_url and urlsplit(database_url).password and database_url != os.environ.get(DATABASE_URL_ENV):
             raise L2MError(f"put the database password in ${DATABASE_URL_ENV} or $PGPASSWORD, not on the command "
                            "line: other users can read it there, and later commands look for it in the environment")
+        created = _NewStore(existing)
         agent = Agent.open(base, existing, model_spec, settings=settings, device=device, database_url=database_url)
     with agent:
         report = agent.ingest(paths or None, progress=sys.stderr.isatty() and not as_json, cluster=cluster)
         stats = agent.memory.stats()
-    data = {**report.as_dict(), "store": str(agent.memory.files.path),
-            "memory": {k: stats[k] for k in ("documents", "blocks", "tokens")}}
-    emit(data, as_json, report.summary() + f"\nmemory: {stats['documents']} documents, {stats['blocks']} blocks, "
-                                           f"{stats['tokens']} tokens in {agent.memory.files.path}")
-    problems = [f"{path}: no such file or directory" for path in report.skipped.get("missing", [])]
+    problems = [f"{given.get(path, path)}: no such file or directory" for path in report.skipped.get("missing", [])]
     problems += [f"{path}: {why}" for path, why in report.errors.items()]
-    problems += [f"{path}: nothing to index there" for path in report.warnings.get("nothing_to_index", [])]
+    problems += [f"{_as_given(agent.root, where, given)}: nothing to index there"
+                 for where in report.warnings.get("nothing_to_index", [])]
+    if created is not None and not stats["documents"]:  # a new store holding nothing: no store at all
+        created.remove()
+        if as_json:
+            emit({**report.as_dict(), "store": None, "memory": {"documents": 0, "blocks": 0, "tokens": 0}}, True, "")
+        problems = problems or [f"{where}: nothing to index there" for where in (list(given.values()) or
+                                                                                  [str(agent.root)])]
+    else:
+        data = {**report.as_dict(), "store": str(agent.memory.files.path),
+                "memory": {k: stats[k] for k in ("documents", "blocks", "tokens")}}
+        emit(data, as_json, report.summary() + f"\nmemory: {stats['documents']} documents, {stats['blocks']} "
+                                               f"blocks, {stats['tokens']} tokens in {agent.memory.files.path}")
     for line in problems:
         click.echo(f"error: {line}", err=True)
     if problems:
         raise SystemExit(1)
+
+
+class _NewStore:
+    """What creating a store at `path` adds (the folder and the folders above it that do not exist yet, or the
+    entries new in a folder that does), so that a store that got nothing can be removed again without
+    touching anything that was there before."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.folders = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+        self.before = set(path.iterdir()) if path.is_dir() else set()
+
+    def remove(self) -> None:
+        """Remove what was added (call once the store is closed)."""
+        if self.path.is_dir():
+            for entry in set(self.path.iterdir()) - self.before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        for folder in self.folders:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): leave it and the folders above it
+                break
+
+
+def _as_given(root: Path, where: str, given: dict[str, str]) -> str:
+    """The root-relative path `where` of an ingest report ("." for the root) as the user wrote it, else as an
+    absolute path."""
+    from repos_index.scan import relative_to_root
+
+    relative = "" if where == "." else where
+    for absolute, written in given.items():
+        if relative_to_root(root, absolute) == relative:
+            return written
+    return str(root / relative) if relative else str(root)
 
 
 def _absolute(path: Path) -> Path:
@@ -109,7 +160,7 @@ def ask(question, max_tokens, hops, pins, memory_adapter, address_head, reader, 
     """Answer QUESTION from memory, citing the file lines the model read."""
     if memory_adapter is not None and reader not in (None, "none"):
         raise L2MError("--reader reads the stored blocks; --memory-adapter answers without them: give one")
-    with open_agent(store, model_spec, device, address_head, reader) as agent:
+    with open_agent(store, model_spec, device, address_head, reader, answers=True) as agent:
         if memory_adapter is not None:
             text = _learned_memory_answer(agent, memory_adapter, question, max_tokens)
             emit({"answer": text, "citations": [], "memory": "learned"}, as_json,

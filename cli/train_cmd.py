@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import click
-import torch
 
 from cli.common import emit, open_agent
 from l2m_core.errors import L2MError
@@ -120,6 +119,8 @@ def train(task: str, model_spec: str | None, out_dir: Path, memory_adapter: Path
                               eval_every=eval_every, eval_samples=eval_examples, seed=seed, time_budget=time_budget)
         _train_reader(store, model_spec, device, out_dir, config, held_out, per_document, passkeys, targets, as_json)
         return
+    import torch
+
     from l2m_core.lm2 import MemoryConfig, attach_memory
     from l2m_core.training.lm2_tasks import make_task
     from l2m_core.training.lm2_trainer import TrainConfig, Trainer
@@ -158,6 +159,8 @@ def _train_address_head(model_spec: str | None, out_dir: Path, steps: int, batch
                         eval_examples: int, samples: int, haystack_tokens: int, time_budget: float | None, seed: int,
                         device: str, dtype: str, as_json: bool) -> None:
     """Train the learned addressing head on needle samples (training/address.py) and save it in OUT."""
+    import torch
+
     from l2m_core.loading import LoadedModel, fingerprint
     from l2m_core.training.address import train_address_head
 

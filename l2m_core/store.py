@@ -198,6 +198,11 @@ class StoreFiles:
             raise
         return cls(path, manifest, engine)
 
+    def document_count(self) -> int:
+        """How many documents the store holds, counted without its model."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(documents)).scalar_one()
+
     def update_manifest(self, **changes) -> None:
         self.manifest.update(changes)
         _write_manifest(self.path, self.manifest)

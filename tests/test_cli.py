@@ -14,8 +14,8 @@ import pytest
 FIXTURE = Path(__file__).parent / "fixtures" / "python"
 
 
-def l2m(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True)
+def l2m(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, input=stdin, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,69 @@ def test_ingest_of_only_missing_paths_makes_no_store(tmp_path, tiny_model_dir):
 def test_ingest_of_a_folder_with_nothing_to_index_fails(tmp_path, tiny_model_dir):
     (tmp_path / "empty").mkdir()
     done = l2m("ingest", "--model", str(tiny_model_dir), cwd=tmp_path / "empty")
-    assert done.returncode == 1 and "nothing to index" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == f"error: {(tmp_path / 'empty').resolve()}: nothing to index there\n"
+    assert list((tmp_path / "empty").iterdir()) == []  # the store it made for nothing is gone
+
+
+@pytest.mark.parametrize("written", ["absolute", "relative"])
+def test_ingest_of_an_empty_folder_from_elsewhere_names_it_and_leaves_no_store(tmp_path, tiny_model_dir, written):
+    empty, elsewhere = tmp_path / "empty", tmp_path / "elsewhere"
+    empty.mkdir()
+    elsewhere.mkdir()
+    given = str(empty) if written == "absolute" else "../empty"
+    done = l2m("ingest", given, "--model", str(tiny_model_dir), cwd=elsewhere)
+    assert done.returncode == 1 and done.stderr == f"error: {given}: nothing to index there\n"
+    assert done.stdout == ""  # no report of a store that is not there
+    assert not list(tmp_path.rglob(".l2m")) and list(empty.iterdir()) == []
+
+
+def test_ingest_of_nothing_into_a_folder_given_as_store_keeps_what_was_there(tmp_path, tiny_model_dir):
+    """`--store` naming a folder that exists but is no store: only what the ingest added goes again."""
+    empty, folder = tmp_path / "empty", tmp_path / "folder"
+    empty.mkdir()
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine\n")
+    done = l2m("ingest", str(empty), "--store", str(folder), "--model", str(tiny_model_dir), cwd=tmp_path)
+    assert done.returncode == 1 and f"error: {empty}: nothing to index there" in done.stderr
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"] and (folder / "notes.txt").read_text() == "mine\n"
+
+
+def test_ingest_of_an_empty_folder_into_an_existing_store_keeps_the_store(tmp_path, tiny_model_dir):
+    (tmp_path / "a.md").write_text("# Title\n\nSome words worth remembering.\n")
+    (tmp_path / "sub").mkdir()
+    assert l2m("ingest", "--model", str(tiny_model_dir), cwd=tmp_path).returncode == 0
+    done = l2m("ingest", "sub", "--json", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr == "error: sub: nothing to index there\n"
+    assert json.loads(done.stdout)["memory"]["documents"] == 1
+    assert json.loads(l2m("memory", "stats", "--json", cwd=tmp_path).stdout)["documents"] == 1
+
+
+@pytest.fixture
+def empty_store(tmp_path, tiny_model_dir) -> Path:
+    """A store whose only document was deleted and re-ingested away: it exists and holds no documents."""
+    (tmp_path / "a.md").write_text("# Title\n\nSome words worth remembering.\n")
+    assert l2m("ingest", "--model", str(tiny_model_dir), cwd=tmp_path).returncode == 0
+    (tmp_path / "a.md").unlink()
+    l2m("ingest", cwd=tmp_path)
+    assert json.loads(l2m("memory", "stats", "--json", cwd=tmp_path).stdout)["documents"] == 0
+    (tmp_path / "questions.jsonl").write_text('{"id": "q1", "question": "What words?", "max_tokens": 2}\n')
+    return tmp_path
+
+
+@pytest.mark.parametrize("args", [
+    ("ask", "What words?", "--max-tokens", "2"),
+    ("batch", "questions.jsonl", "--out", "answers.jsonl"),
+    ("chat",),
+], ids=["ask", "batch", "chat"])
+def test_answering_from_a_store_with_no_documents_is_refused(empty_store, args):
+    """An empty memory answers like the plain model, with no sources: the command line must not pass that off
+    as an answer from the corpus."""
+    done = l2m(*args, cwd=empty_store, stdin="What words?\n")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"error: the memory store {empty_store.resolve() / '.l2m'} holds no documents; "
+                           "run `l2m ingest PATH` first\n")
+    assert not (empty_store / "answers.jsonl").exists()
 
 
 def test_ingest_puts_a_new_store_on_the_database_given(tmp_path, tiny_model_dir):
