@@ -160,6 +160,19 @@ class RecordPlan:
         return self._layouts[key]
 
 
+class BatchPlan:
+    """Rows of a batch, each read through its own `ReadPlan` (its own read set and positions): the model's
+    projections and MLPs run once for the whole batch, attention row by row. Rows are right-padded; a row's
+    tokens see only earlier ones, so its padding changes none of its outputs."""
+
+    def __init__(self, plans: list[ReadPlan]):
+        self.plans = plans
+
+    def attend(self, layer, query, key, value, traits: LayerTraits):
+        return torch.cat([plan.attend(layer, query[i:i + 1], key[i:i + 1], value[i:i + 1], traits)
+                          for i, plan in enumerate(self.plans)])
+
+
 @dataclass
 class _LayerCache:
     keys: torch.Tensor                 # rotated, [1, Hkv, T, D]
@@ -187,6 +200,7 @@ class ReadPlan:
         self.memory_end, self.question = memory_end, question
         self.positions: torch.Tensor | None = None
         self.layers: dict[int, _LayerCache] = {}
+        self.weigh_blocks = True  # count each block's attention mass (citations); training turns it off
 
     def attend(self, layer, query, key, value, traits: LayerTraits):
         cache = self.layers.get(layer) or self._open_layer(layer, query)
@@ -195,7 +209,7 @@ class ReadPlan:
         positions = torch.cat([cache.positions, self.positions])
         out, probs = attend_over(query, keys, values, traits, traits.visible(self.positions, positions))
         rows = probs[:, :, -1:]  # mass is counted for the newest token: the prompt's last, then each generated one
-        for block_id, start, end in cache.spans:
+        for block_id, start, end in cache.spans if self.weigh_blocks else ():
             cache.mass[block_id] = cache.mass.get(block_id, 0.0) + rows[..., start:end].sum().item() / (
                 rows.shape[0] * rows.shape[1])
         cache.keys, cache.values, cache.positions = keys, values, positions

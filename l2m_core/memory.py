@@ -37,7 +37,7 @@ import torch
 from l2m_core import codec
 from l2m_core.addressing import LexicalIndex, ReprBank, fuse, neighbours
 from l2m_core.answer_form import named_answer, without_repeats
-from l2m_core.attention import ReadPlan, RecordPlan, active
+from l2m_core.attention import BatchPlan, ReadPlan, RecordPlan, active
 from l2m_core.errors import L2MError
 from l2m_core.families import check_supported
 from l2m_core.generation import ChooseToken, greedy, stop_ids
@@ -495,13 +495,30 @@ class Memory:
         """The logits predicting each token of `answer` after `question`, read as `ask` reads it (addressing,
         reading head, read blocks), with autograd on: stored keys and values are constants, and what acts on
         the question's and answer's own projections (the reader) gets gradients. For training a reader."""
-        pins = list(pins)
-        tail, question_span = self._tail(question, None)
-        ids = tail + list(answer)
-        plan = self._read_plan(ids, question_span, self.read_set(question, pins), pins)
-        with active(plan), self._reading():
-            return self.model(torch.tensor([ids], device=self.lm.device), position_ids=plan.positions[None],
-                              use_cache=False, logits_to_keep=len(answer) + 1).logits[0, :-1]
+        return self.answer_logits_batch([(question, answer, pins)])[0]
+
+    def answer_logits_batch(self, items: Sequence[tuple[str, list[int], Sequence[int]]]) -> list[torch.Tensor]:
+        """`answer_logits` for many `(question, answer, pins)` in one forward pass, each row reading its own
+        read set (`BatchPlan`): what a GPU needs to train a reader at more than one sample a pass."""
+        plans, rows, tails = [], [], []
+        for question, answer, pins in items:
+            tail, question_span = self._tail(question, None)
+            rows.append(tail + list(answer))
+            tails.append(len(tail))
+            plan = self._read_plan(rows[-1], question_span, self.read_set(question, pins), list(pins))
+            plan.weigh_blocks = False
+            plans.append(plan)
+        width = max(len(row) for row in rows)
+        for plan in plans:
+            plan.positions = plan.positions[0] + torch.arange(width, device=plan.positions.device)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=self.lm.device)
+        keep = width - min(tails) + 1  # from the logit that predicts the shortest tail's first answer token
+        with active(BatchPlan(plans)), self._reading():
+            logits = self.model(ids, position_ids=torch.stack([p.positions for p in plans]), use_cache=False,
+                                logits_to_keep=keep).logits
+        first = width - keep
+        return [logits[i, tails[i] - 1 - first:len(row) - 1 - first] for i, row in enumerate(rows)]
 
     def read_set(self, question: str, pins: Sequence[int] = ()) -> list[int]:
         """The blocks every layer reads for `question` (addressing, then `pins`), as `ask` chooses them."""

@@ -18,7 +18,7 @@ from l2m_core.loading import load_model
 from l2m_core.reader import Reader, load_reader
 from l2m_core.settings import MemorySettings
 from l2m_core.tiny import save_tiny_model
-from l2m_core.training.reader import ReaderConfig, answer_ids, sample_loss, train_reader
+from l2m_core.training.reader import ReaderConfig, answer_ids, sample_losses, train_reader
 from l2m_core.training.reader_data import corpus_samples, oracle_targets, passkey_reader_samples, split_by_document
 
 # the tiny tokenizer is byte-level: 128-token blocks hold a sentence or a definition's first lines
@@ -104,10 +104,41 @@ def test_the_read_path_passes_gradients_to_the_reader_only(corpus):
     memory = corpus.memory
     memory.reader = Reader.fresh(memory.model, rank=4)
     try:
-        sample_loss(memory, corpus_samples(memory)[0]).backward()
+        sample_losses(memory, corpus_samples(memory)[:1]).sum().backward()
         ups = [p.grad for name, p in memory.reader.lora.named_parameters() if name.startswith("up.")]
         assert all(g is not None for g in ups) and sum(g.abs().sum() for g in ups) > 0
         assert all(p.grad is None for p in memory.model.parameters())
+    finally:
+        memory.reader = None
+
+
+def test_a_batch_gives_each_sample_the_loss_and_gradients_it_gets_alone(corpus):
+    """Rows of different lengths and read sets share one forward pass: padding and the other rows change
+    neither a sample's loss nor the reader's gradients."""
+    memory = corpus.memory
+    samples = corpus_samples(memory)
+    picked = sorted({len(s.question) + len(s.answer): s for s in samples}.items())
+    batch = [picked[0][1], picked[len(picked) // 2][1], picked[-1][1]]
+    assert len({memory.read_set(s.question)[0] for s in batch}) > 1  # not all reading the same blocks
+    memory.reader = Reader.fresh(memory.model, rank=4)
+    try:
+        params = list(memory.reader.lora.parameters())
+        alone = torch.cat([sample_losses(memory, [s]) for s in batch])
+        alone.mean().backward()
+        grads_alone = [p.grad.clone() for p in params]
+        memory.reader.lora.zero_grad(set_to_none=True)
+        together = sample_losses(memory, batch)
+        together.mean().backward()
+        assert torch.allclose(alone, together, atol=1e-5)
+        assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(grads_alone, params, strict=True))
+        assert sum(g.abs().sum() for g in grads_alone) > 0
+        with torch.no_grad():  # each row's first logit is the one `ask` decodes its first token from
+            rows = memory.answer_logits_batch([(s.question, answer_ids(memory, s.answer), []) for s in batch])
+            for sample, row in zip(batch, rows, strict=True):
+                tail, span = memory._tail(sample.question, None)
+                _, first = memory._prefill(tail, span, memory.read_set(sample.question), [])
+                assert row.shape[0] == len(answer_ids(memory, sample.answer))
+                assert torch.allclose(row[0], first, atol=1e-4)
     finally:
         memory.reader = None
 

@@ -2,10 +2,10 @@
 
 Per sample, the product's addressing picks the read set of the store (distractor blocks included; the
 evidence block is pinned when addressing missed it, as a question naming it would pin it), the question and
-its answer attend to `[reading head | read blocks | themselves]` (`Memory.answer_logits`, autograd on), and
-the loss is the cross-entropy of the answer's tokens and the end-of-turn token. Stored keys and values are
-constants; only the LoRA trains. Samples come from `reader_data.py`; the held-out loss is measured on
-documents never trained on.
+its answer attend to `[reading head | read blocks | themselves]` (`Memory.answer_logits_batch`, autograd on;
+a batch's samples share one forward pass, each reading its own blocks), and the loss is the cross-entropy of
+the answer's tokens and the end-of-turn token. Stored keys and values are constants; only the LoRA trains.
+Samples come from `reader_data.py`; the held-out loss is measured on documents never trained on.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from l2m_core.training.reader_data import ReaderSample, ReaderSplit
 @dataclass
 class ReaderConfig:
     steps: int = 200
-    batch_size: int = 4            # samples per optimizer step (one forward each: the read path is batch 1)
+    batch_size: int = 4            # samples per optimizer step, in one forward pass
     lr: float = 1e-3
     rank: int = 8
     mlp: bool = False              # also adapt the MLP projections
@@ -43,17 +43,22 @@ def answer_ids(memory: Memory, answer: str) -> list[int]:
     return ids + ([end] if isinstance(end, int) and end >= 0 else [])
 
 
-def sample_loss(memory: Memory, sample: ReaderSample) -> torch.Tensor:
-    """Mean cross-entropy of the answer tokens, read through the store as `ask` reads."""
-    target = answer_ids(memory, sample.answer)
-    pins = [] if sample.evidence in memory.read_set(sample.question) else [sample.evidence]
-    logits = memory.answer_logits(sample.question, target, pins)
-    return F.cross_entropy(logits.float(), torch.tensor(target, device=logits.device))
+def sample_losses(memory: Memory, samples: list[ReaderSample]) -> torch.Tensor:
+    """Per sample, the mean cross-entropy of its answer tokens, read through the store as `ask` reads; one
+    forward pass for all of them."""
+    targets = [answer_ids(memory, s.answer) for s in samples]
+    items = [(s.question, target, [] if s.evidence in memory.read_set(s.question) else [s.evidence])
+             for s, target in zip(samples, targets, strict=True)]
+    logits = memory.answer_logits_batch(items)
+    return torch.stack([F.cross_entropy(row.float(), torch.tensor(target, device=row.device))
+                        for row, target in zip(logits, targets, strict=True)])
 
 
 @torch.no_grad()
-def mean_loss(memory: Memory, samples: list[ReaderSample]) -> float:
-    return sum(sample_loss(memory, s).item() for s in samples) / max(1, len(samples))
+def mean_loss(memory: Memory, samples: list[ReaderSample], batch_size: int) -> float:
+    total = sum(sample_losses(memory, samples[i:i + batch_size]).sum().item()
+                for i in range(0, len(samples), batch_size))
+    return total / max(1, len(samples))
 
 
 def train_reader(memory: Memory, split: ReaderSplit, config: ReaderConfig, base_name: str = "",
@@ -73,8 +78,8 @@ def train_reader(memory: Memory, split: ReaderSplit, config: ReaderConfig, base_
     curve: list[dict] = []
 
     def record(step: int) -> None:
-        curve.append({"step": step, "train_loss": round(mean_loss(memory, watch), 4),
-                      "held_out_loss": round(mean_loss(memory, held), 4) if held else None})
+        curve.append({"step": step, "train_loss": round(mean_loss(memory, watch, config.batch_size), 4),
+                      "held_out_loss": round(mean_loss(memory, held, config.batch_size), 4) if held else None})
         report({"event": "eval", **curve[-1]})
 
     start, step = time.perf_counter(), 0
@@ -85,7 +90,7 @@ def train_reader(memory: Memory, split: ReaderSplit, config: ReaderConfig, base_
             break
         optimizer.zero_grad(set_to_none=True)
         batch = [rng.choice(split.train) for _ in range(config.batch_size)]
-        loss = sum(sample_loss(memory, s) for s in batch) / len(batch)
+        loss = sample_losses(memory, batch).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
