@@ -208,9 +208,10 @@ def _train_reader(store: str | None, model_spec: str | None, device: str, out_di
         reader.save(out_dir, curve=summary["curve"], held_out_sources=summary["held_out_sources"])
         if memory is not agent.memory:
             memory.close()
-    last = summary["curve"][-1]
+    kept = next(c for c in summary["curve"] if c["step"] == summary["kept_step"])
     data = {"task": "reader", "model": agent.memory.lm.name, "steps": summary["steps"], "seconds": summary["seconds"],
+            "kept_step": summary["kept_step"],
             "train_samples": summary["train_samples"], "held_out_samples": summary["held_out_samples"],
-            "train_loss": last["train_loss"], "held_out_loss": last["held_out_loss"],
+            "train_loss": kept["train_loss"], "held_out_loss": kept["held_out_loss"],
             "first_held_out_loss": summary["curve"][0]["held_out_loss"], "reader": str(out_dir)}
     emit(data, as_json, "\n".join(f"{k:24} {v}" for k, v in data.items()))

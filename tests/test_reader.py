@@ -18,7 +18,7 @@ from l2m_core.loading import load_model
 from l2m_core.reader import Reader, load_reader
 from l2m_core.settings import MemorySettings
 from l2m_core.tiny import save_tiny_model
-from l2m_core.training.reader import ReaderConfig, answer_ids, sample_losses, train_reader
+from l2m_core.training.reader import ReaderConfig, answer_ids, mean_loss, sample_losses, train_reader
 from l2m_core.training.reader_data import corpus_samples, oracle_targets, passkey_reader_samples, split_by_document
 
 # the tiny tokenizer is byte-level: 128-token blocks hold a sentence or a definition's first lines
@@ -197,6 +197,39 @@ def test_a_few_steps_lower_the_loss_on_the_training_samples(trained):
     assert [c["step"] for c in curve] == [0, 6, 12]
     assert curve[-1]["train_loss"] < curve[0]["train_loss"] - 0.1
     assert curve[-1]["held_out_loss"] is not None
+
+
+def test_the_reader_kept_is_the_one_evaluated_with_the_lowest_held_out_loss(corpus, trained):
+    reader, summary, _ = trained
+    best = min(summary["curve"], key=lambda c: c["held_out_loss"])
+    assert summary["kept_step"] == best["step"] and reader.config["held_out_loss"] == best["held_out_loss"]
+    held_out = split_by_document(corpus_samples(corpus.memory, seed=0), held_out=0.25, seed=0).held_out
+    assert len(held_out) <= ReaderConfig().eval_samples  # so the curve's held-out loss is over all of them
+    corpus.memory.reader = reader
+    try:
+        assert mean_loss(corpus.memory, held_out, 4) == pytest.approx(best["held_out_loss"], abs=1e-3)
+    finally:
+        corpus.memory.reader = None
+
+
+def test_a_reader_whose_held_out_loss_only_rises_is_kept_untrained(corpus):
+    """A learning rate far too high wrecks the LoRA on its first step; what is kept is the reader of step 0,
+    which reads as the plain model does."""
+    split = split_by_document(corpus_samples(corpus.memory, seed=0), held_out=0.25, seed=0)
+    reader, summary = train_reader(corpus.memory, split, ReaderConfig(steps=2, batch_size=2, lr=1.0, rank=4,
+                                                                      eval_every=1, seed=0))
+    corpus.memory.reader = None
+    losses = [c["held_out_loss"] for c in summary["curve"]]
+    assert min(losses[1:]) > losses[0] and summary["kept_step"] == 0
+    question, answer = "Which file defines insure?", answer_ids(corpus.memory, "ship.py")
+    with torch.no_grad():
+        plain = corpus.memory.answer_logits(question, answer)
+        corpus.memory.reader = reader
+        try:
+            kept = corpus.memory.answer_logits(question, answer)
+        finally:
+            corpus.memory.reader = None
+    assert torch.allclose(plain, kept, atol=1e-5)
 
 
 def test_the_saved_reader_gives_the_same_logits_and_the_plain_path_is_untouched(corpus, trained):

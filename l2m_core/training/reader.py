@@ -64,7 +64,8 @@ def mean_loss(memory: Memory, samples: list[ReaderSample], batch_size: int) -> f
 def train_reader(memory: Memory, split: ReaderSplit, config: ReaderConfig, base_name: str = "",
                  progress: Callable[[dict], None] | None = None) -> tuple[Reader, dict]:
     """Train a fresh reader on `split.train`; the reader (attached to `memory`) and a summary with the
-    train/held-out loss curve. The reader is left as `memory.reader`."""
+    train/held-out loss curve. The reader returned, and left as `memory.reader`, is the one evaluated with the
+    lowest held-out loss (`kept_step`); with no held-out samples, the last."""
     report = progress or (lambda event: None)
     torch.manual_seed(config.seed)
     reader = Reader.fresh(memory.model, config.rank, config.mlp, base_name=base_name)
@@ -76,11 +77,14 @@ def train_reader(memory: Memory, split: ReaderSplit, config: ReaderConfig, base_
     watch = rng.sample(split.train, min(config.eval_samples, len(split.train)))
     held = random.Random(f"{config.seed}-held").sample(split.held_out, min(config.eval_samples, len(split.held_out)))
     curve: list[dict] = []
+    kept: dict = {}  # the evaluation with the lowest held-out loss so far, and the LoRA's weights then
 
     def record(step: int) -> None:
         curve.append({"step": step, "train_loss": round(mean_loss(memory, watch, config.batch_size), 4),
                       "held_out_loss": round(mean_loss(memory, held, config.batch_size), 4) if held else None})
         report({"event": "eval", **curve[-1]})
+        if held and (not kept or curve[-1]["held_out_loss"] < kept["eval"]["held_out_loss"]):
+            kept.update(eval=curve[-1], weights={k: v.detach().clone() for k, v in reader.lora.state_dict().items()})
 
     start, step = time.perf_counter(), 0
     record(0)
@@ -101,14 +105,17 @@ def train_reader(memory: Memory, split: ReaderSplit, config: ReaderConfig, base_
             record(step)
     if curve[-1]["step"] != step:
         record(step)
+    if kept:  # a reader that overfits its training documents is kept as it was before it did
+        reader.lora.load_state_dict(kept["weights"])
+    best = kept.get("eval", curve[-1])
     for p in params:
         p.requires_grad_(False)
     kinds = sorted({s.kind for s in split.train})
-    summary = {"steps": step, "seconds": round(time.perf_counter() - start, 1), "curve": curve,
-               "train_samples": len(split.train), "held_out_samples": len(split.held_out),
+    summary = {"steps": step, "kept_step": best["step"], "seconds": round(time.perf_counter() - start, 1),
+               "curve": curve,               "train_samples": len(split.train), "held_out_samples": len(split.held_out),
                "held_out_sources": split.held_out_sources, "kinds": kinds}
     reader.config.update({"recipe": {**asdict(config), "kinds": kinds, "settings": memory.settings.to_dict()},
                           "trained": {"device": str(memory.lm.device), **{k: summary[k] for k in (
-                              "steps", "seconds", "train_samples", "held_out_samples")}},
-                          "train_loss": curve[-1]["train_loss"], "held_out_loss": curve[-1]["held_out_loss"]})
+                              "steps", "kept_step", "seconds", "train_samples", "held_out_samples")}},
+                          "train_loss": best["train_loss"], "held_out_loss": best["held_out_loss"]})
     return reader, summary
