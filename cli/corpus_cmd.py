@@ -47,10 +47,11 @@ def ingest(paths, root, codec, database_url, ray_address, workers, store, model_
     from l2m_core.settings import MemorySettings
 
     cluster = cluster_from(ray_address, workers)
+    written = paths
+    paths = [_absolute(p) for p in written]
     given: dict[str, str] = {}  # each path made absolute -> as the user wrote it, for error messages
-    for path in paths:
-        given.setdefault(str(_absolute(path)), str(path))
-    paths = [_absolute(p) for p in paths]
+    for path, as_written in zip(paths, written, strict=True):
+        given.setdefault(str(path), str(as_written))
     base = (root.resolve() if root else None) or _common_folder(paths) or Path.cwd().resolve()
     existing = find_store(store) or base / STORE_DIR
     created = None  # what this command makes for a new store, removed again when it indexes nothing

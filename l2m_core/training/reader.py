@@ -112,7 +112,7 @@ def train_reader(memory: Memory, split: ReaderSplit, config: ReaderConfig, base_
         p.requires_grad_(False)
     kinds = sorted({s.kind for s in split.train})
     summary = {"steps": step, "kept_step": best["step"], "seconds": round(time.perf_counter() - start, 1),
-               "curve": curve,               "train_samples": len(split.train), "held_out_samples": len(split.held_out),
+               "curve": curve, "train_samples": len(split.train), "held_out_samples": len(split.held_out),
                "held_out_sources": split.held_out_sources, "kinds": kinds}
     reader.config.update({"recipe": {**asdict(config), "kinds": kinds, "settings": memory.settings.to_dict()},
                           "trained": {"device": str(memory.lm.device), **{k: summary[k] for k in (
