@@ -60,7 +60,8 @@ def plain_forward_seconds(lm, parts: list[str], settings: MemorySettings, window
                          logits_to_keep=1, position_ids=torch.arange(t0, t0 + len(chunk), device=lm.device)[None])
             for layer in cache.layers if window else ():
                 if layer.keys.shape[2] > settings.sink + settings.local:
-                    layer.keys, layer.values = (torch.cat([x[:, :, :settings.sink], x[:, :, -settings.local:]], 2)
+                    keep = layer.keys.shape[2] - settings.local  # not `-local:`, which keeps all with local=0
+                    layer.keys, layer.values = (torch.cat([x[:, :, :settings.sink], x[:, :, keep:]], 2)
                                                 for x in (layer.keys, layer.values))
         total += len(ids)
     if lm.device.type == "cuda":

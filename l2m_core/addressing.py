@@ -9,6 +9,7 @@ do not; key scores add a few blocks per layer on top, within the per-layer budge
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from itertools import islice
@@ -42,18 +43,25 @@ def _words(text: str) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _stem(word: str) -> str:
+    """The snowball stem of a word, remembered: a corpus repeats its words, and stemming each occurrence
+    took most of the time of indexing a block in RAM."""
+    return _STEMMER.stemWord(word)
+
+
 def terms(text: str, stemmed: bool = False) -> list[str]:
     """The words of a text as BM25 indexes them; `stemmed`: reduced to their stems ("normalises" and
     "normalize" meet)."""
     words = _words(text)
-    return _STEMMER.stemWords(words) if stemmed else words
+    return [_stem(w) for w in words] if stemmed else words
 
 
 def query_terms(question: str, stemmed: bool = False) -> list[str]:
     """The terms of a question; `stemmed`: stems, without its question words."""
     if not stemmed:
         return _words(question)
-    return _STEMMER.stemWords([w for w in _words(question) if w not in _QUESTION_WORDS])
+    return [_stem(w) for w in _words(question) if w not in _QUESTION_WORDS]
 
 
 class LexicalIndex:

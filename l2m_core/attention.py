@@ -92,12 +92,15 @@ def attend_over(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, t
 
 
 def received_attention(query: torch.Tensor, keys: torch.Tensor, traits: LayerTraits, visible: torch.Tensor,
-                       stride: int = 8) -> torch.Tensor:
+                       stride: int = 32) -> torch.Tensor:
     """Mean attention each of the queries' own tokens (the last `q` keys) receives from the queries that see it:
     `[Hkv, q]`.
 
     Only every `stride`-th query row (ending at the last) is scored: this ranks keys for representatives,
-    and the full probability matrix would cost as much as the attention itself.
+    and the full probability matrix would cost as much as the attention itself. Per layer of a 512-token
+    chunk on one CPU thread, every 8th row cost 5.0 ms, every 32nd 1.2 ms (the attention itself, with a
+    320-token prefix: 13.4 ms); in a whole ingest, every 64th saved little more (small operations' overhead
+    remains). Reading uses representatives only where asked for (`attention_top_k`, a learned address head).
     """
     _, n_heads, q_len, dim = query.shape
     kv_heads, total = keys.shape[1], keys.shape[2]

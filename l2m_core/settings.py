@@ -14,7 +14,10 @@ class MemorySettings:
     block_size: int = 64          # tokens per memory block
     chunk_size: int = 512         # tokens fed per forward pass while ingesting
     sink: int = 64                # first tokens of a document, always visible while ingesting it
-    local: int = 256              # sliding window of recent tokens visible while ingesting
+    local: int = 0                # tokens before a chunk that it also sees while ingesting (besides the reading
+                                  # head and the sink). 0 since 2026-11-30 (was 256): ingest 0.72-0.78 -> 0.75-0.84x
+                                  # the plain forward pass in wall time; answers right, 256 -> 0, on five question
+                                  # sets: 40 -> 41 of 102 (bench/SPEED.md). A store keeps the value it recorded
     lexical_top_k: int = 4        # blocks addressed by BM25 over block text
     neighbours: int = 2           # the right neighbour of the best N lexical blocks joins too
     attention_top_k: int = 0      # extra blocks per layer chosen by the layer's own query-key scores; off by

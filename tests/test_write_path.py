@@ -105,3 +105,24 @@ def test_memoized_rotary_tables_follow_the_positions_given(tiny):
         fresh = Rotary(tiny.model).rotate(k, positions, 1)
         assert torch.equal(rotary.rotate(k, positions, 1), fresh)
     assert torch.equal(rotary.rotate(k, first, 1), turned)
+
+
+@pytest.mark.parametrize("local", [0, 16, 48])
+def test_a_chunk_is_encoded_after_the_sink_and_the_last_local_tokens(tiny, tmp_path, local):
+    """What a stored block's keys and values were computed over: the document's first `sink` tokens, the `local`
+    tokens before its chunk (none with `local=0`) and the chunk itself, exactly as the plain model computes
+    them over that window."""
+    settings = MemorySettings(block_size=16, chunk_size=32, sink=16, local=local, codec="fp32", hot_budget_mb=4)
+    mem = Memory.create(tmp_path / "s", tiny, settings)
+    ids = tiny.tokenizer(TEXT, add_special_tokens=False)["input_ids"][:128]
+    t0 = 96  # the fourth chunk
+    window = ids[:16] + ids[max(16, t0 - local):t0] + ids[t0:t0 + 32]
+    before = len(window) - 32
+    with torch.inference_mode():
+        cache = tiny.model(torch.tensor([window]), use_cache=True).past_key_values
+        ours = [block for block in mem._encode_blocks(ids) if block[0] >= t0]
+    rotary, positions = Rotary(tiny.model), torch.arange(before, len(window))
+    keys, values = torch.cat([b[2] for b in ours], dim=2), torch.cat([b[3] for b in ours], dim=2)
+    for layer, plain in enumerate(cache.layers):
+        assert torch.allclose(keys[layer], rotary.unrotate(plain.keys[:, :, before:], positions, layer)[0], atol=1e-4)
+        assert torch.allclose(values[layer], plain.values[0, :, before:], atol=1e-4)
