@@ -150,10 +150,13 @@ def store_root(store: str | Path) -> Path:
 
 def require_inside(root: Path, paths: list[str | Path]) -> None:
     """Raise `L2MError` for the first of `paths` (absolute, or relative to `root`) outside the corpus root:
-    a store indexes one tree, and a path it cannot index must not pass as ingested."""
+    a store indexes one tree, and a path it cannot index must not pass as ingested. A path that does not
+    exist is said to be missing first."""
     root = Path(root).resolve()
     for path in paths:
         if relative_to_root(root, path) is None:
+            if not (root / path).exists():  # an absolute path joins as itself
+                raise L2MError(f"{path}: no such file or directory")
             raise L2MError(f"{path} is outside the corpus root {root}; ingest it into another store (--store) "
                            "or create this one with a root that holds both (--root)")
 

@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from l2m_core.addressing import rrf
-from l2m_core.attention import RecordPlan, active
+from l2m_core.attention import RecordPlan, record
 from l2m_core.errors import L2MError
 from l2m_core.loading import check_base, fingerprint, kv_geometry, read_trained_config
 
@@ -167,9 +167,8 @@ def question_keys(model, rotary, tokenizer, text: str, layers: Sequence[int]) ->
         raise L2MError("the question is empty")
     device = next(model.parameters()).device
     positions = torch.arange(len(ids), device=device)
-    plan = RecordPlan(rotary, None, None, positions)
-    with torch.inference_mode(), active(plan):
-        model(torch.tensor([ids], device=device), position_ids=positions[None], use_cache=False, logits_to_keep=1)
+    plan = record(model, torch.tensor([ids], device=device), RecordPlan(rotary, None, None, positions),
+                  max(layers) + 1)
     return torch.stack([plan.keys[layer][0, :, len(prefix):] for layer in layers]).float().cpu()
 
 

@@ -116,51 +116,74 @@ def received_attention(query: torch.Tensor, keys: torch.Tensor, traits: LayerTra
 class RecordPlan:
     """Attend to a fixed prefix plus the current tokens; record the current un-rotated keys and values.
 
-    `prefix_k[layer]` holds un-rotated keys (placed at positions 0..n-1), `positions` the current tokens'.
-    With `track_received`, also records the attention each current key received (for representative keys).
+    `prefix_k[layer]` holds keys already rotated to positions 0..n-1 (a document's prefix is the same for
+    many chunks, so it is turned once), `positions` the current tokens'. With `track_received`, also records
+    the attention each current key received (for representative keys). Run it with `record`.
     """
 
     def __init__(self, rotary: Rotary, prefix_k: list[torch.Tensor] | None, prefix_v: list[torch.Tensor] | None,
                  positions: torch.Tensor, track_received: bool = False):
         self.rotary, self.positions, self.track_received = rotary, positions, track_received
         self.prefix_k, self.prefix_v = prefix_k, prefix_v
+        self.last_layer: int | None = None  # `record` stops the pass once this layer is recorded
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
         self.received: dict[int, torch.Tensor] = {}
-        self._layouts: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._layouts: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def attend(self, layer, query, key, value, traits: LayerTraits):
         n = self.prefix_k[layer].shape[2] if self.prefix_k is not None else 0
-        before, visible, additive = self._layout(n, traits, query)
+        visible, additive = self._layout(n, traits, query)
+        keys, values = key, value
         if n:
-            pk = self.rotary.rotate(self.prefix_k[layer], before, layer)
-            keys, values = torch.cat([pk, key], dim=2), torch.cat([self.prefix_v[layer], value], dim=2)
-        else:
-            keys, values = key, value
-        if traits.softcap is None:
-            out = F.scaled_dot_product_attention(query, keys, values, attn_mask=additive, scale=traits.scaling,
-                                                 enable_gqa=True)
-        else:
+            keys, values = torch.cat([self.prefix_k[layer], key], dim=2), torch.cat([self.prefix_v[layer], value], 2)
+        if traits.softcap is not None:
             out = attend_over(query, keys, values, traits, visible)[0]
+        else:  # a plain causal chunk (no prefix, no window) needs no mask: SDPA's causal kernel, the same output
+            out = F.scaled_dot_product_attention(query, keys, values, attn_mask=additive, is_causal=additive is None,
+                                                 scale=traits.scaling, enable_gqa=True)
         self.keys[layer] = self.rotary.unrotate(key, self.positions, layer)
         self.values[layer] = value
         if self.track_received:
             self.received[layer] = received_attention(query, keys, traits, visible)
+        if layer == self.last_layer:
+            raise _Recorded
         return out
 
     def _layout(self, n_prefix: int, traits: LayerTraits, query: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The prefix's positions, the visibility mask `[q, T]` and the same as SDPA's additive mask (0 where
-        visible, -inf elsewhere: what SDPA makes of a boolean mask on every call, so the same output). They
-        are the same in every layer with the same prefix length and window, so they are built once per pass
-        (and the positions tensor then finds its cos/sin in the rotary's memo)."""
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The visibility mask `[q, T]` and the same as SDPA's additive mask (0 where visible, -inf elsewhere:
+        what SDPA makes of a boolean mask on every call, so the same output; None where SDPA's own causal
+        mask is the same). They are the same in every layer with the same prefix length and window, so they
+        are built once per pass."""
         key = (n_prefix, traits.window, query.dtype)
         if key not in self._layouts:
             before = torch.arange(n_prefix, device=query.device)
             visible = traits.visible(self.positions, torch.cat([before, self.positions]))
-            additive = torch.zeros(visible.shape, dtype=query.dtype, device=query.device)
-            self._layouts[key] = before, visible, additive.masked_fill_(~visible, float("-inf"))
+            additive = None
+            if n_prefix or traits.window is not None:
+                additive = torch.zeros(visible.shape, dtype=query.dtype, device=query.device)
+                additive.masked_fill_(~visible, float("-inf"))
+            self._layouts[key] = visible, additive
         return self._layouts[key]
+
+
+class _Recorded(Exception):
+    """Raised by a `RecordPlan` once its last layer is recorded, to end the forward pass there (`record`)."""
+
+
+def record(model, ids: torch.Tensor, plan: RecordPlan, layers: int) -> RecordPlan:
+    """Run `model` over `ids` (`[1, n]`, at the plan's positions) while `plan` records each layer's keys and
+    values, and stop once layer `layers - 1` is recorded: what follows (that layer's attention output and
+    MLP, the final norm, the logits) changes nothing recorded, and skipping it saves about 1/`layers` of
+    the pass."""
+    plan.last_layer = layers - 1
+    with torch.inference_mode(), active(plan):
+        try:
+            model(ids, position_ids=plan.positions[None], use_cache=False, logits_to_keep=1)
+        except _Recorded:
+            pass
+    return plan
 
 
 class BatchPlan:

@@ -37,7 +37,7 @@ import torch
 from l2m_core import codec
 from l2m_core.addressing import LexicalIndex, ReprBank, fuse, neighbours
 from l2m_core.answer_form import named_answer, without_repeats
-from l2m_core.attention import BatchPlan, ReadPlan, RecordPlan, active
+from l2m_core.attention import BatchPlan, ReadPlan, RecordPlan, active, record
 from l2m_core.errors import L2MError
 from l2m_core.families import check_supported
 from l2m_core.generation import ChooseToken, greedy, stop_ids
@@ -319,37 +319,49 @@ class Memory:
         device = self.lm.device
         n = len(ids)
         _, head_k, head_v = self._head_states(self.settings.reading_head or "")
+        layers = range(self.layers)
         sink_k = sink_v = None   # the document's first `sink` tokens, per layer
-        recent: list[tuple[int, list[torch.Tensor], list[torch.Tensor]]] = []  # (first token, keys, values)
+        recent: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (first token, keys, values), [L, Hkv, T, D]
+        prefix = None            # what `prefix_k` holds: sink tokens, (chunk, first token kept) of the window
         for t0 in range(0, n, s.chunk_size):
             chunk = torch.tensor([ids[t0:t0 + s.chunk_size]], device=device)
-            prefix_k, prefix_v = head_k, head_v
-            if t0:
-                local_from = max(min(s.sink, t0), t0 - s.local)
-                n_sink = min(s.sink, t0, local_from)
-                prefix_k = [torch.cat([head_k[layer], sink_k[layer][:, :, :n_sink],
-                                       *(k[layer][:, :, max(local_from - first, 0):] for first, k, _ in recent)], dim=2)
-                            for layer in range(self.layers)]
-                prefix_v = [torch.cat([head_v[layer], sink_v[layer][:, :, :n_sink],
-                                       *(v[layer][:, :, max(local_from - first, 0):] for first, _, v in recent)], dim=2)
-                            for layer in range(self.layers)]
+            local_from = max(min(s.sink, t0), t0 - s.local)
+            n_sink = min(s.sink, t0, local_from)
+            window = tuple((first, max(local_from - first, 0)) for first, _, _ in recent)
+            if (n_sink, window) != prefix:  # with no local window, twice per document
+                prefix = n_sink, window
+                prefix_k, prefix_v = self._prefix(head_k, head_v, sink_k, sink_v, n_sink, recent, local_from)
             n_prefix = prefix_k[0].shape[2]
             positions = torch.arange(n_prefix, n_prefix + chunk.shape[1], device=device)
-            plan = RecordPlan(self.rotary, prefix_k, prefix_v, positions, track_received=True)
-            with torch.inference_mode(), active(plan):
-                self.model(chunk, position_ids=positions[None], use_cache=False, logits_to_keep=1)
-            keys = [plan.keys[layer] for layer in range(self.layers)]
-            values = [plan.values[layer] for layer in range(self.layers)]
+            plan = record(self.model, chunk, RecordPlan(self.rotary, prefix_k, prefix_v, positions,
+                                                        track_received=True), self.layers)
+            keys = torch.stack([plan.keys[layer][0] for layer in layers])            # [L, Hkv, T, D]
+            values = torch.stack([plan.values[layer][0] for layer in layers])
+            received = torch.stack([plan.received[layer] for layer in layers])      # [L, Hkv, T]
             if not t0:
-                sink_k, sink_v = [k[:, :, :s.sink] for k in keys], [v[:, :, :s.sink] for v in values]
+                sink_k, sink_v = [keys[layer][None, :, :s.sink] for layer in layers], [
+                    values[layer][None, :, :s.sink] for layer in layers]
             done = t0 + chunk.shape[1]
             for start in range(t0, done, s.block_size):
                 a, b = start - t0, min(start + s.block_size, done) - t0
-                yield (start, t0 + b, torch.stack([k[0, :, a:b] for k in keys]),
-                       torch.stack([v[0, :, a:b] for v in values]),
-                       torch.stack([plan.received[layer][:, a:b] for layer in range(self.layers)]))
+                yield start, t0 + b, keys[:, :, a:b], values[:, :, a:b], received[:, :, a:b]
             recent = [(first, k, v) for first, k, v in [*recent, (t0, keys, values)]
-                      if first + k[0].shape[2] > done - s.local]
+                      if first + k.shape[2] > done - s.local]
+
+    def _prefix(self, head_k: list[torch.Tensor], head_v: list[torch.Tensor], sink_k: list[torch.Tensor],
+                sink_v: list[torch.Tensor], n_sink: int, recent: list, local_from: int
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """What a chunk attends to before itself, per layer: `[head | first n_sink tokens | local window]`,
+        the keys rotated to positions 0..n-1."""
+        ks, vs = [], []
+        for layer in range(self.layers):
+            sink = [(sink_k[layer][:, :, :n_sink], sink_v[layer][:, :, :n_sink])] if n_sink else []
+            local = [(k[layer][None, :, max(local_from - first, 0):], v[layer][None, :, max(local_from - first, 0):])
+                     for first, k, v in recent]
+            k = torch.cat([head_k[layer], *(k for k, _ in sink + local)], dim=2)
+            ks.append(self.rotary.rotate(k, torch.arange(k.shape[2], device=k.device), layer))
+            vs.append(torch.cat([head_v[layer], *(v for _, v in sink + local)], dim=2))
+        return ks, vs
 
     def _representatives(self, keys: torch.Tensor, received: torch.Tensor) -> torch.Tensor:
         """Per layer and KV head, the `repr_keys` keys that received most attention: `[L, r, Hkv, D]`."""
@@ -583,10 +595,8 @@ class Memory:
                 self._heads[text] = ids, [empty] * self.layers, [empty] * self.layers
                 return self._heads[text]
             positions = torch.arange(len(ids), device=device)
-            plan = RecordPlan(self.rotary, None, None, positions)
-            with torch.inference_mode(), active(plan):
-                self.model(torch.tensor([ids], device=device), position_ids=positions[None], use_cache=False,
-                           logits_to_keep=1)
+            plan = record(self.model, torch.tensor([ids], device=device),
+                          RecordPlan(self.rotary, None, None, positions), self.layers)
             self._heads[text] = (ids, [plan.keys[i] for i in range(self.layers)],
                                  [plan.values[i] for i in range(self.layers)])
         return self._heads[text]

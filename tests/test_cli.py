@@ -271,3 +271,6 @@ def test_ingest_of_a_path_outside_an_existing_stores_root_is_an_error(repo, tmp_
     assert done.returncode == 2 and "outside" in done.stderr and str(repo.resolve()) in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert json.loads(l2m("memory", "stats", "--json", cwd=repo).stdout) == before
+    missing = l2m("ingest", str(tmp_path / "nope.md"), cwd=repo)  # missing and outside: said to be missing
+    assert missing.returncode == 2 and missing.stderr == f"error: {tmp_path / 'nope.md'}: no such file or directory\n"
+    assert json.loads(l2m("memory", "stats", "--json", cwd=repo).stdout) == before

@@ -107,11 +107,11 @@ def test_memoized_rotary_tables_follow_the_positions_given(tiny):
     assert torch.equal(rotary.rotate(k, first, 1), turned)
 
 
-@pytest.mark.parametrize("local", [0, 16, 48])
+@pytest.mark.parametrize("local", [0, 16, 48, 4096])
 def test_a_chunk_is_encoded_after_the_sink_and_the_last_local_tokens(tiny, tmp_path, local):
     """What a stored block's keys and values were computed over: the document's first `sink` tokens, the `local`
-    tokens before its chunk (none with `local=0`) and the chunk itself, exactly as the plain model computes
-    them over that window."""
+    tokens before its chunk (none with `local=0`, all earlier ones with 4096) and the chunk itself, exactly as
+    the plain model computes them over that window."""
     settings = MemorySettings(block_size=16, chunk_size=32, sink=16, local=local, codec="fp32", hot_budget_mb=4)
     mem = Memory.create(tmp_path / "s", tiny, settings)
     ids = tiny.tokenizer(TEXT, add_special_tokens=False)["input_ids"][:128]
@@ -126,3 +126,24 @@ def test_a_chunk_is_encoded_after_the_sink_and_the_last_local_tokens(tiny, tmp_p
     for layer, plain in enumerate(cache.layers):
         assert torch.allclose(keys[layer], rotary.unrotate(plain.keys[:, :, before:], positions, layer)[0], atol=1e-4)
         assert torch.allclose(values[layer], plain.values[0, :, before:], atol=1e-4)
+
+
+def test_ingest_ends_each_pass_once_the_last_layers_keys_and_values_are_recorded(tiny, tmp_path):
+    """Nothing after the last layer's keys and values (its attention output and MLP, the logits) changes a stored
+    block, so ingest never computes it; a question still runs the whole model."""
+    mem = Memory.create(tmp_path / "s", tiny, small())
+    layers = tiny.model.model.layers
+    calls = []
+    hooks = [module.register_forward_hook(lambda *_, name=name: calls.append(name))
+             for name, module in [("first MLP", layers[0].mlp), ("last MLP", layers[-1].mlp),
+                                  ("logits", tiny.model.lm_head)]]
+    try:
+        mem.ingest_document(TEXT, "lamps.txt")
+        written = set(calls)
+        calls.clear()
+        mem.ask("Which lamp glows?", max_new_tokens=2)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert written == {"first MLP"} and mem.blocks_for("lamps.txt")
+    assert {"first MLP", "last MLP", "logits"} <= set(calls)
