@@ -45,7 +45,6 @@ from l2m_core.hot_tier import HotTier
 from l2m_core.loading import LoadedModel, kv_geometry
 from l2m_core.rope import Rotary
 from l2m_core.settings import MemorySettings
-from l2m_core.spill import KVSpill
 from l2m_core.store import (
     BlockMeta,
     BlockShape,
@@ -53,7 +52,9 @@ from l2m_core.store import (
     ColdTier,
     EncodedBlock,
     EncodedDocument,
+    Staging,
     StoreFiles,
+    Written,
     is_store,
 )
 
@@ -252,11 +253,15 @@ class Memory:
         """Write one document into memory (replacing an older version of the same source)."""
         text = _document_text(text, source)
         sha = hashlib.sha256(text.encode()).hexdigest()
-        existing = self.cold.document(source)
-        if existing is not None and existing.sha256 == sha:
-            return self.cold.spans(existing.id)
-        with KVSpill(self.files.path) as spill:
-            return self.write_encoded(self._encode_document(text, source, sha, spill))
+        _, same = self._stored(source, sha)
+        if same is not None:
+            return same
+        with self.cold.stage() as staging:
+            document = self._encode_document(text, source, sha, staging)
+            replacing, same = self._stored(source, sha)  # again: another writer may have stored it meanwhile
+            if same is not None:
+                return same  # (what was staged is removed)
+            return self._written(document, staging.commit(document, replacing))
 
     def encode_document(self, text: str | bytes, source: str) -> EncodedDocument:
         """Run one document through the model without touching the database (`write_encoded` stores it)."""
@@ -266,10 +271,20 @@ class Memory:
     def write_encoded(self, document: EncodedDocument) -> list[BlockSpan]:
         """Store an encoded document in one transaction, replacing an older version of its source; when the
         store already holds exactly this text (a writer died after committing it), hand back those blocks."""
-        existing = self.cold.document(document.source)
-        if existing is not None and existing.sha256 == document.sha256:
-            return self.cold.spans(existing.id)
-        written = self.cold.write(document, existing.id if existing is not None else None)
+        replacing, same = self._stored(document.source, document.sha256)
+        if same is not None:
+            return same
+        return self._written(document, self.cold.write(document, replacing))
+
+    def _stored(self, source: str, sha: str) -> tuple[int | None, list[BlockSpan] | None]:
+        """The id of the stored version of `source` (None: none), and its blocks if it holds this very text."""
+        existing = self.cold.document(source)
+        if existing is None:
+            return None, None
+        return existing.id, self.cold.spans(existing.id) if existing.sha256 == sha else None
+
+    def _written(self, document: EncodedDocument, written: Written) -> list[BlockSpan]:
+        """Bring the index in RAM up to a document just stored; its blocks' spans."""
         if self.indexed:
             self._forget(written.removed & self.meta.keys())
             for block_id, block in zip(written.block_ids, document.blocks, strict=True):
@@ -290,10 +305,12 @@ class Memory:
     def live_sources(self) -> dict[str, str]:
         return self.cold.sources()
 
-    def _encode_document(self, text: str, source: str, sha: str, spill: KVSpill | None = None) -> EncodedDocument:
-        """Encode the whole document; it is written afterwards in one short transaction, so the database's
-        write lock is not held while the model runs. Blocks' compressed keys and values wait in `spill` (on
-        disk) when given, else in RAM (a document sent to another process to be written)."""
+    def _encode_document(self, text: str, source: str, sha: str, staging: Staging | None = None
+                         ) -> EncodedDocument:
+        """Encode the whole document. With `staging`, each block goes into the database as soon as it is
+        encoded (a chunk's blocks per short transaction, so the write lock is never held while the model
+        runs) and the document returned holds no keys or values; without, they stay in RAM (a document
+        sent to another process to be written)."""
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
         newlines = [i for i, ch in enumerate(text) if ch == "\n"]
@@ -306,8 +323,11 @@ class Memory:
                              bisect.bisect_right(newlines, max(char_end - 2, char_start - 1)) + 1)
             kv = list(zip(codec.encode_layers(keys.transpose(1, 2), self.settings.codec),
                           codec.encode_layers(values.transpose(1, 2), self.settings.codec), strict=True))
-            ready.append(EncodedBlock(meta, text[char_start:char_end], self._representatives(keys, received).half(),
-                                      spill.add(kv) if spill is not None else kv))
+            block = EncodedBlock(meta, text[char_start:char_end], self._representatives(keys, received).half(), kv)
+            if staging is not None:
+                staging.add(block)
+                block = replace(block, kv=[])
+            ready.append(block)
         return EncodedDocument(source, sha, len(ids), ready)
 
     def _encode_blocks(self, ids: Sequence[int]) -> Iterable[tuple]:

@@ -7,8 +7,11 @@ A store is a directory holding `manifest.json` (format version, model fingerprin
 default, `memory.db` (SQLite in WAL mode); any SQLAlchemy URL (PostgreSQL for a team store) can hold
 the tables instead. Tables: `mem_documents` (one row per ingested source), `mem_blocks` (provenance,
 text and representative keys of each block) and `mem_block_kv` (each block's compressed keys and
-values, one row per layer). Every write of a document happens in one transaction: a store is never
-left half-written. The directory is 0700 and every file in it 0600.
+values, one row per layer). A document becomes visible in one transaction (its older version goes in
+the same one): a reader never sees half a document. `ColdTier.write` inserts a whole encoded document in
+that transaction; `Staging` (what ingest uses) inserts its blocks while the model encodes it, under a
+*pending* document row (`n_tokens` -1, a placeholder source) that every read leaves out, and the last
+transaction makes it live. The directory is 0700 and every file in it 0600.
 
 The manifest records a database URL without its password. Opening takes the password from
 `$L2M_DATABASE_URL` when that names the same database, else the driver finds it (PostgreSQL:
@@ -21,11 +24,14 @@ connection. Other errors are not retried.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +84,12 @@ block_kv = sa.Table(
     sa.Column("k", sa.LargeBinary, nullable=False),
     sa.Column("v", sa.LargeBinary, nullable=False),
 )
+
+PENDING = -1  # `n_tokens` of a document whose blocks are still being staged
+LIVE = documents.c.n_tokens >= 0
+PENDING_PREFIX = "\x1fpending "  # + host, process id, a random id: never a source a user gives
+ABANDONED_AFTER_S = 7 * 24 * 3600  # a pending document of another machine is removed after a week
+STAGED_BLOCKS = 8  # blocks per transaction while staging: one 512-token chunk's
 
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 _PG_RETRYABLE = {"40001", "40P01"}  # serialization failure, deadlock detected
@@ -201,7 +213,7 @@ class StoreFiles:
     def document_count(self) -> int:
         """How many documents the store holds, counted without its model."""
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(documents)).scalar_one()
+            return conn.execute(sa.select(sa.func.count()).select_from(documents).where(LIVE)).scalar_one()
 
     def update_manifest(self, **changes) -> None:
         self.manifest.update(changes)
@@ -251,7 +263,7 @@ class BlockSpan:
 @dataclass(frozen=True)
 class EncodedBlock:
     """A block ready to be written: provenance, text, representative keys `[L, r, Hkv, D]`, and each layer's
-    compressed (keys, values)."""
+    compressed (keys, values) (none once `Staging.add` has written them)."""
     meta: BlockMeta
     text: str
     reprs: torch.Tensor
@@ -320,13 +332,13 @@ class ColdTier:
     def generation(self) -> tuple[int, int | None]:
         """(documents, newest document id): changes whenever any process writes or retires a document."""
         with self.engine.connect() as conn:
-            return tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(documents.c.id))).one())
+            return tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(documents.c.id)).where(LIVE)).one())
 
     def blocks(self) -> Iterator[StoredBlock]:
         """Every block with its document's source, in id order (the order they were written in)."""
         query = sa.select(blocks.c.id, blocks.c.doc_id, blocks.c.seq, documents.c.source, blocks.c.n_tokens,
                           blocks.c.char_start, blocks.c.char_end, blocks.c.line_start, blocks.c.line_end,
-                          blocks.c.text, blocks.c.repr).join(documents).order_by(blocks.c.id)
+                          blocks.c.text, blocks.c.repr).join(documents).where(LIVE).order_by(blocks.c.id)
         with self.engine.connect() as conn:
             for row in conn.execute(query):
                 yield StoredBlock(row.id, BlockMeta(*row[1:9]), row.text, row.repr)
@@ -340,7 +352,7 @@ class ColdTier:
     def sources(self) -> dict[str, str]:
         """source -> sha256 of every stored document."""
         with self.engine.connect() as conn:
-            return dict(conn.execute(sa.select(documents.c.source, documents.c.sha256)).all())
+            return dict(conn.execute(sa.select(documents.c.source, documents.c.sha256).where(LIVE)).all())
 
     def spans(self, doc_id: int) -> list[BlockSpan]:
         """A document's blocks, in order."""
@@ -385,6 +397,27 @@ class ColdTier:
         with self.engine.begin() as conn:
             return self._delete(conn, doc_id)
 
+    def stage(self) -> Staging:
+        """A new document to write block by block (`Staging`), after removing what dead writers left."""
+        self._remove_abandoned()
+        with self.engine.begin() as conn:
+            doc_id = conn.execute(documents.insert().values(
+                source=f"{PENDING_PREFIX}{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}", sha256="",
+                n_tokens=PENDING, created_at=time.time())).inserted_primary_key[0]
+        return Staging(self, doc_id)
+
+    def _remove_abandoned(self) -> None:
+        """Remove pending documents whose writer is gone: on this machine, a process that no longer runs;
+        on another, any pending for over a week."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(documents.c.id, documents.c.source, documents.c.created_at)
+                                .where(~LIVE)).all()
+        for doc_id, source, created_at in rows:
+            host, pid = source.removeprefix(PENDING_PREFIX).split(" ")[:2]
+            here = host == socket.gethostname()
+            if (here and not _runs(int(pid))) or (not here and time.time() - created_at > ABANDONED_AFTER_S):
+                self.retire(doc_id)
+
     def kv(self, block_ids: Iterable[int], layer: int | None = None) -> dict[tuple[int, int], tuple[bytes, bytes]]:
         """(block id, layer) -> compressed (keys, values) of the blocks, in one query: one layer, or all."""
         query = sa.select(block_kv).where(block_kv.c.block_id.in_(list(block_ids)))
@@ -402,9 +435,9 @@ class ColdTier:
     def counts(self) -> dict[str, int]:
         """Documents stored and the bytes their compressed keys and values take."""
         with self.engine.connect() as conn:
-            n_docs = conn.execute(sa.select(sa.func.count()).select_from(documents)).scalar_one()
-            kv_bytes = conn.execute(sa.select(sa.func.sum(sa.func.length(block_kv.c.k) +
-                                                          sa.func.length(block_kv.c.v)))).scalar() or 0
+            n_docs = conn.execute(sa.select(sa.func.count()).select_from(documents).where(LIVE)).scalar_one()
+            kv_bytes = conn.execute(sa.select(sa.func.sum(sa.func.length(block_kv.c.k) + sa.func.length(block_kv.c.v)))
+                                    .select_from(block_kv).join(blocks).join(documents).where(LIVE)).scalar() or 0
         return {"documents": n_docs, "kv_bytes": kv_bytes}
 
     def verify(self) -> list[str]:
@@ -420,7 +453,7 @@ class ColdTier:
                     return [f"database file: {row}" for row in damage]
             counts = dict(conn.execute(sa.select(block_kv.c.block_id, sa.func.count())
                                        .group_by(block_kv.c.block_id)).all())
-            docs = dict(conn.execute(sa.select(documents.c.id, documents.c.n_tokens)).all())
+            docs = dict(conn.execute(sa.select(documents.c.id, documents.c.n_tokens)).all())  # pending: -1
             per_doc = conn.execute(sa.select(
                 blocks.c.doc_id, sa.func.count(), sa.func.count(sa.distinct(blocks.c.seq)), sa.func.min(blocks.c.seq),
                 sa.func.max(blocks.c.seq), sa.func.sum(blocks.c.n_tokens)).group_by(blocks.c.doc_id)).all()
@@ -433,6 +466,8 @@ class ColdTier:
                      for b in sorted(block_ids) if counts.get(b, 0) != layers]
         problems += [f"orphan key/value rows for missing block {b}" for b in sorted(set(counts) - block_ids)]
         for doc, n, distinct, low, high, tokens in per_doc:
+            if docs.get(doc) == PENDING:  # being staged (or left by a writer that died): not yet a document
+                continue
             if doc not in docs:
                 problems.append(f"orphan blocks of missing document {doc}")
             elif n != distinct or low != 0 or high != n - 1:
@@ -470,6 +505,67 @@ class ColdTier:
             conn.execute(blocks.delete().where(blocks.c.doc_id == doc_id))
         conn.execute(documents.delete().where(documents.c.id == doc_id))
         return ids
+
+
+class Staging:
+    """A document written while the model encodes it (`ColdTier.stage`, used as a context manager): `add`
+    inserts its blocks under a pending document row, `STAGED_BLOCKS` per short transaction, so neither RAM
+    nor a temporary file holds the document's keys and values, and SQLite's log is checkpointed in small
+    steps; `commit` makes the document live, replacing its older version, in one last transaction. Leaving
+    the `with` block without a commit removes what was staged (and a writer that dies leaves rows that the
+    next `ColdTier.stage` removes)."""
+
+    def __init__(self, cold: ColdTier, doc_id: int):
+        self.cold, self.doc_id = cold, doc_id
+        self.block_ids: list[int] = []
+        self._waiting: list[EncodedBlock] = []
+        self._committed = False
+
+    def add(self, block: EncodedBlock) -> None:
+        self._waiting.append(block)
+        if len(self._waiting) >= STAGED_BLOCKS:
+            self._flush()
+
+    def commit(self, document: EncodedDocument, replacing: int | None) -> Written:
+        """Make the staged blocks `document` (its source, text hash and length), in place of `replacing`."""
+        self._flush()
+        removed = self._make_live(document, replacing)
+        self._committed = True
+        return Written(removed, self.doc_id, self.block_ids)
+
+    @transient
+    def _make_live(self, document: EncodedDocument, replacing: int | None) -> set[int]:
+        with self.cold.engine.begin() as conn:
+            removed = ColdTier._delete(conn, replacing) if replacing is not None else set()
+            conn.execute(documents.update().where(documents.c.id == self.doc_id).values(
+                source=document.source, sha256=document.sha256, n_tokens=document.n_tokens, created_at=time.time()))
+        return removed
+
+    @transient
+    def _flush(self) -> None:
+        with self.cold.engine.begin() as conn:
+            ids = [ColdTier._insert_block(conn, self.doc_id, block) for block in self._waiting]
+        self.block_ids += ids
+        self._waiting.clear()
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._committed:  # if even this fails, the error that got here is the one to see
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self.cold.retire(self.doc_id)
+
+
+def _runs(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        pass
+    return True
 
 
 def is_store(path: str | Path) -> bool:

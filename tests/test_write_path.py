@@ -1,7 +1,13 @@
-"""The write path's mechanics: compressed keys/values wait on disk until the document's one transaction, all
-layers compress together as each would alone, and memoized rotary tables never go stale."""
+"""The write path's mechanics: blocks are staged in the database while the document is encoded and it becomes
+visible in one transaction, all layers compress together as each would alone, memoized rotary tables never
+go stale, and a chunk is encoded over the window the design says."""
 
 from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -12,8 +18,7 @@ from l2m_core.loading import LoadedModel, load_model
 from l2m_core.memory import Memory
 from l2m_core.rope import Rotary
 from l2m_core.settings import CODECS, MemorySettings
-from l2m_core.spill import KVSpill, SpilledKV
-from l2m_core.store import block_kv, blocks
+from l2m_core.store import LIVE, PENDING_PREFIX, STAGED_BLOCKS, Staging, block_kv, blocks, documents
 
 TEXT = "\n".join(f"Line {i}: the {['red', 'green', 'blue'][i % 3]} lamp number {i * 7} glows." for i in range(1, 40))
 
@@ -27,62 +32,79 @@ def small() -> MemorySettings:
     return MemorySettings(block_size=16, chunk_size=32, sink=16, local=48, max_read_blocks=6, hot_budget_mb=4)
 
 
-def stored_rows(mem: Memory) -> list[tuple]:
+def stored_rows(mem: Memory, live: bool = True) -> list[tuple]:
+    """Every block's rows (of live documents only, or of all, pending ones included)."""
+    query = sa.select(blocks.c.seq, blocks.c.text, blocks.c.repr, block_kv.c.layer, block_kv.c.k, block_kv.c.v
+                      ).join(block_kv).join(documents).order_by(blocks.c.id, block_kv.c.layer)
     with mem.files.engine.connect() as conn:
-        return conn.execute(sa.select(blocks.c.seq, blocks.c.text, blocks.c.repr, block_kv.c.layer, block_kv.c.k,
-                                      block_kv.c.v).join(block_kv).order_by(blocks.c.id, block_kv.c.layer)).all()
+        return conn.execute(query.where(LIVE) if live else query).all()
 
 
-def test_ingest_holds_no_block_keys_in_ram_and_stores_what_the_in_ram_path_stores(tiny, tmp_path, monkeypatch):
-    """`ingest_document` hands the transaction blocks whose keys and values are read back from the spill file;
-    the rows equal those of `encode_document` + `write_encoded` (the cluster's in-RAM path)."""
-    spilled = Memory.create(tmp_path / "a", tiny, small())
-    written = []
-    write = spilled.cold.write
+def test_ingest_stages_blocks_as_it_encodes_and_stores_what_the_in_ram_path_stores(tiny, tmp_path, monkeypatch):
+    """`ingest_document` writes each chunk's blocks while the model runs on (small transactions under a pending
+    document that no reader sees), so no document's keys and values wait in RAM; the rows equal those of
+    `encode_document` + `write_encoded` (the cluster's in-RAM path, one transaction)."""
+    staged = Memory.create(tmp_path / "a", tiny, small())
+    seen = []  # what another process would see after each staged transaction
+    flush = Staging._flush
 
-    def watch(document, replacing):
-        written.extend(block.kv for block in document.blocks)
-        return write(document, replacing)
+    def watch(self):
+        flush(self)
+        other = Memory.open(tmp_path / "a", tiny)
+        seen.append((len(self.block_ids), other.stats()["documents"], other.live_sources(), other.verify()))
 
-    monkeypatch.setattr(spilled.cold, "write", watch)
-    spilled.ingest_document(TEXT, "lamps.txt")
-    assert len(written) > 2 and all(isinstance(kv, SpilledKV) for kv in written)
+    monkeypatch.setattr(Staging, "_flush", watch)
+    staged.ingest_document(TEXT, "lamps.txt")
+    assert len(seen) > 2 and seen[0][0] == STAGED_BLOCKS and seen[1][0] == 2 * STAGED_BLOCKS
+    assert all(view[1:] == (0, {}, []) for view in seen)
     in_ram = Memory.create(tmp_path / "b", tiny, small())
     in_ram.write_encoded(in_ram.encode_document(TEXT, "lamps.txt"))
-    assert stored_rows(spilled) == stored_rows(in_ram)
+    assert stored_rows(staged) == stored_rows(in_ram)
+    assert Memory.open(tmp_path / "a", tiny).live_sources() == in_ram.live_sources()
 
 
 def test_a_write_that_fails_midway_leaves_the_older_version_whole(tiny, tmp_path, monkeypatch):
-    """The spill is read inside the one transaction: a failure there (a full or broken disk) rolls back
-    everything, so readers see the older version of the document, whole, and nothing of the new one."""
+    """A failure while staging (a full or broken disk) leaves readers the older version of the document, whole,
+    and removes what was staged of the new one."""
     mem = Memory.create(tmp_path / "s", tiny, small())
     old = mem.ingest_document(TEXT, "lamps.txt")
     rows = stored_rows(mem)
-    reads = []
-    read = KVSpill.read
+    flushes = []
+    flush = Staging._flush
 
-    def fail_on_third(self, offset, size):
-        reads.append(offset)
-        if len(reads) == 3:
+    def fail_on_third(self):
+        flushes.append(len(self.block_ids))
+        if len(flushes) == 3:
             raise OSError("disk gone")
-        return read(self, offset, size)
+        flush(self)
 
-    monkeypatch.setattr(KVSpill, "read", fail_on_third)
+    monkeypatch.setattr(Staging, "_flush", fail_on_third)
     with pytest.raises(OSError, match="disk gone"):
         mem.ingest_document(TEXT.upper(), "lamps.txt")
-    assert len(reads) == 3
+    assert flushes == [0, STAGED_BLOCKS, 2 * STAGED_BLOCKS]
     reader = Memory.open(tmp_path / "s", tiny)
-    assert reader.verify() == [] and stored_rows(reader) == rows
+    assert reader.verify() == [] and stored_rows(reader) == rows == stored_rows(reader, live=False)
     assert reader.blocks_for("lamps.txt") == [s.block_id for s in old]
 
 
-def test_a_spill_hands_back_each_blocks_blobs(tmp_path):
-    with KVSpill(tmp_path) as spill:
-        first = spill.add([(b"k0", b"v00"), (b"", b"v1")])
-        second = spill.add([(b"K" * 5, b"V" * 7)])
-        assert list(second) == [(b"K" * 5, b"V" * 7)] and list(first) == [(b"k0", b"v00"), (b"", b"v1")]
-        assert len(first) == 2 and first[1] == (b"", b"v1")
-    assert list(tmp_path.iterdir()) == []  # an unnamed file: nothing left behind
+def test_what_a_dead_writer_staged_is_removed_by_the_next_writer(tiny, tmp_path):
+    """A writer killed while staging leaves a pending document; readers never see it, and the next ingest
+    removes it when its process no longer runs (a live writer's is left alone)."""
+    mem = Memory.create(tmp_path / "s", tiny, small())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for pid in (os.getpid(), int(dead.stdout)):
+        staging = mem.cold.stage()
+        with mem.files.engine.begin() as conn:  # as if written by `pid`
+            conn.execute(documents.update().where(documents.c.id == staging.doc_id).values(
+                source=f"{PENDING_PREFIX}{socket.gethostname()} {pid} x"))
+        staging.add(next(iter(mem.encode_document(TEXT, f"by {pid}").blocks)))
+        staging._flush()
+    pending = lambda: len(stored_rows(mem, live=False))  # noqa: E731
+    before = pending()
+    assert before > len(stored_rows(mem)) == 0 and Memory.open(tmp_path / "s", tiny).stats()["documents"] == 0
+    mem.ingest_document(TEXT, "lamps.txt")
+    assert pending() == before // 2 + len(stored_rows(mem))  # the dead writer's block is gone, the live one's kept
+    assert mem.verify() == [] and list(mem.live_sources()) == ["lamps.txt"]
 
 
 @pytest.mark.parametrize("name", CODECS)
