@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from l2m_core import codec
+from l2m_core import codec, heap
 from l2m_core.addressing import LexicalIndex, ReprBank, fuse, neighbours
 from l2m_core.answer_form import named_answer, without_repeats
 from l2m_core.attention import BatchPlan, ReadPlan, RecordPlan, active, record
@@ -367,6 +367,7 @@ class Memory:
                 yield start, t0 + b, keys[:, :, a:b], values[:, :, a:b], received[:, :, a:b]
             recent = [(first, k, v) for first, k, v in [*recent, (t0, keys, values)]
                       if first + k.shape[2] > done - s.local]
+            heap.trim()  # the chunk's freed buffers, before the next pass fragments the heap further
 
     def _prefix(self, head_k: list[torch.Tensor], head_v: list[torch.Tensor], sink_k: list[torch.Tensor],
                 sink_v: list[torch.Tensor], n_sink: int, recent: list, local_from: int
