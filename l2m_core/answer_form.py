@@ -16,11 +16,13 @@ from typing import Protocol, TypeVar
 
 C = TypeVar("C", bound="Cited")
 _SYMBOL = r"function|method|class|helper|decorator|callable|routine|property|exception|constructor|subclass"
+# "which/what" then a noun phrase, not a verb: "what does Article 4 define?" asks for no name
+_WHICH = (r"\b(which|what)\s+(?!(does|do|did|is|are|was|were|can|could|should|shall|must|will|would|may|might|has|"
+          r"have|had)\b)")
 _ASKS = {
-    "file": re.compile(r"\b(which|what)\s+(\w+\s+){0,2}(file|module)s?\b|\bin which (file|module)\b", re.IGNORECASE),
-    "section": re.compile(r"\b(which|what)\s+(\w+\s+){0,1}(article|annex|recital|section|chapter)s?\b",
-                          re.IGNORECASE),
-    "symbol": re.compile(rf"\b(which|what)\s+(\w+\s+){{0,2}}({_SYMBOL})\b|\bname of the ({_SYMBOL})\b", re.IGNORECASE),
+    "file": re.compile(rf"{_WHICH}(\w+\s+){{0,2}}(file|module)s?\b|\bin which (file|module)\b", re.IGNORECASE),
+    "section": re.compile(rf"{_WHICH}(\w+\s+){{0,1}}(article|annex|recital|section|chapter)s?\b", re.IGNORECASE),
+    "symbol": re.compile(rf"{_WHICH}(\w+\s+){{0,2}}({_SYMBOL})\b|\bname of the ({_SYMBOL})\b", re.IGNORECASE),
 }
 
 

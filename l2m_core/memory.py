@@ -36,7 +36,7 @@ import torch
 
 from l2m_core import codec, heap
 from l2m_core.addressing import LexicalIndex, ReprBank, fuse, neighbours
-from l2m_core.answer_form import named_answer, without_repeats
+from l2m_core.answer_form import asks_for, named_answer, without_repeats
 from l2m_core.attention import BatchPlan, ReadPlan, RecordPlan, active, record
 from l2m_core.errors import L2MError
 from l2m_core.families import check_supported
@@ -432,15 +432,16 @@ class Memory:
         start = time.perf_counter()
         hits = self._hits(query)
         shared = self._shared_read_set(hits, pins)
+        pins_first = asks_for(question) is None  # "which method of PathSpec ...": the class is only context
         plan, logits = self._prefill(*self._tail(question, instruction), shared, pins)
         if self.settings.reread_tokens:  # the top of what was read, read again as text before the question
-            passage = self._passage(self._citations(plan.block_mass(), set(pins), hits))
+            passage = self._passage(self._citations(plan.block_mass(), set(pins), hits, pins_first))
             plan, logits = self._prefill(*self._tail(question, instruction, passage), shared, pins)
         first_token = time.perf_counter()
         text = self._decode(plan, logits, max_new_tokens, choose_token).strip()
         if choose_token is None:  # a constrained reply (JSON) is exactly what was decoded
             text = without_repeats(text)
-        citations = self._citations(plan.block_mass(), set(pins), hits)
+        citations = self._citations(plan.block_mass(), set(pins), hits, pins_first)
         # a plain question (no tool protocol, no answer format of the caller's, no grammar)
         if not instruction and choose_token is None:
             text, citations = named_answer(question, text, citations)
@@ -668,13 +669,19 @@ class Memory:
         device, dtype = self.lm.device, self.model.dtype
         return (k.transpose(0, 1)[None].to(device, dtype), v.transpose(0, 1)[None].to(device, dtype))
 
-    def _citations(self, mass: dict[int, float], pinned: set[int], hits: Sequence[int] = ()) -> list[Citation]:
-        """Read blocks grouped into contiguous runs per document: runs holding a pinned block first (the
-        question named them, or the user or a tool pinned them: stronger evidence of where the answer
-        lies than attention mass, of which a file's first block draws a share as a sink), then runs by
-        the best addressing rank of their blocks (`hits`, best first), then heaviest first. Addressing
-        rank comes before mass because it was measured the better guide: on pathspec-dev the run
-        holding BM25's best hit lay on the evidence for 17 of 30 questions, the heaviest run for 12."""
+    def _citations(self, mass: dict[int, float], pinned: set[int], hits: Sequence[int] = (),
+                   pins_first: bool = True) -> list[Citation]:
+        """Read blocks grouped into contiguous runs per document, ordered: runs holding a pinned block
+        first when `pins_first` (the user, a tool or the question's own words named them: stronger evidence
+        than attention mass, of which a file's first block draws a share as a sink), then by the best
+        addressing rank of their blocks (`hits`, best first), then heaviest first. Addressing rank comes
+        before mass because it was measured the better guide: on pathspec-dev the run holding BM25's best
+        hit lay on the evidence for 17 of 30 questions, the heaviest run for 12. A question that asks for a
+        name ("which PathSpec method ...") names other things only as context: `pins_first` is then False
+        and pinned runs rank as addressing ranks them (bench/qa/README.md, 2026-11-30). A run is named for
+        its heaviest pinned block (a document read whole is about the Article the question named, not the
+        first Article, which draws mass as a sink), else its best-ranked hit (the block the question's
+        words found, not a neighbouring definition that drew more mass), else its heaviest block."""
         runs: list[list[int]] = []
         for block_id in sorted(mass, key=lambda b: (self.meta[b].doc_id, self.meta[b].seq)):
             m = self.meta[block_id]
@@ -683,17 +690,22 @@ class Memory:
             else:
                 runs.append([block_id])
         total = sum(mass.values()) or 1.0
-        # a run is named for its heaviest pinned block, if it has one: a document read whole is about the
-        # Article the question named, not the first Article (which draws mass as a sink)
-        heaviest = [max([b for b in r if b in pinned] or r, key=mass.__getitem__) for r in runs]
-        where = self.enclosing(heaviest) if self.enclosing is not None else {}
+        rank = {b: i for i, b in enumerate(hits)}
+
+        def named_for(run: list[int]) -> int:
+            if not pinned.isdisjoint(run):
+                return max((b for b in run if b in pinned), key=mass.__getitem__)
+            return min(run, key=lambda b: (rank.get(b, len(rank)), -mass[b]))
+
+        named = [named_for(r) for r in runs]
+        where = self.enclosing(named) if self.enclosing is not None else {}
         none = Enclosing("", None)
         cites = [Citation(self.meta[r[0]].source, self.meta[r[0]].line_start, self.meta[r[-1]].line_end,
                           sum(mass[b] for b in r) / total, tuple(r), (e := where.get(h, none)).label, e.page, e.heading)
-                 for r, h in zip(runs, heaviest, strict=True)]
-        rank = {b: i for i, b in enumerate(hits)}
-        return sorted(cites, key=lambda c: (pinned.isdisjoint(c.block_ids),
-                                            min(rank.get(b, len(rank)) for b in c.block_ids), -c.weight))
+                 for r, h in zip(runs, named, strict=True)]
+        return sorted(cites, key=lambda c: (pins_first and pinned.isdisjoint(c.block_ids),
+                                            min(rank.get(b, len(rank)) for b in c.block_ids),
+                                            pinned.isdisjoint(c.block_ids), -c.weight))
 
     # ---- name lookups and bookkeeping ---------------------------------------------------------------
 

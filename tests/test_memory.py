@@ -14,7 +14,7 @@ import torch
 from l2m_core import codec
 from l2m_core.errors import L2MError
 from l2m_core.loading import LoadedModel, load_model
-from l2m_core.memory import Memory, reading_head
+from l2m_core.memory import Enclosing, Memory, reading_head
 from l2m_core.rope import Rotary
 from l2m_core.settings import MemorySettings
 from l2m_core.tiny import tiny_llama
@@ -176,6 +176,17 @@ def test_pins_are_read_by_every_layer_and_cited_first(tiny, tmp_path):
     third = mem.blocks_for("lamps.txt", 1, 1)[0]
     cites = mem._citations({pinned[0]: 0.5, other: 0.1, third: 0.4}, set(), hits=[other])
     assert [c.block_ids for c in cites] == [(other,), (pinned[0],), (third,)]
+    # a question asking for a name ("which method of PathSpec ...") names other things as context: the
+    # addressed run comes before the pinned one
+    cites = mem._citations({pinned[0]: 0.5, other: 0.1}, set(pinned), hits=[other], pins_first=False)
+    assert [c.source for c in cites] == ["weather.txt", "lamps.txt"]
+    assert mem._citations({pinned[0]: 0.5, other: 0.1}, set(pinned), hits=[other])[0].source == "lamps.txt"
+    # a run is named for the block its words addressed, not for the heaviest (a neighbouring definition)
+    run = mem.blocks_for("lamps.txt")[:2]
+    mem.enclosing = lambda ids: {b: Enclosing(f"def_{b}", None) for b in ids}
+    cites = mem._citations({run[0]: 0.1, run[1]: 0.9}, set(), hits=[run[0]])
+    assert cites[0].block_ids == tuple(run) and cites[0].label == f"def_{run[0]}"
+    assert mem._citations({run[0]: 0.1, run[1]: 0.9}, set())[0].label == f"def_{run[1]}"
 
 
 def test_reingest_unchanged_is_free_and_changed_replaces(tiny, tmp_path):

@@ -107,6 +107,7 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     assert asks_for("In which file is the registry of pattern factories kept?") == "file"
     assert asks_for("Which Article sets out the obligations of importers?") == "section"
     assert asks_for("What does match_file return for an excluded file?") is None
+    assert asks_for("What does Article 4 define?") is None and asks_for("What is the file for?") is None
     top = Citation("pkg/util.py", 1, 9, 0.6, (1,), "normalize_file")
     other = Citation("pkg/a.py", 3, 4, 0.4, (7,), "Spec.walk")
     cites = [top, other]
