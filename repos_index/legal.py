@@ -191,6 +191,8 @@ class _LegalParser:
                     self.last_text_line = number
                 continue
             heading = self._structural(stripped)
+            if heading is not None and heading[0] != "paragraph" and self._ends_a_sentence(number, stripped):
+                heading = None
             if heading is not None:
                 kind, label, title, rank = heading
                 if not title and kind != "paragraph":
@@ -227,6 +229,13 @@ class _LegalParser:
                 kind = "section" if is_title else "paragraph"
                 return kind, f"Section {m['num']}", title if is_title else "", 5 + depth
         return None
+
+    def _ends_a_sentence(self, number: int, line: str) -> bool:
+        """Whether a heading-like line is the end of a sentence wrapped from the line above ("... set out in
+        Part II of" / "Annex I."): it ends with a full stop, and the line right above breaks off mid-sentence
+        (a lower-case word or a comma), which no real heading follows."""
+        above = _plain(self.lines[number - 2]) if number > 1 else ""
+        return line.endswith(".") and bool(above) and (above[-1].islower() or above[-1] == ",")
 
     def _preamble_ended_by_clause(self, line: str) -> bool:
         m = _CLAUSE.match(line)

@@ -143,6 +143,17 @@ def test_statute_with_section_signs(tmp_path):
     assert ("§ 5", "§ 5", None, "the Archives Act") in refs
 
 
+def test_a_wrapped_line_that_starts_like_a_heading_stays_text():
+    """PDF conversions wrap sentences anywhere: "... set out in Part II of" / "Annex I." is a reference, and
+    taking it for the Annex would file every Article after it under "Annex I" (seen in the CRA)."""
+    text = ("Article 1\nScope\n1. Products shall meet the requirements set out in Part II of\nAnnex I.\n\n"
+            "Article 2\nDefinitions\n1. Terms used.\n\nArticle 3\nPenalties\n1. Fines apply.\n\n"
+            "ANNEX I\nESSENTIAL REQUIREMENTS\n1. Products shall be secure.\n")
+    chunks = analyze(text, "legal").chunks
+    assert [(c.name, c.line_start) for c in chunks if c.kind in ("article", "annex")] == [
+        ("Article 1", 1), ("Article 2", 6), ("Article 3", 10), ("Annex I", 14)]
+
+
 def test_contract_clauses_and_parenthetical_terms():
     path = FIXTURES / "docs" / "contract.txt"
     analysis = analyze(path.read_text(), detect_language(path, path.read_text()))
