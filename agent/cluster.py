@@ -108,7 +108,8 @@ def model_spec(lm: LoadedModel) -> str | None:
 class _StoreWorker:
     """An actor's store: a private copy of the manifest in a temporary directory, the tables on the server."""
 
-    def __init__(self, manifest: dict, database_url: str, model: str | None, device: str, threads: int):
+    def __init__(self, manifest: dict, database_url: str, model: str | None, device: str, threads: int,
+                 dtype: str = "auto"):
         import torch
 
         from l2m_core.loading import load_model
@@ -118,7 +119,7 @@ class _StoreWorker:
         self.directory = Path(tempfile.mkdtemp(prefix="l2m-worker-"))
         create_private_file(self.directory / MANIFEST)
         (self.directory / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
-        self.lm = load_model(model, device=device)
+        self.lm = load_model(model, device=device, dtype=dtype)
 
     def pid(self) -> int:
         return os.getpid()
@@ -175,8 +176,11 @@ class RayPool:
         url = server_url(memory)  # a SQLite store is refused before anything connects
         self.ray = import_ray(cluster.address)
         self.cluster, self.actors = cluster, []
-        self._args = (memory.files.manifest, url, model_spec(memory.lm),
-                      "cuda" if cluster.gpus_per_worker else "cpu", int(cluster.cpus_per_worker))
+        # CPU workers load the driver's dtype: left to `auto`, a worker with another thread count or CPU may
+        # choose otherwise (bf16 vs fp32) and write states that differ from the driver's in the last bits
+        device = "cuda" if cluster.gpus_per_worker else "cpu"
+        dtype = "auto" if device == "cuda" else str(memory.lm.model.dtype).removeprefix("torch.")
+        self._args = (memory.files.manifest, url, model_spec(memory.lm), device, int(cluster.cpus_per_worker), dtype)
         self._kwargs = worker_kwargs
         self._class = self.ray.remote(num_cpus=cluster.cpus_per_worker, num_gpus=cluster.gpus_per_worker,
                                       max_restarts=0, concurrency_groups={"write": 1})(worker_class)
