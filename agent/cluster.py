@@ -179,7 +179,7 @@ class RayPool:
         # CPU workers load the driver's dtype: left to `auto`, a worker with another thread count or CPU may
         # choose otherwise (bf16 vs fp32) and write states that differ from the driver's in the last bits
         device = "cuda" if cluster.gpus_per_worker else "cpu"
-        dtype = "auto" if device == "cuda" else str(memory.lm.model.dtype).removeprefix("torch.")
+        dtype = "auto" if device == "cuda" else memory.lm.dtype_name
         self._args = (memory.files.manifest, url, model_spec(memory.lm), device, int(cluster.cpus_per_worker), dtype)
         self._kwargs = worker_kwargs
         self._class = self.ray.remote(num_cpus=cluster.cpus_per_worker, num_gpus=cluster.gpus_per_worker,

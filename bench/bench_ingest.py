@@ -278,7 +278,7 @@ def main() -> None:
         result["rss"] = rss_by_size([int(k) for k in args.rss.split(",")], args.prose)
     else:
         lm = load_model(None, device="cpu")
-        result.update(model=lm.name, dtype=str(lm.model.dtype).removeprefix("torch."), corpora={})
+        result.update(model=lm.name, dtype=lm.dtype_name, corpora={})
         work = Path(tempfile.mkdtemp(prefix="l2m-ingest-"))
         try:
             for name in args.corpora.split(","):

@@ -44,7 +44,7 @@ def info(model_spec: str | None, as_json: bool) -> None:
         "kv_heads": kv_heads,
         "head_dim": head_dim,
         "context_length": cfg.max_position_embeddings,
-        "dtype": str(loaded.model.dtype).removeprefix("torch."),
+        "dtype": loaded.dtype_name,
         "device": str(loaded.device),
         "fingerprint": loaded.fingerprint,
         "load_seconds": round(loaded.load_seconds, 2),

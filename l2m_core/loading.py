@@ -53,6 +53,11 @@ class LoadedModel:
     def config(self):
         return self.model.config
 
+    @property
+    def dtype_name(self) -> str:
+        """The dtype the weights are loaded in, as `load_model` takes it ("float32", "bfloat16")."""
+        return str(self.model.dtype).removeprefix("torch.")
+
 
 def kv_geometry(config) -> tuple[int, int]:
     """(key/value heads, head size) of a decoder config: the shape of every stored key and value. Configs may

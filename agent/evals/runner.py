@@ -102,7 +102,7 @@ def run(config: EvalConfig, lm: LoadedModel | None = None) -> tuple[dict, Path]:
     results = {
         "task": config.task, "command": config.command(),
         "model": {"name": lm.name, "fingerprint": lm.fingerprint, "window": lm.config.max_position_embeddings,
-                  "device": str(lm.device), "dtype": str(lm.model.dtype).removeprefix("torch."),
+                  "device": str(lm.device), "dtype": lm.dtype_name,
                   "load_seconds": round(lm.load_seconds, 2)},
         "config": {"variants": variants, "lengths": config.lengths, "samples": config.samples, "seed": config.seed,
                    "threads": torch.get_num_threads(),
