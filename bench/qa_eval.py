@@ -34,7 +34,7 @@ from agent import Agent
 from l2m_core.addressing import query_terms, terms
 from l2m_core.generation import GreedyDecoder
 from l2m_core.loading import load_model
-from l2m_core.memory import pasted_prompt
+from l2m_core.memory import pasted_prompt, reading_head
 from l2m_core.settings import MemorySettings
 
 HERE = Path(__file__).resolve().parent
@@ -153,6 +153,8 @@ def run(items: list[dict], root: Path, paths: list[str], store: Path, max_tokens
     """Ask every question by every method (l2m reading with `reader`, if given); each record is also appended
     to `log` as it is made (JSON lines), so a long run stopped early keeps what it measured."""
     lm = load_model(None)
+    if settings.get("reading_head") == "chat":  # blocks written after the chat turn and reading instruction
+        settings = {**settings, "reading_head": reading_head(lm.tokenizer)}
     agent = Agent.open(root, store, lm, settings=MemorySettings().replace(**settings), overrides=settings,
                        reader=reader)
     start = time.perf_counter()
@@ -256,8 +258,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="keep the corpus copy and the store here and reuse them "
                         "(a later run ingests only what changed); default: a temporary folder")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
-                        help="a read-time memory setting for l2m (e.g. reread_tokens=192, stemmed_lexical=true); "
-                        "repeatable")
+                        help="a memory setting for l2m (e.g. reread_tokens=192, stemmed_lexical=true; "
+                        "reading_head=chat writes blocks after the chat turn: a new --work); repeatable")
     parser.add_argument("--reader", type=Path, help="l2m reads with this trained reader (l2m train --task reader)")
     args = parser.parse_args()
     settings = {}

@@ -4,8 +4,9 @@
 engine knows the places it read (the citations, with the definition or section around each from the
 corpus index); a small model reading a function body often invents a plausible name instead of the one
 it read. When the reply names one of the places read, that place becomes the answer's first citation;
-when it names none, the answer is the name of the top citation. Replies are cut where they start
-repeating themselves.
+when it names none, the answer is the name of the top citation. A place the question itself names is
+never the answer ("Which util function does PathSpec.from_lines use ...?", "Article 13(12) tells ... in
+line with which Article?"). Replies are cut where they start repeating themselves.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class Cited(Protocol):
 
 def named_answer(question: str, reply: str, citations: Sequence[C]) -> tuple[str, list[C]]:
     """The reply and the citations, for a question that asks for a name: when the reply names a place it
-    read (a cited definition, section or file), that citation goes first, as the answer's source; when it
-    names none of them, the answer is the top citation's name. Other questions are left as they are."""
+    read (a cited definition, section or file) other than those the question names, that citation goes
+    first, as the answer's source; when it names none of them, the answer is the name of the first citation
+    the question does not name. Other questions are left as they are."""
     kind = asks_for(question)
     if kind is None or not citations:
         return reply, list(citations)
@@ -53,10 +55,25 @@ def named_answer(question: str, reply: str, citations: Sequence[C]) -> tuple[str
             return [c.source, c.source.rsplit("/", 1)[-1]]
         return [c.label, c.label.rsplit(".", 1)[-1]] if c.label else []
 
-    named = [c for c in citations if any(re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", reply) for n in names(c))]
+    def named_in(text: str, c: Cited) -> bool:
+        return any(re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", text) for n in names(c))
+
+    def given(c: Cited) -> bool:
+        """The question names it: its whole name, or its own name where that is no plain word ("from_lines"
+        in "PathSpec.from_lines", not "name" in "under a name")."""
+        whole, *own = names(c)
+        own = [n for n in own if not (n.isalpha() and n.islower())]
+        return any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", question) for n in [whole, *own])
+
+    candidates = [c for c in citations if not names(c) or not given(c)]
+    named = [c for c in candidates if named_in(reply, c)]
     if named:
         return reply, [named[0], *(c for c in citations if c is not named[0])]
-    top = citations[0]
+    if not candidates:
+        return reply, list(citations)
+    # the answer names the first place read that the question does not; the citations keep their order,
+    # the first one being where the answer was read ("Article 13(12) ... in line with Article 28")
+    top = candidates[0]
     if kind == "file":
         return top.source + (f" ({top.label})" if top.label else ""), list(citations)
     return (f"{top.label} ({top.source})" if top.label else reply), list(citations)

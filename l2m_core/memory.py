@@ -44,7 +44,7 @@ from l2m_core.generation import ChooseToken, greedy, stop_ids
 from l2m_core.hot_tier import HotTier
 from l2m_core.loading import LoadedModel, kv_geometry
 from l2m_core.rope import Rotary
-from l2m_core.settings import MemorySettings
+from l2m_core.settings import WRITE_TIME, MemorySettings
 from l2m_core.store import (
     BlockMeta,
     BlockShape,
@@ -192,6 +192,9 @@ class Memory:
             raise L2MError(f"store {path} was built with model {files.manifest.get('model')} "
                            f"(fingerprint {files.manifest.get('fingerprint')}); the loaded model {lm.name} has "
                            f"fingerprint {lm.fingerprint}. Use the same model or a new store.")
+        if changed := [k for k in WRITE_TIME if k in overrides and overrides[k] != getattr(files.settings, k)]:
+            raise L2MError(f"store {path} was written with other {', '.join(changed)}; these settings shape "
+                           "what is stored and cannot change when it is opened: ingest into a new store")
         return cls(files, lm, files.settings.replace(**overrides), index)
 
     @classmethod

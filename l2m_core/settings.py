@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from l2m_core.errors import L2MError
 
 CODECS = ("int8", "int4", "fp16", "fp32")
+# Settings that shape what is stored (block states and their layout): fixed when a store is created; a
+# read-time override may not change them.
+WRITE_TIME = ("block_size", "chunk_size", "sink", "local", "repr_keys", "codec", "reading_head")
 
 
 @dataclass(frozen=True)

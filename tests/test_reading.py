@@ -12,6 +12,7 @@ import torch
 
 from agent import Agent
 from l2m_core.answer_form import asks_for, named_answer, without_repeats
+from l2m_core.errors import L2MError
 from l2m_core.loading import load_model
 from l2m_core.memory import Citation, Memory, reading_head
 from l2m_core.settings import MemorySettings
@@ -126,6 +127,28 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     assert named_answer("Which function normalises paths?", "fix_path", unnamed) == ("fix_path", unnamed)
 
 
+def test_a_place_the_question_names_is_not_its_answer():
+    subject = Citation("pkg/spec.py", 10, 20, 0.7, (1,), "Spec.from_lines")
+    helper = Citation("pkg/util.py", 40, 44, 0.3, (5,), "lookup_pattern")
+    cites = [subject, helper]
+    question = "Which util function does Spec.from_lines use to find a factory?"
+    # the top citation is the function the question asks about, so the answer is the next one read; the
+    # citations keep their order (where the answer was read first)
+    assert named_answer(question, "It calls from_lines.", cites) == ("lookup_pattern (pkg/util.py)", cites)
+    assert named_answer(question, "Spec.from_lines uses lookup_pattern.", cites) == (
+        "Spec.from_lines uses lookup_pattern.", [helper, subject])
+    # a name that is a plain word is not taken as given by the question's words
+    registry = Citation("pkg/util.py", 60, 70, 0.9, (8,), "Registry.name")
+    assert named_answer("Which function stores a factory under a name?", "It is f.", [registry, helper])[0] == (
+        "Registry.name (pkg/util.py)")
+    article_13 = Citation("act.txt", 2690, 2701, 0.8, (9,), "Article 13")
+    article_28 = Citation("act.txt", 3300, 3310, 0.2, (30,), "Article 28")
+    legal = "Article 13(12) tells the manufacturer to draw up the declaration in line with which Article?"
+    assert named_answer(legal, "In line with the law.", [article_13, article_28])[0] == "Article 28 (act.txt)"
+    # every place read is named by the question: the reply stands
+    assert named_answer(legal, "Article 30.", [article_13]) == ("Article 30.", [article_13])
+
+
 def test_a_looping_reply_is_cut_where_it_repeats():
     assert without_repeats("It returns a list.\nIt returns a list.\nIt returns a list.") == "It returns a list."
     assert without_repeats("Red lamps. Blue? Red lamps.") == "Red lamps. Blue?"
@@ -184,3 +207,9 @@ def test_read_time_overrides_reach_a_store_opened_by_path_or_by_store(corpus, ti
                    Agent.from_store(store, tiny, overrides={"reread_tokens": 96})):
         with opened:
             assert opened.memory.settings.reread_tokens == 96
+    # what shapes the stored states cannot change on opening (reading after a head the blocks were not
+    # written after would answer from the wrong states, silently)
+    with pytest.raises(L2MError, match="reading_head; these settings shape what is stored"):
+        Agent.from_store(store, tiny, overrides={"reading_head": "Context:\n"})
+    with Agent.from_store(store, tiny, overrides={"codec": corpus.memory.settings.codec}) as same:
+        assert same.memory.meta
