@@ -89,17 +89,22 @@ def bm25_answer(mem: Memory, question: str) -> dict:
 
 
 def memory_answer(mem: Memory, question: str) -> dict:
-    """`Memory.ask` with NEW_TOKENS tokens at most: the first decoding step marks the first token."""
+    """`Memory.ask` with NEW_TOKENS tokens at most: the first decoding step marks the first token; what follows
+    decoding (citations, their re-ranking, naming the answer) is `after_decode_s`."""
     marks: list[Clock] = []
     timers = Timers()
     decode = mem._decode
+    fed = 0
 
     def marked(*args, **kwargs):
+        nonlocal fed
         marks.append(Clock())
+        before = timers.calls["forward"]
         try:
             return decode(*args, **kwargs)
         finally:
             marks.append(Clock())
+            fed = timers.calls["forward"] - before
 
     start = Clock()
     mem._decode = marked
@@ -108,9 +113,9 @@ def memory_answer(mem: Memory, question: str) -> dict:
             answer = mem.ask(question, max_new_tokens=NEW_TOKENS)
     finally:
         del mem._decode
-    fed = timers.calls["forward"] - (2 if mem.settings.reread_tokens else 1)
+    done = Clock()
     tokens = len(mem.tokenizer(answer.text, add_special_tokens=False)["input_ids"])
-    return timing(start, marks[0], marks[1], fed, tokens)
+    return timing(start, marks[0], marks[1], fed, tokens) | {"after_decode_s": done.since(marks[1])[0]}
 
 
 def medians(runs: list[dict]) -> dict:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, and_, func, or_, select
 from l2m_core.errors import L2MError
 from l2m_core.memory import Enclosing
 from repos_index import schema
+from repos_index.code import CODE_LANGUAGES
 from repos_index.graph import build_graph, dependency_order, load_facts
 from repos_index.memory import MemorySink
 from repos_index.pipeline import Updater, UpdateReport, in_memory
@@ -239,13 +240,16 @@ class CorpusIndex:
 
     def enclosing(self, block_ids: Iterable[int]) -> dict[int, Enclosing]:
         """For each memory block, the definition or section it lies in (the innermost named chunk holding the
-        block's middle line): its name and the block holding its first line, where the heading is; and, in a
-        converted document, the page (PDF) or heading path (HTML, DOCX) of that middle line."""
+        block's middle line): its name and the block holding its first line, where the heading is; in a
+        converted document, the page (PDF) or heading path (HTML, DOCX) of that middle line; whether it is
+        source code (every block of a parsed code file has an entry, named or not)."""
         b, c, p = schema.blocks, schema.chunks, schema.places
         wanted = set(block_ids)
         out: dict[int, Enclosing] = {}
         with self.engine.connect() as conn:
             rows = conn.execute(select(b).where(b.c.block_id.in_(wanted))).all() if wanted else []
+            code = set(conn.scalars(select(schema.files.c.id).where(
+                schema.files.c.id.in_({r.file_id for r in rows}), schema.files.c.language.in_(CODE_LANGUAGES))))
             for file_id in {r.file_id for r in rows}:
                 spans = conn.execute(select(b.c.block_id, b.c.line_start, b.c.line_end)
                                      .where(b.c.file_id == file_id).order_by(b.c.line_start, b.c.block_id)).all()
@@ -258,14 +262,14 @@ class CorpusIndex:
                     page, path = (place.page, place.heading) if place is not None else (None, None)
                     holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end]
                     if not holding:
-                        if place is not None:
-                            out[row.block_id] = Enclosing("", None, page, path)
+                        if place is not None or file_id in code:
+                            out[row.block_id] = Enclosing("", None, page, path, file_id in code)
                         continue
                     chunk = min(holding, key=lambda ch: ch.line_end - ch.line_start)
                     heading = next((s.block_id for s in spans if s.line_start <= chunk.line_start <= s.line_end),
                                    None)
                     label = chunk.qualname if chunk.kind in ("class", "function", "method") else chunk.name
-                    out[row.block_id] = Enclosing(label or chunk.name or "", heading, page, path)
+                    out[row.block_id] = Enclosing(label or chunk.name or "", heading, page, path, file_id in code)
         return out
 
     def file_graph(self) -> dict[str, set[str]]:

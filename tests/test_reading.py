@@ -15,6 +15,7 @@ from l2m_core.answer_form import asks_for, named_answer, without_repeats
 from l2m_core.errors import L2MError
 from l2m_core.loading import load_model
 from l2m_core.memory import Citation, Memory, reading_head
+from l2m_core.scoring import question_likelihoods
 from l2m_core.settings import MemorySettings
 
 SETTINGS = dict(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, lexical_top_k=1, neighbours=0,
@@ -213,3 +214,58 @@ def test_read_time_overrides_reach_a_store_opened_by_path_or_by_store(corpus, ti
         Agent.from_store(store, tiny, overrides={"reading_head": "Context:\n"})
     with Agent.from_store(store, tiny, overrides={"codec": corpus.memory.settings.codec}) as same:
         assert same.memory.meta
+
+
+def test_question_likelihoods_score_each_passage_as_if_alone(tiny):
+    passages = ["Lamps are kept in a register.", "The owners report broken lamps to the authority at once, "
+                "with the name of the repairer and the seal that was applied."]
+    question = "Who keeps the register?"
+    together = question_likelihoods(tiny.model, tiny.tokenizer, passages, question)
+    alone = [question_likelihoods(tiny.model, tiny.tokenizer, [p], question)[0] for p in passages]
+    assert together == pytest.approx(alone, abs=1e-4)  # left padding changes no passage's score
+    # the mean log-probability of the question's tokens after the prompt, computed by hand for one passage
+    tok = tiny.tokenizer
+    prompt = tok(f"Passage: {passages[0]}\n\nPlease write a question based on this passage.\nQuestion:",
+                 add_special_tokens=False).input_ids
+    q = tok(" " + question, add_special_tokens=False).input_ids
+    with torch.inference_mode():
+        logits = tiny.model(torch.tensor([prompt + q])).logits[0, len(prompt) - 1:-1].float()
+    by_hand = torch.log_softmax(logits, -1)[torch.arange(len(q)), torch.tensor(q)].mean()
+    assert together[0] == pytest.approx(float(by_hand), abs=1e-4)
+
+
+def _scores_later_runs_higher(calls: list):
+    def scores(model, tokenizer, passages, question):  # the later a run came, the better it explains the question
+        calls.append(passages)
+        return [float(i) for i in range(len(passages))]
+    return scores
+
+
+def test_the_first_citations_are_ordered_by_how_well_they_explain_the_question(tmp_path, tiny, monkeypatch):
+    (tmp_path / "rules.txt").write_text(LEGAL)
+    settings = MemorySettings(**{**SETTINGS, "max_read_blocks": 12, "lexical_top_k": 6, "rerank_citations": 0})
+    with Agent.open(tmp_path, tmp_path / "store", tiny, settings=settings) as agent:
+        agent.ingest()
+        question = "Which register holds the quince-coloured seal of the repairer and the date of the repair?"
+        plain = agent.ask(question, max_new_tokens=2).citations
+        assert len(plain) >= 3
+        scored: list = []
+        monkeypatch.setattr("l2m_core.memory.question_likelihoods", _scores_later_runs_higher(scored))
+        agent.memory.settings = agent.memory.settings.replace(rerank_citations=2)
+        assert agent.ask(question, max_new_tokens=2).citations == [plain[1], plain[0], *plain[2:]]
+    # each run is scored as its whole lines under its citation
+    first = scored[0][0]
+    assert first.startswith(f"[{plain[0]}]\n")
+    assert len(first.splitlines()) == 1 + plain[0].line_end - plain[0].line_start + 1
+
+
+def test_runs_of_code_keep_their_addressing_order(corpus, monkeypatch):
+    memory = corpus.memory
+    memory.settings = memory.settings.replace(max_read_blocks=12, lexical_top_k=6, rerank_citations=0)
+    question = "What does parcel_cost add to the total as surcharge from zanzibar_tariff?"
+    plain = corpus.ask(question, max_new_tokens=2).citations
+    assert plain[0].source == "ship.py" and len(plain) >= 2
+    scored: list = []
+    monkeypatch.setattr("l2m_core.memory.question_likelihoods", _scores_later_runs_higher(scored))
+    memory.settings = memory.settings.replace(rerank_citations=3)
+    assert corpus.ask(question, max_new_tokens=2).citations == plain and not scored
