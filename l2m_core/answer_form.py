@@ -61,11 +61,10 @@ def named_answer(question: str, reply: str, citations: Sequence[C]) -> tuple[str
     def given(c: Cited) -> bool:
         """The question names it: its whole name, or its own name where that is no plain word ("from_lines"
         in "PathSpec.from_lines", not "name" in "under a name")."""
-        whole, *own = names(c)
-        own = [n for n in own if not (n.isalpha() and n.islower())]
-        return any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", question) for n in [whole, *own])
+        whole, own = names(c)[:1], [n for n in names(c)[1:] if not (n.isalpha() and n.islower())]
+        return any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", question) for n in whole + own)
 
-    candidates = [c for c in citations if not names(c) or not given(c)]
+    candidates = [c for c in citations if not given(c)]
     named = [c for c in candidates if named_in(reply, c)]
     if named:
         return reply, [named[0], *(c for c in citations if c is not named[0])]

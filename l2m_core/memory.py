@@ -114,6 +114,7 @@ class Citation:
     label: str = ""              # the enclosing symbol or section of its heaviest block, when known
     page: int | None = None      # the PDF page of that block, when the source is a PDF
     heading: str | None = None   # the headings above that block, when the source is an HTML or DOCX file
+    code: bool = False           # the source is code (a file the index parsed with a grammar)
 
     def __str__(self) -> str:
         page = f" p.{self.page}" if self.page is not None else ""
@@ -477,10 +478,14 @@ class Memory:
                 taken.append(b)
             if not taken:
                 break
-            first, last = self.meta[taken[0]], self.meta[taken[-1]]
-            header = str(replace(c, line_start=first.line_start, line_end=last.line_end))
-            parts.append(f"[{header}]\n{self._lines(first, last)}")
+            parts.append(self._quoted(c, taken))
         return "".join(f"\n\n{p}" for p in parts)
+
+    def _quoted(self, c: Citation, block_ids: Sequence[int]) -> str:
+        """The whole lines of `block_ids` (a run, or its first blocks) under their citation:
+        `[pkg/util.py:494-533 normalize_file]` then the lines."""
+        first, last = self.meta[block_ids[0]], self.meta[block_ids[-1]]
+        return f"[{replace(c, line_start=first.line_start, line_end=last.line_end)}]\n{self._lines(first, last)}"
 
     def _reranked(self, question: str, citations: list[Citation], kept_first: set[int]) -> list[Citation]:
         """The first `rerank_citations` runs after those holding a `kept_first` block (pins cited first stay
@@ -491,11 +496,9 @@ class Memory:
         code sets re-ranking lost three first citations on one and gained three on the other)."""
         start = next((i for i, c in enumerate(citations) if kept_first.isdisjoint(c.block_ids)), len(citations))
         top = citations[start:start + self.settings.rerank_citations]
-        where = self.enclosing([c.block_ids[0] for c in top]) if self.enclosing is not None else {}
-        if len(top) < 2 or any(e.code for e in where.values()):  # code: BM25 on identifiers ranks it better
+        if len(top) < 2 or any(c.code for c in top):  # code: BM25 on identifiers ranks it better
             return citations
-        passages = [f"[{c}]\n{self._lines(self.meta[c.block_ids[0]], self.meta[c.block_ids[-1]])}" for c in top]
-        scores = question_likelihoods(self.model, self.tokenizer, passages, question)
+        scores = question_likelihoods(self.model, self.tokenizer, [self._quoted(c, c.block_ids) for c in top], question)
         order = sorted(range(len(top)), key=lambda i: -scores[i])
         return [*citations[:start], *(top[i] for i in order), *citations[start + len(top):]]
 
@@ -724,7 +727,8 @@ class Memory:
         where = self.enclosing(named) if self.enclosing is not None else {}
         none = Enclosing("", None)
         cites = [Citation(self.meta[r[0]].source, self.meta[r[0]].line_start, self.meta[r[-1]].line_end,
-                          sum(mass[b] for b in r) / total, tuple(r), (e := where.get(h, none)).label, e.page, e.heading)
+                          sum(mass[b] for b in r) / total, tuple(r), (e := where.get(h, none)).label, e.page, e.heading,
+                          e.code)
                  for r, h in zip(runs, named, strict=True)]
         return sorted(cites, key=lambda c: (pins_first and pinned.isdisjoint(c.block_ids),
                                             min(rank.get(b, len(rank)) for b in c.block_ids),

@@ -248,9 +248,10 @@ class CorpusIndex:
         out: dict[int, Enclosing] = {}
         with self.engine.connect() as conn:
             rows = conn.execute(select(b).where(b.c.block_id.in_(wanted))).all() if wanted else []
+            file_ids = {r.file_id for r in rows}
             code = set(conn.scalars(select(schema.files.c.id).where(
-                schema.files.c.id.in_({r.file_id for r in rows}), schema.files.c.language.in_(CODE_LANGUAGES))))
-            for file_id in {r.file_id for r in rows}:
+                schema.files.c.id.in_(file_ids), schema.files.c.language.in_(CODE_LANGUAGES))))
+            for file_id in file_ids:
                 spans = conn.execute(select(b.c.block_id, b.c.line_start, b.c.line_end)
                                      .where(b.c.file_id == file_id).order_by(b.c.line_start, b.c.block_id)).all()
                 named = conn.execute(select(c.c.kind, c.c.name, c.c.qualname, c.c.line_start, c.c.line_end)
