@@ -7,13 +7,22 @@ it read. When the reply names one of the places read, that place becomes the ans
 when it names none, the answer is the name of the top citation. A place the question itself names is
 never the answer ("Which util function does PathSpec.from_lines use ...?", "Article 13(12) tells ... in
 line with which Article?"). Replies are cut where they start repeating themselves.
+
+Some questions ask for a name the read text refers to rather than the place read: "... referred to in which
+Article?", "Which class does wait_none extend?". The top citation is then the referring paragraph or
+definition, and the answer is one of the names in its text (an Article it cites, a function it calls, a
+base class): the one whose surrounding words are those around the question's "which Article".
 """
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
+
+from l2m_core.addressing import query_terms, terms
 
 C = TypeVar("C", bound="Cited")
 _SYMBOL = r"function|method|class|helper|decorator|callable|routine|property|exception|constructor|subclass"
@@ -25,6 +34,19 @@ _ASKS = {
     "section": re.compile(rf"{_WHICH}(\w+\s+){{0,1}}(article|annex|recital|section|chapter)s?\b", re.IGNORECASE),
     "symbol": re.compile(rf"{_WHICH}(\w+\s+){{0,2}}({_SYMBOL})\b|\bname of the ({_SYMBOL})\b", re.IGNORECASE),
 }
+
+
+# "which Article" after a preposition inside the question ("set up under which Article", "in line with which
+# Article"), or any "refer": the name asked for is one the read text refers to
+_REFERS = re.compile(rf"\w[\s,]+(under|of|in|with|to|by|from|on|pursuant to)\s+which\s+(\w+\s+){{0,2}}"
+                     rf"(article|annex|recital|section|chapter|{_SYMBOL})s?\b|\brefer", re.IGNORECASE)
+_SECTION_REF = re.compile(r"\b(?:Article|Annex|Chapter|Section|Recital)\s+(?:\d+[a-z]?|[IVXLC]+\b)(?:\(\w{1,4}\))*")
+_CALLED = re.compile(r"(?<![\w.])(?:\w+\.)*([A-Za-z_]\w*)\s*\(")     # f(, util.f(, Future(
+_BASES = re.compile(r"^\s*class\s+\w+\s*\(([^)]*)\)", re.MULTILINE)  # class X(Base, Mixin):
+_ASSIGNED = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*(?::[^=\n]+)?=(?!=)")  # x = ..., x: T = ...
+_NOT_NAMES = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | {"self", "cls", "super", "object"}
+# where a mention's context ends: a sentence or paragraph of (hard-wrapped) prose, a line of code
+_BOUNDARY = {"section": re.compile(r"[.;:]\s|\n\s*\n"), "symbol": re.compile(r"\n")}
 
 
 def asks_for(question: str) -> str | None:
@@ -41,11 +63,90 @@ class Cited(Protocol):
     label: str
 
 
-def named_answer(question: str, reply: str, citations: Sequence[C]) -> tuple[str, list[C]]:
+def referred_names(kind: str, text: str) -> list[tuple[str, int, int]]:
+    """(name, start, end) of each name `text` refers to, in order: sections ("Article 62(2)") for `kind`
+    "section", called functions and base classes for "symbol" (not builtins, not definitions' own names, not
+    variables the text assigns)."""
+    if kind == "section":
+        return [(m[0], m.start(), m.end()) for m in _SECTION_REF.finditer(text)]
+    found = [(m[1], m.start(1), m.end(1)) for m in _CALLED.finditer(text)
+             if not re.search(r"\b(def|class)\s+$", text[max(m.start() - 7, 0):m.start()])]
+    for bases in _BASES.finditer(text):
+        found += [(m[1], bases.start(1) + m.start(1), bases.start(1) + m.end(1))
+                  for m in re.finditer(r"(?:\w+\.)*(\w+)(?=\s*(,|$))", bases[1])]
+    local = set(_ASSIGNED.findall(text))  # `use_factory = ...; use_factory(line)` calls a variable
+    return sorted((f for f in found if f[0] not in _NOT_NAMES | local), key=lambda f: f[1])
+
+
+def _best_referred(question: str, kind: str, text: str) -> str | None:
+    """The name `text` refers to whose mention is surrounded by the words that surround the question's
+    which-phrase, on the same side ("the examination procedure of which Article" ~ "the examination
+    procedure referred to in Article 62(2)"; either side when the question starts with it: "Which class does
+    wait_none extend?" ~ "class wait_none(wait_fixed)"). Each shared word counts 1 / (1 + its distance in the
+    question) times 1 / (1 + its distance in the mention's sentence or line); names the question gives are
+    skipped, the first mention wins a tie, and a name that shares no word is not chosen."""
+    wanted = set(query_terms(question, stemmed=True))
+    which = _ASKS[kind].search(question)
+    leads = not question[:which.start()].strip()
+    asked = _closeness(question[:which.start()], question[which.end():], wanted, leads)
+    best, best_score = None, 0.0
+    for name, start, end in referred_names(kind, text):
+        if _given(question, [name]):
+            continue
+        lo = max((m.end() for m in _BOUNDARY[kind].finditer(text, 0, start)), default=0)
+        hi = next((m.start() for m in _BOUNDARY[kind].finditer(text, end)), len(text))
+        near = _closeness(text[lo:start], text[end:hi], wanted, leads)
+        score = sum(asked[w] * near[w] for w in near.keys() & asked.keys())
+        if score > best_score:
+            best, best_score = name, score
+    return best
+
+
+def _closeness(before: str, after: str, wanted: set[str], either_side: bool) -> dict[tuple[str, str], float]:
+    """For each `wanted` word and side ("<" in `before`, ">" in `after`, "" when `either_side`), 1 / (1 +
+    the distance in words) from the point between `before` and `after` to its nearest occurrence."""
+    out: dict[tuple[str, str], float] = {}
+    for side, words in (("<", terms(before, stemmed=True)[::-1]), (">", terms(after, stemmed=True))):
+        for distance, word in enumerate(words):
+            key = ("" if either_side else side, word)
+            if word in wanted:
+                out[key] = max(out.get(key, 0.0), 1 / (1 + distance))
+    return out
+
+
+def _said(text: str, name: str) -> bool:
+    """`text` names `name` on its own ("walk" is not named by "Spec.walk" or "walker")."""
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text) is not None
+
+
+def _given(question: str, names: list[str]) -> bool:
+    """The question names a place called `names` (whole name first, then its own name): its whole name, or
+    its own name where that is no plain word ("from_lines" in "PathSpec.from_lines", not "name" in "under a
+    name")."""
+    own = [n for n in names[1:] if not (n.isalpha() and n.islower())]
+    return any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", question) for n in names[:1] + own)
+
+
+def _refers(question: str, top_names: list[str]) -> bool:
+    """Whether the question asks for a name that the text of the place called `top_names` refers to: it
+    says so ("referred to in which Article", "under which Article"), or it names that place outside its
+    which-phrase ("Which class does wait_none extend?"; not "Which PathSpec method ...", where the class
+    only holds the answer)."""
+    if _REFERS.search(question):
+        return True
+    which = next((m for pattern in _ASKS.values() for m in [pattern.search(question)] if m), None)
+    return _given(question[:which.start()] + " " + question[which.end():] if which else question, top_names)
+
+
+def named_answer(question: str, reply: str, citations: Sequence[C],
+                 text_of: Callable[[C], str] | None = None) -> tuple[str, list[C]]:
     """The reply and the citations, for a question that asks for a name: when the reply names a place it
     read (a cited definition, section or file) other than those the question names, that citation goes
     first, as the answer's source; when it names none of them, the answer is the name of the first citation
-    the question does not name. Other questions are left as they are."""
+    the question does not name. A question that asks for a name the read text refers to (see the module's
+    docstring; `text_of(citation)` is the text read there) is answered with the best of the names the top
+    citation's text refers to (`_best_referred`; not the reply's choice: the model names a local variable it
+    read as readily as the function asked for). Other questions are left as they are."""
     kind = asks_for(question)
     if kind is None or not citations:
         return reply, list(citations)
@@ -55,27 +156,23 @@ def named_answer(question: str, reply: str, citations: Sequence[C]) -> tuple[str
             return [c.source, c.source.rsplit("/", 1)[-1]]
         return [c.label, c.label.rsplit(".", 1)[-1]] if c.label else []
 
-    def named_in(text: str, c: Cited) -> bool:
-        return any(re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", text) for n in names(c))
-
-    def given(c: Cited) -> bool:
-        """The question names it: its whole name, or its own name where that is no plain word ("from_lines"
-        in "PathSpec.from_lines", not "name" in "under a name")."""
-        whole, own = names(c)[:1], [n for n in names(c)[1:] if not (n.isalpha() and n.islower())]
-        return any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", question) for n in whole + own)
-
-    candidates = [c for c in citations if not given(c)]
-    named = [c for c in candidates if named_in(reply, c)]
+    top = citations[0]
+    if text_of is not None and kind != "file" and _refers(question, names(top)):
+        name = _best_referred(question, kind, text_of(top))
+        if name is not None:
+            return f"{name} ({top.source})", list(citations)
+    candidates = [c for c in citations if not _given(question, names(c))]
+    named = [c for c in candidates if any(_said(reply, n) for n in names(c))]
     if named:
         return reply, [named[0], *(c for c in citations if c is not named[0])]
     if not candidates:
         return reply, list(citations)
     # the answer names the first place read that the question does not; the citations keep their order,
     # the first one being where the answer was read ("Article 13(12) ... in line with Article 28")
-    top = candidates[0]
+    first = candidates[0]
     if kind == "file":
-        return top.source + (f" ({top.label})" if top.label else ""), list(citations)
-    return (f"{top.label} ({top.source})" if top.label else reply), list(citations)
+        return first.source + (f" ({first.label})" if first.label else ""), list(citations)
+    return (f"{first.label} ({first.source})" if first.label else reply), list(citations)
 
 
 _STUTTER = re.compile(r"(?<!\w)(\S.{2,80}?\W)(?:\1){2,}", re.DOTALL)  # whole words, three times in a row

@@ -451,7 +451,8 @@ class Memory:
         # a plain question (no tool protocol, no answer format of the caller's, no grammar)
         if not instruction and choose_token is None:
             citations = self._reranked(question, citations, set(pins) if pins_first else set())
-            text, citations = named_answer(question, text, citations)
+            text, citations = named_answer(question, text, citations, lambda c: self._lines(
+                self.meta[c.block_ids[0]], self.meta[c.block_ids[-1]]))
         done = time.perf_counter()
         return Answer(text, citations, plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agent import Agent
-from l2m_core.answer_form import asks_for, named_answer, without_repeats
+from l2m_core.answer_form import asks_for, named_answer, referred_names, without_repeats
 from l2m_core.errors import L2MError
 from l2m_core.loading import load_model
 from l2m_core.memory import Citation, Memory, reading_head
@@ -148,6 +148,51 @@ def test_a_place_the_question_names_is_not_its_answer():
     assert named_answer(legal, "In line with the law.", [article_13, article_28])[0] == "Article 28 (act.txt)"
     # every place read is named by the question: the reply stands
     assert named_answer(legal, "Article 30.", [article_13]) == ("Article 30.", [article_13])
+
+
+def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
+    article_14 = Citation("act.txt", 10, 12, 0.8, (1,), "Article 14")
+    article_16 = Citation("act.txt", 40, 44, 0.2, (6,), "Article 16")
+    text = {article_14: "1. The manufacturer shall notify the vulnerability to the CSIRT designated in accordance "
+                        "with Article 13(4) and to ENISA. It shall send the notification via the single reporting "
+                        "platform established pursuant to Article 17.",
+            article_16: "ENISA shall establish the single reporting platform."}
+    cites = [article_14, article_16]
+    refers = "Through the platform set up under which Article must manufacturers send their notifications?"
+    # the answer is the Article the read paragraph refers to where the question's words are, not a place read
+    assert named_answer(refers, "The answer is:", cites, text.get) == ("Article 17 (act.txt)", cites)
+    assert named_answer(refers, "Under Article 13(4).", cites, text.get)[0] == "Article 17 (act.txt)"
+    # asking where something is said, the answer stays the place read
+    where = "Which Article says that manufacturers notify ENISA of a vulnerability?"
+    assert named_answer(where, "The answer is:", cites, text.get) == ("Article 14 (act.txt)", cites)
+    # a question naming the top definition outside its which-phrase asks for a name its text uses
+    base = Citation("pkg/wait.py", 72, 76, 0.9, (3,), "wait_none")
+    code = {base: "class wait_none(wait_fixed):\n    \"\"\"Does not wait.\"\"\"\n\n    def __init__(self) -> None:\n"
+                  "        super().__init__(0)\n"}
+    assert named_answer("Which class does wait_none extend?", "It is a class.", [base], code.get) == (
+        "wait_fixed (pkg/wait.py)", [base])
+    # names a definition's text refers to: what it calls and extends, not builtins, its own name or variables
+    body = textwrap.dedent("""\
+        class Spec(Base, mixins.Sized):
+            def from_lines(cls, factory, lines):
+                if isinstance(factory, str):
+                    use = util.lookup_pattern(factory)
+                return cls([use(line) for line in lines], make_backend())
+        """)
+    assert [name for name, _, _ in referred_names("symbol", body)] == ["Base", "Sized", "lookup_pattern",
+                                                                        "make_backend"]
+    # a class that only holds the answer ("Which Spec method ...") is not asked about
+    spec = Citation("pkg/spec.py", 1, 9, 0.9, (4,), "Spec")
+    walk = Citation("pkg/spec.py", 20, 29, 0.5, (5,), "Spec.walk")
+    holder = {spec: "class Spec(Base):\n    def __init__(self):\n        self.tree = make_tree(self)\n"}
+    assert named_answer("Which Spec method walks the tree?", "None.", [spec, walk], holder.get)[0] == (
+        "Spec.walk (pkg/spec.py)")
+
+
+def test_a_function_a_read_definition_calls_answers_which_function_it_uses(corpus):
+    answer = corpus.ask("Which function does parcel_cost call to get the surcharge?", max_new_tokens=2)
+    assert answer.citations[0].label == "parcel_cost"
+    assert answer.text == "zanzibar_tariff (ship.py)"
 
 
 def test_a_looping_reply_is_cut_where_it_repeats():
