@@ -175,6 +175,51 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     return (f"{first.label} ({first.source})" if first.label else reply), list(citations)
 
 
+_QUOTED = re.compile(r"(?<!\w)['‘\"“]([^'’\"”\n]{2,80}?)['’\"”](?!\w)")
+# "What is a 'X'?", "What does 'X' mean?", "How is 'X' defined?", "Who counts as a 'X'?", "When is a Y
+# considered 'X'?"
+_ASKS_MEANING = re.compile(r"\bmean|\bdefin|\bcounts? as\b|\bregarded as\b|\bconsider|\bsense of\b"
+                           r"|^\s*(what|who)\s+(is|are)\b", re.IGNORECASE)
+_DEFINES = re.compile(r"(?<!\w)['‘\"“]([^'’\"”\n]{2,120})['’\"”]\s+means\b")
+_DEFINITION_END = re.compile(r"[;.](?=[ \t]*(\n|$))|\n\s*\n")
+
+
+def defined_answer(question: str, reply: str, citations: Sequence[C],
+                   text_of: Callable[[C], str]) -> tuple[str, list[C]]:
+    """For a question that asks what a quoted term means ("What is a 'software bill of materials'?"), the
+    definition the read text gives ("'software bill of materials' means a formal record ...;"), whole, with
+    the run that gives it cited first; a small model paraphrasing a definition loses it. The term defined is
+    the question's term, else its singular or plural, else one that holds it ('major' -> 'major ICT-related
+    incident'); the closest such term wins, then the earliest cited. Other questions, and questions whose
+    read text defines no such term, keep the reply."""
+    quoted = [q.lower() for q in _QUOTED.findall(question)]
+    if not quoted or asks_for(question) is not None or not _ASKS_MEANING.search(question):
+        return reply, list(citations)
+    found = []  # (closeness, citation rank, definition, citation)
+    for rank, c in enumerate(citations):
+        text = text_of(c)
+        for m in _DEFINES.finditer(text):
+            distances = [d for q in quoted if (d := _term_distance(q, m[1].lower())) is not None]
+            if distances:
+                end = _DEFINITION_END.search(text, m.end())
+                definition = " ".join(text[m.start():end.end() if end else len(text)].split())
+                found.append((min(distances), rank, definition, c))
+    if not found:
+        return reply, list(citations)
+    _, _, definition, c = min(found, key=lambda f: f[:2])
+    return definition, [c, *(other for other in citations if other is not c)]
+
+
+def _term_distance(asked: str, defined: str) -> int | None:
+    """0 for the same term, 1 for its singular or plural, 2 when the defined term holds the asked one as
+    whole words; None otherwise."""
+    if asked == defined:
+        return 0
+    if asked.rstrip("s") == defined.rstrip("s"):
+        return 1
+    return 2 if re.search(rf"(?<!\w){re.escape(asked)}(?!\w)", defined) else None
+
+
 _STUTTER = re.compile(r"(?<!\w)(\S.{2,80}?\W)(?:\1){2,}", re.DOTALL)  # whole words, three times in a row
 
 

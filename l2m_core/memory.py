@@ -36,7 +36,7 @@ import torch
 
 from l2m_core import codec, heap
 from l2m_core.addressing import LexicalIndex, ReprBank, fuse, neighbours
-from l2m_core.answer_form import asks_for, named_answer, without_repeats
+from l2m_core.answer_form import asks_for, defined_answer, named_answer, without_repeats
 from l2m_core.attention import BatchPlan, ReadPlan, RecordPlan, active, record
 from l2m_core.errors import L2MError
 from l2m_core.families import check_supported
@@ -451,8 +451,8 @@ class Memory:
         # a plain question (no tool protocol, no answer format of the caller's, no grammar)
         if not instruction and choose_token is None:
             citations = self._reranked(question, citations, set(pins) if pins_first else set())
-            text, citations = named_answer(question, text, citations, lambda c: self._lines(
-                self.meta[c.block_ids[0]], self.meta[c.block_ids[-1]]))
+            text, citations = named_answer(question, text, citations, self._run_text)
+            text, citations = defined_answer(question, text, citations, self._run_text)
         done = time.perf_counter()
         return Answer(text, citations, plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})
@@ -487,6 +487,10 @@ class Memory:
         `[pkg/util.py:494-533 normalize_file]` then the lines."""
         first, last = self.meta[block_ids[0]], self.meta[block_ids[-1]]
         return f"[{replace(c, line_start=first.line_start, line_end=last.line_end)}]\n{self._lines(first, last)}"
+
+    def _run_text(self, c: Citation) -> str:
+        """The whole lines of the run of blocks `c` cites."""
+        return self._lines(self.meta[c.block_ids[0]], self.meta[c.block_ids[-1]])
 
     def _reranked(self, question: str, citations: list[Citation], kept_first: set[int]) -> list[Citation]:
         """The first `rerank_citations` runs after those holding a `kept_first` block (pins cited first stay

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agent import Agent
-from l2m_core.answer_form import asks_for, named_answer, referred_names, without_repeats
+from l2m_core.answer_form import asks_for, defined_answer, named_answer, referred_names, without_repeats
 from l2m_core.errors import L2MError
 from l2m_core.loading import load_model
 from l2m_core.memory import Citation, Memory, reading_head
@@ -187,6 +187,28 @@ def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
     holder = {spec: "class Spec(Base):\n    def __init__(self):\n        self.tree = make_tree(self)\n"}
     assert named_answer("Which Spec method walks the tree?", "None.", [spec, walk], holder.get)[0] == (
         "Spec.walk (pkg/spec.py)")
+
+
+def test_a_question_about_a_quoted_term_is_answered_with_its_definition():
+    recital = Citation("act.txt", 5, 9, 0.6, (1,), "Recital 4")
+    article_3 = Citation("act.txt", 40, 52, 0.4, (9,), "Article 3")
+    text = {recital: "Manufacturers should keep a 'software bill of materials' up to date.",
+            article_3: "(38) 'software' means computer code;\n(39) ‘software bill of materials’ means a formal "
+                       "record containing details\nand supply chain relationships of components;\n"
+                       "(40) 'major incident' means an incident with a high adverse impact;"}
+    cites = [recital, article_3]
+    definition = "‘software bill of materials’ means a formal record containing details and supply chain " \
+                 "relationships of components;"
+    for question in ("What is a 'software bill of materials'?", "How does the Regulation define a ‘software "
+                     "bill of materials’?"):
+        # the definition, whole, from the run that gives it, which is cited first; not the shorter 'software'
+        assert defined_answer(question, "It is a list.", cites, text.get) == (definition, [article_3, recital])
+    for question in ("What counts as 'major'?", "What are 'major incidents'?"):  # a term holding it, a plural
+        assert defined_answer(question, "", cites, text.get)[0].startswith("'major incident' means")
+    # a quoted term in a question that asks something else, or a term the read text does not define
+    for question in ("How often must manufacturers update the 'software bill of materials'?",
+                     "What is a 'product'?", "Which Article defines 'software'?"):
+        assert defined_answer(question, "Yearly.", cites, text.get) == ("Yearly.", cites)
 
 
 def test_a_function_a_read_definition_calls_answers_which_function_it_uses(corpus):
