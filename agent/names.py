@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from l2m_core.answer_form import terms_asked_about
 from repos_index.index import CorpusIndex
 
 _SECTION = re.compile(r"\b(Article|Art\.|Section|Sec\.|§|Chapter|Annex|Recital|Title)\s*(\d+[a-z]?(?:\(\d+\))?)",
@@ -38,8 +39,13 @@ def candidates(question: str) -> list[str]:
 
 
 def name_pins(index: CorpusIndex, question: str, limit: int) -> list[int]:
-    """Blocks of the sections and symbols named in `question`, at most `limit`, best first."""
+    """Blocks of the sections and symbols named in `question`, and of the definition of a quoted term whose
+    meaning it asks ("Who counts as an 'open-source software steward'?"), at most `limit`, best first."""
     pins: list[int] = []
+    for term in terms_asked_about(question):
+        for name in dict.fromkeys([term, term[:-1] if term.endswith("s") else term]):  # or its singular
+            for hit in [h for h in index.find_symbol(name) if h.kind == "term"][:1]:
+                pins.extend(hit.blocks[:BLOCKS_PER_NAME])
     for match in _SECTION.finditer(question):
         for section in index.find_section(f"{match[1]} {match[2]}")[:1]:
             pins.extend(section.blocks[:BLOCKS_PER_NAME])

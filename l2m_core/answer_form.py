@@ -184,6 +184,14 @@ _DEFINES = re.compile(r"(?<!\w)['‘\"“]([^'’\"”\n]{2,120})['’\"”]\s+m
 _DEFINITION_END = re.compile(r"[;.](?=[ \t]*(\n|$))|\n\s*\n")
 
 
+def terms_asked_about(question: str) -> list[str]:
+    """The quoted terms of a question that asks what they mean ("What is a 'software bill of materials'?");
+    none for other questions, quoted terms or not ("How often is the 'software bill of materials' updated?")."""
+    if asks_for(question) is not None or not _ASKS_MEANING.search(question):
+        return []
+    return _QUOTED.findall(question)
+
+
 def defined_answer(question: str, reply: str, citations: Sequence[C],
                    text_of: Callable[[C], str]) -> tuple[str, list[C]]:
     """For a question that asks what a quoted term means ("What is a 'software bill of materials'?"), the
@@ -192,8 +200,8 @@ def defined_answer(question: str, reply: str, citations: Sequence[C],
     the question's term, else its singular or plural, else one that holds it ('major' -> 'major ICT-related
     incident'); the closest such term wins, then the earliest cited. Other questions, and questions whose
     read text defines no such term, keep the reply."""
-    quoted = [q.lower() for q in _QUOTED.findall(question)]
-    if not quoted or asks_for(question) is not None or not _ASKS_MEANING.search(question):
+    quoted = [q.lower() for q in terms_asked_about(question)]
+    if not quoted:
         return reply, list(citations)
     found = []  # (closeness, citation rank, definition, citation)
     for rank, c in enumerate(citations):

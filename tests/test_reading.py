@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from agent import Agent
+from agent.names import name_pins
 from l2m_core.answer_form import asks_for, defined_answer, named_answer, referred_names, without_repeats
 from l2m_core.errors import L2MError
 from l2m_core.loading import load_model
@@ -58,7 +59,9 @@ LEGAL = textwrap.dedent('''\
     Article 2
     Definitions
 
-    For the purposes of this Regulation, 'lamp' means any device that gives light.
+    For the purposes of this Regulation, the following definitions apply:
+    (1) 'lamp' means any device that gives light;
+    (2) 'owner' means the person who keeps a lamp.
 
     Article 3
     Entry into force
@@ -209,6 +212,16 @@ def test_a_question_about_a_quoted_term_is_answered_with_its_definition():
     for question in ("How often must manufacturers update the 'software bill of materials'?",
                      "What is a 'product'?", "Which Article defines 'software'?"):
         assert defined_answer(question, "Yearly.", cites, text.get) == ("Yearly.", cites)
+
+
+def test_the_definition_of_a_quoted_term_is_read_and_given_as_the_answer(corpus):
+    definition = corpus.index.blocks_for("rules.txt", 14, 14)[0]
+    # the index's defined term is read in every layer when its meaning is asked, not when it is only quoted
+    assert definition in name_pins(corpus.index, "What does 'lamp' mean?", 3)
+    assert definition not in name_pins(corpus.index, "Who keeps a register of each repaired 'lamp'?", 3)
+    answer = corpus.ask("What does 'lamp' mean?", max_new_tokens=2)
+    assert answer.text == "'lamp' means any device that gives light;"
+    assert (answer.citations[0].source, answer.citations[0].label) == ("rules.txt", "Article 2")
 
 
 def test_a_function_a_read_definition_calls_answers_which_function_it_uses(corpus):
