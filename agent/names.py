@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from l2m_core.answer_form import terms_asked_about
-from repos_index.index import CorpusIndex
+from repos_index.index import CorpusIndex, SymbolHit
 
 _SECTION = re.compile(r"\b(Article|Art\.|Section|Sec\.|§|Chapter|Annex|Recital|Title)\s*(\d+[a-z]?(?:\(\d+\))?)",
                       re.IGNORECASE)
@@ -43,9 +43,8 @@ def name_pins(index: CorpusIndex, question: str, limit: int) -> list[int]:
     meaning it asks ("Who counts as an 'open-source software steward'?"), at most `limit`, best first."""
     pins: list[int] = []
     for term in terms_asked_about(question):
-        for name in dict.fromkeys([term, term[:-1] if term.endswith("s") else term]):  # or its singular
-            for hit in [h for h in index.find_symbol(name) if h.kind == "term"][:1]:
-                pins.extend(hit.blocks[:BLOCKS_PER_NAME])
+        for hit in _defined_terms(index, term, question)[:1]:
+            pins.extend(hit.blocks[:BLOCKS_PER_NAME])
     for match in _SECTION.finditer(question):
         for section in index.find_section(f"{match[1]} {match[2]}")[:1]:
             pins.extend(section.blocks[:BLOCKS_PER_NAME])
@@ -55,3 +54,14 @@ def name_pins(index: CorpusIndex, question: str, limit: int) -> list[int]:
         for hit in index.find_symbol(word)[:1]:
             pins.extend(hit.blocks[:BLOCKS_PER_NAME])
     return list(dict.fromkeys(pins))[:limit]
+
+
+def _defined_terms(index: CorpusIndex, term: str, question: str) -> list[SymbolHit]:
+    """The index's defined terms for a quoted `term`: the term or its singular; else the terms that hold it
+    and whose every word is in the question ("What makes a cybersecurity risk 'significant'?" ->
+    'significant cybersecurity risk')."""
+    same = [hit for name in dict.fromkeys([term, term.removesuffix("s")]) for hit in index.find_symbol(name)
+            if hit.kind == "term"]
+    asked = question.lower()
+    return same or [hit for hit in index.find_terms(term)
+                    if all(re.search(rf"(?<!\w){re.escape(word.lower())}", asked) for word in hit.name.split())]

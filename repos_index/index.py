@@ -135,17 +135,26 @@ class CorpusIndex:
     def find_symbol(self, name: str) -> list[SymbolHit]:
         """Definitions named `name` or qualified as `name` ("Square.area"), defined terms included;
         an exact match first, else a case-insensitive one."""
+        s = schema.symbols
+        rows = self._symbols(or_(s.c.name == name, s.c.qualname == name))
+        lowered = name.lower()
+        return rows or self._symbols(or_(func.lower(s.c.name) == lowered, func.lower(s.c.qualname) == lowered))
+
+    def find_terms(self, holding: str) -> list[SymbolHit]:
+        """Defined terms whose name holds `holding` as whole words, any case ('significant' ->
+        'significant cybersecurity risk')."""
+        s = schema.symbols
+        whole = re.compile(rf"(?<!\w){re.escape(holding)}(?!\w)", re.IGNORECASE)
+        hits = self._symbols(and_(s.c.kind == "term", func.lower(s.c.name).contains(holding.lower(), autoescape=True)))
+        return [hit for hit in hits if whole.search(hit.name)]
+
+    def _symbols(self, where) -> list[SymbolHit]:
         s, f = schema.symbols, schema.files
-        base = select(f.c.path, s.c.file_id, s.c.chunk, s.c.name, s.c.qualname, s.c.kind, s.c.line_start,
-                      s.c.line_end).join(f, f.c.id == s.c.file_id).order_by(f.c.path, s.c.line_start)
+        query = (select(f.c.path, s.c.file_id, s.c.chunk, s.c.name, s.c.qualname, s.c.kind, s.c.line_start,
+                        s.c.line_end).join(f, f.c.id == s.c.file_id).where(where).order_by(f.c.path, s.c.line_start))
         with self.engine.connect() as conn:
-            rows = conn.execute(base.where(or_(s.c.name == name, s.c.qualname == name))).all()
-            if not rows:
-                lowered = name.lower()
-                rows = conn.execute(base.where(or_(func.lower(s.c.name) == lowered,
-                                                   func.lower(s.c.qualname) == lowered))).all()
             return [SymbolHit(r.path, r.name, r.qualname, r.kind, r.line_start, r.line_end,
-                              self._chunk_blocks(conn, r.file_id, r.chunk)) for r in rows]
+                              self._chunk_blocks(conn, r.file_id, r.chunk)) for r in conn.execute(query)]
 
     def find_references(self, name: str) -> list[ReferenceHit]:
         """Uses of a name (calls, types, base classes, imports); "Square.area" looks up "area"."""

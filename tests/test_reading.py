@@ -61,7 +61,8 @@ LEGAL = textwrap.dedent('''\
 
     For the purposes of this Regulation, the following definitions apply:
     (1) 'lamp' means any device that gives light;
-    (2) 'owner' means the person who keeps a lamp.
+    (2) 'owner' means the person who keeps a lamp;
+    (3) 'registered lamp' means a lamp entered in the register.
 
     Article 3
     Entry into force
@@ -219,6 +220,10 @@ def test_the_definition_of_a_quoted_term_is_read_and_given_as_the_answer(corpus)
     # the index's defined term is read in every layer when its meaning is asked, not when it is only quoted
     assert definition in name_pins(corpus.index, "What does 'lamp' mean?", 3)
     assert definition not in name_pins(corpus.index, "Who keeps a register of each repaired 'lamp'?", 3)
+    # a quoted word that only a longer defined term holds: that term, when the question has all its words
+    registered = corpus.index.blocks_for("rules.txt", 16, 16)[0]
+    assert registered in name_pins(corpus.index, "When is a lamp 'registered' in the sense of this Act?", 3)
+    assert name_pins(corpus.index, "What does 'registered' mean?", 3) == []
     answer = corpus.ask("What does 'lamp' mean?", max_new_tokens=2)
     assert answer.text == "'lamp' means any device that gives light;"
     assert (answer.citations[0].source, answer.citations[0].label) == ("rules.txt", "Article 2")
