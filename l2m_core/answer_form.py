@@ -1,4 +1,4 @@
-"""Answers that name what was read, for questions that ask for a name.
+"""Answers that name what was read, for questions that ask for a name or for what a term means.
 
 "Which function ...?", "In which file ...?" and "Which Article ...?" ask for the name of a place. The
 engine knows the places it read (the citations, with the definition or section around each from the
@@ -12,6 +12,9 @@ Some questions ask for a name the read text refers to rather than the place read
 Article?", "Which class does wait_none extend?". The top citation is then the referring paragraph or
 definition, and the answer is one of the names in its text (an Article it cites, a function it calls, a
 base class): the one whose surrounding words are those around the question's "which Article".
+
+A question that asks what a quoted term means ("What is a 'software bill of materials'?") is answered with
+the definition the read text gives, whole; a small model paraphrasing a definition it read loses it.
 """
 
 from __future__ import annotations
