@@ -77,8 +77,8 @@ def referred_names(kind: str, text: str) -> list[tuple[str, int, int]]:
     for bases in _BASES.finditer(text):
         found += [(m[1], bases.start(1) + m.start(1), bases.start(1) + m.end(1))
                   for m in re.finditer(r"(?:\w+\.)*(\w+)(?=\s*(,|$))", bases[1])]
-    local = set(_ASSIGNED.findall(text))  # `use_factory = ...; use_factory(line)` calls a variable
-    return sorted((f for f in found if f[0] not in _NOT_NAMES | local), key=lambda f: f[1])
+    skipped = _NOT_NAMES | set(_ASSIGNED.findall(text))  # `use_factory = ...; use_factory(line)` calls a variable
+    return sorted((f for f in found if f[0] not in skipped), key=lambda f: f[1])
 
 
 def _best_referred(question: str, kind: str, text: str) -> str | None:
@@ -130,15 +130,15 @@ def _given(question: str, names: list[str]) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", question) for n in names[:1] + own)
 
 
-def _refers(question: str, top_names: list[str]) -> bool:
-    """Whether the question asks for a name that the text of the place called `top_names` refers to: it
-    says so ("referred to in which Article", "under which Article"), or it names that place outside its
-    which-phrase ("Which class does wait_none extend?"; not "Which PathSpec method ...", where the class
-    only holds the answer)."""
+def _refers(question: str, kind: str, top_names: list[str]) -> bool:
+    """Whether the question, which asks for a name of `kind`, asks for one that the text of the place called
+    `top_names` refers to: it says so ("referred to in which Article", "under which Article"), or it names
+    that place outside its which-phrase ("Which class does wait_none extend?"; not "Which PathSpec method
+    ...", where the class only holds the answer)."""
     if _REFERS.search(question):
         return True
-    which = next((m for pattern in _ASKS.values() for m in [pattern.search(question)] if m), None)
-    return _given(question[:which.start()] + " " + question[which.end():] if which else question, top_names)
+    which = _ASKS[kind].search(question)
+    return _given(question[:which.start()] + " " + question[which.end():], top_names)
 
 
 def named_answer(question: str, reply: str, citations: Sequence[C],
@@ -160,7 +160,7 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
         return [c.label, c.label.rsplit(".", 1)[-1]] if c.label else []
 
     top = citations[0]
-    if text_of is not None and kind != "file" and _refers(question, names(top)):
+    if text_of is not None and kind != "file" and _refers(question, kind, names(top)):
         name = _best_referred(question, kind, text_of(top))
         if name is not None:
             return f"{name} ({top.source})", list(citations)
