@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -89,6 +90,9 @@ def reading_head(tokenizer) -> str:
     return prompt_text(tokenizer, "").split(MEMORY_SLOT)[0]
 
 
+_ASKS_REASONS = re.compile(r"\b(why|recitals?)\b", re.IGNORECASE)
+
+
 class BlocksGone(L2MError):
     """Blocks chosen for reading are no longer in the store: another process retired them since the index
     in RAM was loaded (`ask` then reloads it and reads again), or the store is damaged."""
@@ -102,6 +106,7 @@ class Enclosing:
     page: int | None = None      # the page of a PDF the block is on
     heading: str | None = None   # the headings above the block in an HTML or DOCX document
     code: bool = False           # the block is source code (a file parsed with a grammar)
+    recital: bool = False        # the block lies in a recital: a reason a regulation's preamble gives, not law
 
 
 @dataclass(frozen=True)
@@ -519,11 +524,19 @@ class Memory:
 
     def _hits(self, query: str) -> list[int]:
         """The blocks the question's text addresses, best first: BM25, fused by rank with the learned
-        head's key scores when a head is set."""
+        head's key scores when a head is set. Blocks in recitals come after the others unless the question
+        asks about recitals or reasons ("why ..."): a regulation's recitals restate its Articles in looser
+        words and drew BM25's first hit away from the Article that holds the answer (bench/qa/README.md)."""
         k = self.settings.lexical_top_k
+        wide = 4 * k
         if self.address_head is not None:
-            return self.address_head.fused_top(self, query, k)
-        return self.lexical.top(query, k)
+            hits = self.address_head.fused_top(self, query, wide)
+        else:
+            hits = self.lexical.top(query, wide)
+        if self.enclosing is None or _ASKS_REASONS.search(query):
+            return hits[:k]
+        where = self.enclosing(hits)
+        return sorted(hits, key=lambda b: b in where and where[b].recital)[:k]
 
     def _shared_read_set(self, hits: list[int], pins: list[int]) -> list[int]:
         """Blocks every layer reads: pins, the addressed `hits` and their right neighbours."""

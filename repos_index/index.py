@@ -251,7 +251,7 @@ class CorpusIndex:
         """For each memory block, the definition or section it lies in (the innermost named chunk holding the
         block's middle line): its name and the block holding its first line, where the heading is; in a
         converted document, the page (PDF) or heading path (HTML, DOCX) of that middle line; whether it is
-        source code (every block of a parsed code file has an entry, named or not)."""
+        source code (every block of a parsed code file has an entry, named or not); whether it lies in a recital."""
         b, c, p = schema.blocks, schema.chunks, schema.places
         wanted = set(block_ids)
         out: dict[int, Enclosing] = {}
@@ -279,7 +279,8 @@ class CorpusIndex:
                     heading = next((s.block_id for s in spans if s.line_start <= chunk.line_start <= s.line_end),
                                    None)
                     label = chunk.qualname if chunk.kind in ("class", "function", "method") else chunk.name
-                    out[row.block_id] = Enclosing(label or chunk.name or "", heading, page, path, file_id in code)
+                    out[row.block_id] = Enclosing(label or chunk.name or "", heading, page, path, file_id in code,
+                                                  chunk.kind == "recital")
         return out
 
     def file_graph(self) -> dict[str, set[str]]:

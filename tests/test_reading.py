@@ -354,3 +354,52 @@ def test_runs_of_code_keep_their_addressing_order(corpus, monkeypatch):
     monkeypatch.setattr("l2m_core.memory.question_likelihoods", _scores_later_runs_higher(scored))
     memory.settings = memory.settings.replace(rerank_citations=3)
     assert corpus.ask(question, max_new_tokens=2).citations == plain and not scored
+
+
+PREAMBLE = textwrap.dedent('''\
+    REGULATION ON LAMPS
+
+    Whereas:
+
+    (1) Owners of broken lamps should report broken lamps to the authority soon, since broken lamps left
+    unreported in public buildings are a danger, and the authority should hear of broken lamps early.
+
+    (2) This Regulation should apply from the day after its publication.
+
+    HAVE ADOPTED THIS REGULATION:
+
+    Article 1
+    Reports
+
+    1. The owner shall report a broken lamp to the authority within seven days of finding it broken, and shall
+    keep a copy of that report in the register of the public building concerned for two years.
+
+    Article 2
+    Register
+
+    The register shall be kept in the public building and shown to the authority on request.
+
+    Article 3
+    Entry into force
+
+    This Regulation shall enter into force on the day following that of its publication.
+''')
+
+
+def test_a_recital_that_restates_an_article_does_not_displace_it_unless_reasons_are_asked(tmp_path, tiny):
+    (tmp_path / "lamps.txt").write_text(PREAMBLE)
+    settings = MemorySettings(**{**SETTINGS, "block_size": 32, "chunk_size": 64, "sink": 32})
+    with Agent.open(tmp_path, tmp_path / "store", tiny, settings=settings) as agent:
+        agent.ingest()
+        memory = agent.memory
+
+        def first_hit(question: str) -> str:  # the label of the block addressing puts first
+            hit = memory._hits(question)[0]
+            return memory._labels([hit])[hit]
+
+        question = "How soon must the owner report broken lamps to the authority?"
+        plain = memory.lexical.top(question, 1)  # BM25 alone: the recital repeats the question's words
+        assert memory._labels(plain)[plain[0]] == "Recital 1"
+        assert first_hit(question) == "Article 1"
+        assert agent.ask(question, max_new_tokens=2).citations[0].label == "Article 1"
+        assert first_hit("Why should owners report broken lamps to the authority soon?") == "Recital 1"
