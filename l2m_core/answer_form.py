@@ -226,7 +226,7 @@ def _term_distance(asked: str, defined: str) -> int | None:
     whole words; None otherwise."""
     if asked == defined:
         return 0
-    if asked.rstrip("s") == defined.rstrip("s"):
+    if asked.removesuffix("s") == defined.removesuffix("s"):
         return 1
     return 2 if re.search(rf"(?<!\w){re.escape(asked)}(?!\w)", defined) else None
 
