@@ -22,7 +22,7 @@ _UNNUMBERED = frozenset({"annex", "appendix", "schedule", "exhibit"})
 _HEADING = re.compile(
     r"^(?P<word>PART|Part|TITLE|Title|CHAPTER|Chapter|SUBCHAPTER|Subchapter|SECTION|Section|Sec\.|SEC\.|"
     r"SUBSECTION|Subsection|ARTICLE|Article|Art\.|ANNEX|Annex|APPENDIX|Appendix|SCHEDULE|Schedule|EXHIBIT|Exhibit)"
-    r"(?:\s+(?P<num>\d+[a-z]?(?:\.\d+)*|[IVXLCDM]+[a-z]?|[A-Z]))?\.?(?:\s*[-–—:.]\s*|\s+)?(?P<title>.*)$"
+    r"(?:\s+(?P<num>\d+[a-z]?(?:\.\d+)*|[IVXLCDM]+[a-z]?|[A-Z]))?\.?(?:\s*(?P<sep>[-–—:.])\s*|\s+)?(?P<title>.*)$"
 )
 _SECTION_SIGN = re.compile(r"^§{1,2}\s*(?P<num>\d+[a-z]?(?:\.\d+)*)\.?\s*(?P<title>.*)$")
 _CLAUSE = re.compile(r"^(?P<num>\d+(?:\.\d+)*)\.?\s+(?P<title>\S.*)$")
@@ -137,6 +137,8 @@ def _heading(line: str) -> tuple[str, str, str] | None:
     word = m["word"].lower().rstrip(".")
     kind = {"art": "article", "sec": "section"}.get(word, word)
     num, title = m["num"], m["title"].strip()
+    if num is not None and line.startswith("(", m.end("num")):
+        return None  # "Article 10(1) of Regulation ..." wrapped to the start of a line cites a paragraph
     if title and not (title[0].isupper() or title[0] in "‘“\"'(" or title[0].isdigit()):
         return None  # "Article 26 is amended as follows:" is a sentence, not a heading
     if title.endswith((":", ";", ",")):
@@ -145,7 +147,9 @@ def _heading(line: str) -> tuple[str, str, str] | None:
         if kind not in _UNNUMBERED or (title and not title.isupper()):
             return None
         return kind, kind.capitalize(), title
-    if len(title.split()) > _MAX_TITLE_WORDS:
+    # a long title is a sentence ("Article 5 of Regulation ... shall apply ..."), unless a colon or dash sets
+    # it off as a title ("## Article 52: Market surveillance and control of products ... in the Union market")
+    if len(title.split()) > _MAX_TITLE_WORDS * (2 if m["sep"] in ("-", "–", "—", ":") else 1):
         return None
     return kind, f"{kind.capitalize()} {num}", title
 

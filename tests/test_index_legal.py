@@ -154,6 +154,21 @@ def test_a_wrapped_line_that_starts_like_a_heading_stays_text():
         ("Article 1", 1), ("Article 2", 6), ("Article 3", 10), ("Annex I", 14)]
 
 
+def test_a_long_title_set_off_by_a_colon_is_a_heading_and_a_long_sentence_is_not():
+    """Markdown conversions write "## Article 52: <title>"; the CRA's Articles 52, 54 and 56 have titles of 13-16
+    words, and their paragraphs were filed under no Article. A line that starts with a cited paragraph ("Article
+    10(1) of ...", a wrapped sentence) is no heading."""
+    text = ("## Article 1: Scope\n1. Products are covered.\n\n"
+            "## Article 2: Market surveillance and control of products with digital elements in the Union market\n"
+            "1. Authorities shall check products.\n\n"
+            "Article 3 of Regulation (EU) 2019/1020 shall apply to products with digital elements within the scope\n"
+            "of this Regulation, as does\nArticle 10(1) of Regulation (EU) No 1025/2012; or\n\n"
+            "## Article 4: Penalties\n1. Fines apply.\n")
+    chunks = analyze(text, "legal").chunks
+    assert [(c.name, c.line_start) for c in chunks if c.kind == "article"] == [
+        ("Article 1", 1), ("Article 2", 4), ("Article 4", 11)]
+
+
 def test_contract_clauses_and_parenthetical_terms():
     path = FIXTURES / "docs" / "contract.txt"
     analysis = analyze(path.read_text(), detect_language(path, path.read_text()))
