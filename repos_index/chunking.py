@@ -22,6 +22,9 @@ _BY_SUFFIX = {
     ".md": "markdown", ".markdown": "markdown", ".mdx": "markdown",
     ".txt": "text", ".text": "text", ".rst": "text", "": "text",
 }
+# Raised whenever an analyser finds other structure in the same text (a parser fix). An index written by
+# another version analyses every file again on its next full update; memory keeps their blocks.
+ANALYZER_VERSION = "2"
 PROSE_LANGUAGES = frozenset({"legal", "markdown", "text"})
 LANGUAGES = CODE_LANGUAGES | PROSE_LANGUAGES
 

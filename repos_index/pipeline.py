@@ -21,7 +21,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from l2m_core.store import transient  # the store's retry rule: the index shares its database
 from repos_index import schema
-from repos_index.chunking import analyze, detect_language
+from repos_index.chunking import ANALYZER_VERSION, analyze, detect_language
 from repos_index.documents import BadDocument, Converted, convert, is_document
 from repos_index.graph import build_graph, dependency_order, load_facts
 from repos_index.memory import BatchMemorySink, BlockSpan, MemorySink
@@ -40,6 +40,7 @@ class UpdateReport:
     unchanged: int = 0
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    reanalyzed: list[str] = field(default_factory=list)  # unchanged, analysed again by a newer analyser
     renamed: list[tuple[str, str]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     chunks_written: int = 0
@@ -65,6 +66,7 @@ class UpdateReport:
         lines = [
             f"{self.files_seen} files: {len(self.added)} added, {len(self.changed)} changed, "
             f"{len(self.renamed)} renamed, {len(self.deleted)} deleted, {self.unchanged} unchanged"
+            + (f", {len(self.reanalyzed)} analysed again by a newer analyser" if self.reanalyzed else "")
             + (f", {len(self.bad_documents)} bad documents" if self.bad_documents else "")
             + f" ({self.chunks_written} chunks written, {self.seconds:.1f} s)"
         ]
@@ -135,13 +137,16 @@ class Updater:
         for requested in result.scope if result.scope is not None else [""]:
             if not any(in_scope(f.path, [requested]) for f in result.files):
                 report.warn("nothing_to_index", requested or ".")
+        stale = self._analyzer() != ANALYZER_VERSION
         with IngestProgress(progress) as bar:
-            pending = self._detect_changes(result.files, result.scope, report)
+            pending = self._detect_changes(result.files, result.scope, report, stale)
             if pending:
                 bar.phase("indexing", len(pending), len(pending), "files")
             for item in pending:
                 self._index_file(item, report)
                 bar.advance()
+            if stale and result.scope is None and not report.errors:
+                self._set_analyzer()
             if memory is not None:
                 self._feed_memory(memory, result.scope, report, bar)
         report.seconds = time.perf_counter() - started
@@ -149,9 +154,21 @@ class Updater:
 
     # -- the index -----------------------------------------------------------------------------------
 
+    def _analyzer(self) -> str | None:
+        """The analyser version the index's rows were written by (None: before versions were kept)."""
+        with self.engine.connect() as conn:
+            return conn.scalar(select(schema.meta.c.value).where(schema.meta.c.key == "analyzer"))
+
+    @transient
+    def _set_analyzer(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(schema.meta).where(schema.meta.c.key == "analyzer"))
+            conn.execute(insert(schema.meta).values(key="analyzer", value=ANALYZER_VERSION))
+
     def _detect_changes(
-        self, scanned: list[ScannedFile], scope: list[str] | None, report: UpdateReport
+        self, scanned: list[ScannedFile], scope: list[str] | None, report: UpdateReport, stale: bool
     ) -> list[_Pending]:
+        """The files to index: new and changed ones, and with a `stale` analyser every file."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(schema.files.c.id, schema.files.c.path, schema.files.c.sha256,
                                        schema.files.c.size, schema.files.c.mtime_ns)).all()
@@ -159,7 +176,7 @@ class Updater:
         pending: list[_Pending] = []
         for item in scanned:
             row = known.pop(item.path, None)
-            if row is not None and row.size == item.size and row.mtime_ns == item.mtime_ns:
+            if not stale and row is not None and row.size == item.size and row.mtime_ns == item.mtime_ns:
                 report.unchanged += 1
                 continue
             try:
@@ -175,12 +192,13 @@ class Updater:
             if lossy:
                 report.warn("invalid_utf8", item.path)
             sha = sha256_text(text)
-            if row is not None and row.sha256 == sha:
+            if row is not None and row.sha256 == sha and not stale:
                 self._write(update(schema.files).where(schema.files.c.id == row.id)
                             .values(size=item.size, mtime_ns=item.mtime_ns))
                 report.unchanged += 1
                 continue
-            (report.changed if row is not None else report.added).append(item.path)
+            bucket = report.added if row is None else report.reanalyzed if row.sha256 == sha else report.changed
+            bucket.append(item.path)
             pending.append(_Pending(item, sha, row.id if row is not None else None))
 
         gone_by_sha: dict[str, list] = {}
@@ -211,7 +229,7 @@ class Updater:
             analysis = analyze(text, converted.language if converted else detect_language(path, text))
         except Exception as exc:  # an unreadable file or a parser failure must not stop the other files
             report.errors[path] = f"not indexed: {exc}"
-            for bucket in (report.added, report.changed):
+            for bucket in (report.added, report.changed, report.reanalyzed):
                 if path in bucket:
                     bucket.remove(path)
             return
@@ -345,9 +363,11 @@ class Updater:
                 report.errors[path] = f"memory ingest failed: {spans}"
             else:
                 self._map_blocks(todo[path].id, todo[path].sha256, spans)
-                report.ingested.append(path)
-                report.blocks_written += len(spans)
-                report.approx_tokens += tokens[path]
+                # memory held this text already: its blocks were only mapped to the new analysis
+                if not (path in report.reanalyzed and live.get(path) == todo[path].sha256):
+                    report.ingested.append(path)
+                    report.blocks_written += len(spans)
+                    report.approx_tokens += tokens[path]
             bar.advance(tokens[path])
 
     def _order(self) -> list[str]:

@@ -135,6 +135,13 @@ retired = Table(
     Column("source", Text, primary_key=True),  # left memory's view of the corpus while no memory was attached
 )
 
+# What the index records about itself: "analyzer", the `chunking.ANALYZER_VERSION` its rows were written by.
+meta = Table(
+    "idx_meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 PER_FILE_TABLES = (chunks, symbols, references, imports, xrefs, places, blocks, chunk_blocks)
 
 

@@ -11,6 +11,7 @@ from index_helpers import FIXTURES, FakeMemory, copy_fixture, make_unreadable
 from sqlalchemy import create_engine, inspect, text
 
 from l2m_core.errors import L2MError
+from repos_index import pipeline
 from repos_index.index import CorpusIndex, ingest
 from repos_index.pipeline import Updater
 
@@ -79,6 +80,24 @@ def test_an_unchanged_tree_reads_nothing_and_calls_no_model(index, corpus, monke
     os.utime(corpus / "app.py", ns=(stamp, stamp))  # touched, same content
     report = index.update(memory, progress=False)
     assert memory.take_calls() == [] and report.changed == [] and report.unchanged == 4
+
+
+def test_a_newer_analyser_analyses_unchanged_files_again_and_memory_keeps_their_blocks(index, monkeypatch):
+    memory = FakeMemory()
+    index.update(memory, progress=False)
+    memory.take_calls()
+    blocks = {path: [b.block_id for b in spans] for path, (_, spans) in memory.docs.items()}
+    analysed: list[str] = []
+    real = pipeline.analyze
+    monkeypatch.setattr(pipeline, "analyze", lambda text, language: analysed.append(language) or real(text, language))
+    monkeypatch.setattr(pipeline, "ANALYZER_VERSION", "next")
+    report = index.update(memory, progress=False)
+    assert sorted(report.reanalyzed) == sorted([*PYTHON_FILES, "statute.txt"]) and len(analysed) == 4
+    assert not (report.added or report.changed or report.ingested) and "analysed again" in report.summary()
+    assert {path: [b.block_id for b in spans] for path, (_, spans) in memory.docs.items()} == blocks
+    assert ("retire", "app.py") not in memory.take_calls()
+    assert index.blocks_for("app.py") == blocks["app.py"] and index.memory_disagreements(memory) == {}
+    assert index.update(memory, progress=False).reanalyzed == [] and len(analysed) == 4  # the version is kept
 
 
 def test_an_empty_file_stored_as_no_blocks_is_not_ingested_again(index, corpus):
