@@ -147,9 +147,10 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     read (a cited definition, section or file) other than those the question names, that citation goes
     first, as the answer's source; when it names none of them, the answer is the name of the first citation
     the question does not name. A question that asks for a name the read text refers to (see the module's
-    docstring; `text_of(citation)` is the text read there) is answered with the best of the names the top
-    citation's text refers to (`_best_referred`; not the reply's choice: the model names a local variable it
-    read as readily as the function asked for). Other questions are left as they are."""
+    docstring; `text_of(citation)` is the text read there) is answered with the best of the names that the
+    text of the place it names refers to, else the top citation's (`_best_referred`; not the reply's choice:
+    the model names a local variable it read as readily as the function asked for). Other questions are left
+    as they are."""
     kind = asks_for(question)
     if kind is None or not citations:
         return reply, list(citations)
@@ -161,9 +162,13 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
 
     top = citations[0]
     if text_of is not None and kind != "file" and _refers(question, kind, names(top)):
-        name = _best_referred(question, kind, text_of(top))
-        if name is not None:
-            return f"{name} ({top.source})", list(citations)
+        # the referring text: the place the question names ("Article 13(12) tells ... in line with which
+        # Article?"), where it was read, else the top citation
+        given = next((c for c in citations if c.label and _given(question, names(c))), top)
+        for c in [given, top] if given is not top else [top]:
+            name = _best_referred(question, kind, text_of(c))
+            if name is not None:
+                return f"{name} ({c.source})", list(citations)
     candidates = [c for c in citations if not _given(question, names(c))]
     named = [c for c in candidates if any(_said(reply, n) for n in names(c))]
     if named:

@@ -166,6 +166,11 @@ def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
     # the answer is the Article the read paragraph refers to where the question's words are, not a place read
     assert named_answer(refers, "The answer is:", cites, text.get) == ("Article 17 (act.txt)", cites)
     assert named_answer(refers, "Under Article 13(4).", cites, text.get)[0] == "Article 17 (act.txt)"
+    # the place the question names is the referring one, though another place read was cited first
+    named = "Article 14 sends the notifications through the platform set up under which Article?"
+    article_16_text = {**text, article_16: "ENISA shall establish the platform under Article 3(2)."}
+    assert named_answer(named, "The answer is:", [article_16, article_14], article_16_text.get)[0] == (
+        "Article 17 (act.txt)")
     # asking where something is said, the answer stays the place read
     where = "Which Article says that manufacturers notify ENISA of a vulnerability?"
     assert named_answer(where, "The answer is:", cites, text.get) == ("Article 14 (act.txt)", cites)
