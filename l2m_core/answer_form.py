@@ -14,7 +14,9 @@ definition, and the answer is one of the names in its text (an Article it cites,
 base class): the one whose surrounding words are those around the question's "which Article".
 
 A question that asks what a quoted term means ("What is a 'software bill of materials'?") is answered with
-the definition the read text gives, whole; a small model paraphrasing a definition it read loses it.
+the definition the read text gives, whole; a small model paraphrasing a definition it read loses it. One that
+asks for a duration, an amount or a date is answered with the read sentence that states it, unless the reply
+already gives one the text states.
 """
 
 from __future__ import annotations
@@ -236,6 +238,69 @@ def _term_distance(asked: str, defined: str) -> int | None:
     return 2 if re.search(rf"(?<!\w){re.escape(asked)}(?!\w)", defined) else None
 
 
+_NUMBER = (r"(?:\d+(?:[ ,.]\d+)*|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|eighteen|"
+           r"twenty(?:-four)?|thirty|forty(?:-eight)?|fifty|sixty|seventy(?:-two)?|ninety|hundred)")
+_MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+# what a question asks for ("How long ...?", "Up to what amount ...?", "From what date ...?") and how the
+# read text states it
+_QUANTITIES = {
+    "duration": (re.compile(r"\bhow (long|often|frequently)\b|\bhow many (hours|days|weeks|months|years)\b|"
+                            r"\b(what|which) (\w+ ){0,4}(period|deadline|time limit|interval)s?\b", re.IGNORECASE),
+                 re.compile(rf"\b{_NUMBER}\s+(?:working\s+|calendar\s+)?(?:hours?|days?|weeks?|months?|years?)\b|"
+                            r"\b(?:once|twice)\s+(?:a|per|every)\s+(?:day|week|month|year)\b|\b(?:annually|yearly|monthly|weekly|daily)\b|"
+                            r"\bevery\s+(?:\w+\s+)?(?:days?|weeks?|months?|years?)\b", re.IGNORECASE)),
+    "amount": (re.compile(r"\bhow much\b|\b(what|which) (\w+ ){0,2}(amount|fine|sum|share|percentage|proportion|"
+                          r"fee)s?\b|\bup to what\b", re.IGNORECASE),
+               re.compile(rf"(?:EUR|€)\s*{_NUMBER}(?:\s*(?:million|billion))?|{_NUMBER}\s*(?:%|per\s*cent\b|percent\b)|"
+                          rf"\b{_NUMBER}\s*(?:million|billion)?\s*(?:EUR|euros?)\b", re.IGNORECASE)),
+    "date": (re.compile(r"\b(what|which) date\b", re.IGNORECASE),
+             re.compile(rf"\b\d{{1,2}}\s+{_MONTH}\s+\d{{4}}\b")),
+}
+
+
+def quantity_asked(question: str) -> str | None:
+    """"duration", "amount" or "date" when the question asks for one ("How long ...?", "Up to what amount
+    ...?", "From what date ...?"), else None."""
+    return next((kind for kind, (asks, _) in _QUANTITIES.items() if asks.search(question)), None)
+
+
+def quantity_answer(question: str, reply: str, citations: Sequence[C],
+                    text_of: Callable[[C], str]) -> tuple[str, list[C]]:
+    """For a question that asks for a duration, an amount or a date, the sentence of the read text that
+    states one where the question's words are (the closer the better, as in `_best_referred`), with its run
+    cited first; a small model reading "no later than 14 days after ..." answers "a limited period of time" or
+    invents an amount. A reply that already gives a quantity of that kind which the read text states is kept,
+    and so is every reply when no read sentence states one near the question's words."""
+    kind = quantity_asked(question)
+    if kind is None or not citations:
+        return reply, list(citations)
+    mention = _QUANTITIES[kind][1]
+    texts = [" ".join(text_of(c).split()) for c in citations]
+    stated = {_figure(m[0]) for text in texts for m in mention.finditer(text)}
+    if any(_figure(m[0]) in stated for m in mention.finditer(reply)):
+        return reply, list(citations)
+    wanted = set(query_terms(question, stemmed=True))
+    best, best_score = None, 0.0
+    for c, text in zip(citations, texts, strict=True):
+        for m in mention.finditer(text):
+            lo = max((b.end() for b in _SENTENCE_END.finditer(text, 0, m.start())), default=0)
+            hi = next((b.start() + 1 for b in _SENTENCE_END.finditer(text, m.end())), len(text))
+            score = sum(_closeness(text[lo:m.start()], text[m.end():hi], wanted, either_side=True).values())
+            if score > best_score:
+                best, best_score = (text[lo:hi].strip(" -"), c), score
+    if best is None:
+        return reply, list(citations)
+    sentence, c = best
+    return sentence, [c, *(other for other in citations if other is not c)]
+
+
+_SENTENCE_END = re.compile(r"[.;:](?=\s|$)")
+
+
+def _figure(quantity: str) -> str:
+    """A quantity as a key that ignores how it is written: "2,5 %" and "2.5%", "15 000 000" and "15,000,000"."""
+    key = re.sub(r"\s+", "", quantity.lower()).replace(",", ".")
+    return re.sub(r"(?<=\d)\.(?=\d{3}(?!\d))", "", key)
 _STUTTER = re.compile(r"(?<!\w)(\S.{2,80}?\W)(?:\1){2,}", re.DOTALL)  # whole words, three times in a row
 
 

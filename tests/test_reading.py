@@ -12,7 +12,14 @@ import torch
 
 from agent import Agent
 from agent.names import name_pins
-from l2m_core.answer_form import asks_for, defined_answer, named_answer, referred_names, without_repeats
+from l2m_core.answer_form import (
+    asks_for,
+    defined_answer,
+    named_answer,
+    quantity_answer,
+    referred_names,
+    without_repeats,
+)
 from l2m_core.errors import L2MError
 from l2m_core.loading import load_model
 from l2m_core.memory import Citation, Memory, reading_head
@@ -218,6 +225,33 @@ def test_a_question_about_a_quoted_term_is_answered_with_its_definition():
     for question in ("How often must manufacturers update the 'software bill of materials'?",
                      "What is a 'product'?", "Which Article defines 'software'?"):
         assert defined_answer(question, "Yearly.", cites, text.get) == ("Yearly.", cites)
+
+
+def test_a_question_asking_for_a_quantity_is_answered_with_the_read_sentence_that_states_it():
+    article_14 = Citation("act.txt", 30, 36, 0.7, (4,), "Article 14")
+    article_64 = Citation("act.txt", 90, 94, 0.3, (12,), "Article 64")
+    text = {article_14: "(b) an incident notification, within 72 hours of becoming aware of the incident;\n"
+                        "(c) a final report, no later than 14 days after a corrective or\nmitigating measure is "
+                        "available, including a description;",
+            article_64: "Infringements shall be subject to fines of up to EUR 15 000 000 or up to 2,5 % of the "
+                        "total worldwide annual turnover, whichever is higher."}
+    cites = [article_14, article_64]
+    question = "How long does a manufacturer have to send its final report once a mitigating measure is available?"
+    # the duration whose sentence holds the question's words, not the first one read
+    answer, cited = quantity_answer(question, "A limited period of time.", cites, text.get)
+    assert answer == ("(c) a final report, no later than 14 days after a corrective or mitigating measure is "
+                      "available, including a description;")
+    assert cited == cites
+    amount = "Up to what amount in euros can a manufacturer be fined?"
+    assert quantity_answer(amount, "Up to EUR 100 000.", cites, text.get) == (
+        "Infringements shall be subject to fines of up to EUR 15 000 000 or up to 2,5 % of the total worldwide "
+        "annual turnover, whichever is higher.", [article_64, article_14])
+    # a reply giving a quantity the read text states is kept; so is the reply to any other question
+    assert quantity_answer(question, "Within 14 days.", cites, text.get) == ("Within 14 days.", cites)
+    assert quantity_answer("Who sends the final report?", "The manufacturer.", cites, text.get) == (
+        "The manufacturer.", cites)
+    # no read sentence states a date: the reply stands
+    assert quantity_answer("From what date does it apply?", "Soon.", cites, text.get) == ("Soon.", cites)
 
 
 def test_the_definition_of_a_quoted_term_is_read_and_given_as_the_answer(corpus):
