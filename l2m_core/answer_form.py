@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import math
 import re
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Protocol, TypeVar
 
 from l2m_core.addressing import query_terms, terms
@@ -295,6 +297,36 @@ def quantity_answer(question: str, reply: str, citations: Sequence[C],
 
 
 _SENTENCE_END = re.compile(r"[.;:](?=\s|$)")
+_LEAD_IN = re.compile(r"^\W*(?:(?:the\s+)?answer(?:\s+to\s+(?:this|the|your)\s+question)?(?:\s+is)?\s*:?)?\W*$",
+                      re.IGNORECASE)  # a reply with no content: "", "The answer is:"
+
+
+def passage_answer(question: str, reply: str, citations: Sequence[C], text_of: Callable[[C], str],
+                   runs: int = 2, short: int = 200) -> tuple[str, list[C]]:
+    """For a reply that says nothing ("", "The answer is:"; greedy decoding of a small model stops there now
+    and then, the evidence read), the sentence of the first `runs` cited runs that holds most of the
+    question's words, each weighted by how few read sentences hold it, and the sentence after it when it is
+    under `short` characters, with its run cited first. Other replies are kept."""
+    if not _LEAD_IN.match(reply) or not citations:
+        return reply, list(citations)
+    wanted = set(query_terms(question, stemmed=True))
+    found = []  # (citation, the sentence and the next one when it is short, the question's words it holds)
+    for c in citations[:runs]:
+        text = " ".join(text_of(c).split())
+        ends = [0, *(m.end() for m in _SENTENCE_END.finditer(text)), len(text)]
+        for i, (a, b) in enumerate(pairwise(ends)):
+            upto = ends[i + 2] if b - a < short and i + 2 < len(ends) else b
+            found.append((c, text[a:upto].strip(" -"), wanted & set(terms(text[a:b], stemmed=True))))
+    # a word in few of the read sentences says more about where the answer is ("date" over "product")
+    weight = {w: math.log(1 + len(found) / sum(w in f[2] for f in found)) for f in found for w in f[2]}
+    best, best_score = None, 0.0
+    for c, sentence, held in found:
+        if (score := sum(weight[w] for w in held)) > best_score:
+            best, best_score = (sentence, c), score
+    if best is None:
+        return reply, list(citations)
+    sentence, c = best
+    return sentence, [c, *(other for other in citations if other is not c)]
 
 
 def _figure(quantity: str) -> str:

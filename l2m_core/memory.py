@@ -37,7 +37,14 @@ import torch
 
 from l2m_core import codec, heap
 from l2m_core.addressing import LexicalIndex, ReprBank, fuse, neighbours
-from l2m_core.answer_form import asks_for, defined_answer, named_answer, quantity_answer, without_repeats
+from l2m_core.answer_form import (
+    asks_for,
+    defined_answer,
+    named_answer,
+    passage_answer,
+    quantity_answer,
+    without_repeats,
+)
 from l2m_core.attention import BatchPlan, ReadPlan, RecordPlan, active, record
 from l2m_core.errors import L2MError
 from l2m_core.families import check_supported
@@ -459,6 +466,7 @@ class Memory:
             text, citations = named_answer(question, text, citations, self._run_text)
             text, citations = defined_answer(question, text, citations, self._run_text)
             text, citations = quantity_answer(question, text, citations, self._run_text)
+            text, citations = passage_answer(question, text, citations, self._run_text)
         done = time.perf_counter()
         return Answer(text, citations, plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})

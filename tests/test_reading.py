@@ -16,6 +16,7 @@ from l2m_core.answer_form import (
     asks_for,
     defined_answer,
     named_answer,
+    passage_answer,
     quantity_answer,
     referred_names,
     without_repeats,
@@ -254,6 +255,22 @@ def test_a_question_asking_for_a_quantity_is_answered_with_the_read_sentence_tha
     assert quantity_answer("From what date does it apply?", "Soon.", cites, text.get) == ("Soon.", cites)
 
 
+def test_a_reply_that_says_nothing_is_replaced_by_the_read_sentence_that_holds_the_question_words():
+    article_13 = Citation("act.txt", 30, 36, 0.7, (4,), "Article 13")
+    article_19 = Citation("act.txt", 90, 94, 0.3, (12,), "Article 19")
+    text = {article_19: "Importers shall check the product before placing it on the market.",
+            article_13: "The product shall be placed on the market with its support period.\nManufacturers "
+                        "shall give the end date of the support period, including at least the month and the "
+                        "year. Where feasible, the product shall display a notice."}
+    cites = [article_19, article_13]
+    question = "Which parts of the end date of a product's support period must at least be given?"
+    sentence = "Manufacturers shall give the end date of the support period, including at least the month and " \
+               "the year. Where feasible, the product shall display a notice."  # short: the next one joins it
+    for empty in ("The answer is:", "", "Answer:"):
+        assert passage_answer(question, empty, cites, text.get) == (sentence, [article_13, article_19])
+    assert passage_answer(question, "The month.", cites, text.get) == ("The month.", cites)
+
+
 def test_the_definition_of_a_quoted_term_is_read_and_given_as_the_answer(corpus):
     definition = corpus.index.blocks_for("rules.txt", 14, 14)[0]
     # the index's defined term is read in every layer when its meaning is asked, not when it is only quoted
@@ -367,6 +384,8 @@ def _scores_later_runs_higher(calls: list):
 
 def test_the_first_citations_are_ordered_by_how_well_they_explain_the_question(tmp_path, tiny, monkeypatch):
     (tmp_path / "rules.txt").write_text(LEGAL)
+    # the tiny model's two-token reply says nothing, which would cite the run of the answering sentence first
+    monkeypatch.setattr("l2m_core.memory.passage_answer", lambda question, reply, cites, text_of: (reply, cites))
     settings = MemorySettings(**{**SETTINGS, "max_read_blocks": 12, "lexical_top_k": 6, "rerank_citations": 0})
     with Agent.open(tmp_path, tmp_path / "store", tiny, settings=settings) as agent:
         agent.ingest()
