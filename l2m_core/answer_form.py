@@ -37,7 +37,9 @@ _SYMBOL = r"function|method|class|helper|decorator|callable|routine|property|exc
 _WHICH = (r"\b(which|what)\s+(?!(does|do|did|is|are|was|were|can|could|should|shall|must|will|would|may|might|has|"
           r"have|had)\b)")
 _ASKS = {
-    "file": re.compile(rf"{_WHICH}(\w+\s+){{0,2}}(file|module)s?\b|\bin which (file|module)\b", re.IGNORECASE),
+    # "which file" but not "what file extension/format/name ...", which asks for something else about a file
+    "file": re.compile(rf"(?:{_WHICH}(\w+\s+){{0,2}}|\bin which )(file|module)s?\b(?!\s+(extension|format|name|size|"
+                       r"type|mode|suffix|permission|descriptor|handle|object|system|content)s?\b)", re.IGNORECASE),
     "section": re.compile(rf"{_WHICH}(\w+\s+){{0,1}}(article|annex|recital|section|chapter)s?\b", re.IGNORECASE),
     "symbol": re.compile(rf"{_WHICH}(\w+\s+){{0,2}}({_SYMBOL})\b|\bname of the ({_SYMBOL})\b", re.IGNORECASE),
 }
@@ -50,6 +52,7 @@ _REFERS = re.compile(rf"\w[\s,]+(under|of|in|with|to|by|from|on|pursuant to)\s+w
 _SECTION_REF = re.compile(r"\b(?:Article|Annex|Chapter|Section|Recital)\s+(?:\d+[a-z]?|[IVXLC]+\b)(?:\(\w{1,4}\))*")
 _CALLED = re.compile(r"(?<![\w.])(?:\w+\.)*([A-Za-z_]\w*)\s*\(")     # f(, util.f(, Future(
 _BASES = re.compile(r"^\s*class\s+\w+\s*\(([^)]*)\)", re.MULTILINE)  # class X(Base, Mixin):
+_RAISED = re.compile(r"\b(?:raise|except)\s+\(?(?:\w+\.)*([A-Za-z_]\w*)")  # raise E, except (E, ...
 _ASSIGNED = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*(?::[^=\n]+)?=(?!=)")  # x = ..., x: T = ...
 _NOT_NAMES = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | {"self", "cls", "super", "object"}
 # where a mention's context ends: a sentence or paragraph of (hard-wrapped) prose, a line of code
@@ -78,6 +81,7 @@ def referred_names(kind: str, text: str) -> list[tuple[str, int, int]]:
         return [(m[0], m.start(), m.end()) for m in _SECTION_REF.finditer(text)]
     found = [(m[1], m.start(1), m.end(1)) for m in _CALLED.finditer(text)
              if not re.search(r"\b(def|class)\s+$", text[max(m.start() - 7, 0):m.start()])]
+    found += [(m[1], m.start(1), m.end(1)) for m in _RAISED.finditer(text) if text[m.end():m.end() + 1] != "("]
     for bases in _BASES.finditer(text):
         found += [(m[1], bases.start(1) + m.start(1), bases.start(1) + m.end(1))
                   for m in re.finditer(r"(?:\w+\.)*(\w+)(?=\s*(,|$))", bases[1])]
@@ -96,10 +100,11 @@ def _best_referred(question: str, kind: str, text: str) -> str | None:
     which = _ASKS[kind].search(question)
     leads = not question[:which.start()].strip()
     asked = _closeness(question[:which.start()], question[which.end():], wanted, leads)
+    raised = {m[1] for m in _RAISED.finditer(text)} if re.search(r"\bexception", which[0], re.IGNORECASE) else None
     best, best_score = None, 0.0
     for name, start, end in referred_names(kind, text):
-        if _given(question, [name]):
-            continue
+        if _given(question, [name]) or (raised is not None and name not in raised):
+            continue  # a name the question gives; a name not raised or caught, where an exception is asked for
         lo = max((m.end() for m in _BOUNDARY[kind].finditer(text, 0, start)), default=0)
         hi = next((m.start() for m in _BOUNDARY[kind].finditer(text, end)), len(text))
         near = _closeness(text[lo:start], text[end:hi], wanted, leads)

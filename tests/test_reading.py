@@ -461,3 +461,15 @@ def test_a_recital_that_restates_an_article_does_not_displace_it_unless_reasons_
         assert first_hit(question) == "Article 1"
         assert agent.ask(question, max_new_tokens=2).citations[0].label == "Article 1"
         assert first_hit("Why should owners report broken lamps to the authority soon?") == "Recital 1"
+
+
+def test_an_asked_exception_is_one_the_read_text_raises_and_a_file_extension_is_no_file():
+    parse = Citation("pkg/utils.py", 202, 306, 0.9, (7,), "parse_wheel_filename")
+    body = {parse: "    parts = filename.split('-', dashes - 2)\n    try:\n        version = Version(parts[1])\n"
+                   "    except InvalidVersion as e:\n        raise InvalidWheelFilename(\n"
+                   "            f'Invalid wheel filename (invalid version part): {filename!r}'\n        ) from e\n"}
+    question = "Which exception does parse_wheel_filename raise when the version part is not a valid version?"
+    assert named_answer(question, "ValueError.", [parse], body.get)[0] == "InvalidWheelFilename (pkg/utils.py)"
+    # "what file extension" asks for an extension: the reply stays
+    assert asks_for("What file extension must a wheel's filename end with?") is None
+    assert asks_for("In which file is the wheel's filename parsed?") == "file"
