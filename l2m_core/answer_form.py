@@ -254,11 +254,13 @@ _QUANTITIES = {
     "duration": (re.compile(r"\bhow (long|often|frequently)\b|\bhow many (hours|days|weeks|months|years)\b|"
                             r"\b(what|which) (\w+ ){0,4}(period|deadline|time limit|interval)s?\b", re.IGNORECASE),
                  re.compile(rf"\b{_NUMBER}\s+(?:working\s+|calendar\s+)?(?:hours?|days?|weeks?|months?|years?)\b|"
-                            r"\b(?:once|twice)\s+(?:a|per|every)\s+(?:day|week|month|year)\b|\b(?:annually|yearly|monthly|weekly|daily)\b|"
+                            r"\b(?:once|twice)\s+(?:a|per|every)\s+(?:day|week|month|year)\b|"
+                            r"\b(?:annually|yearly|monthly|weekly|daily)\b|"
                             r"\bevery\s+(?:\w+\s+)?(?:days?|weeks?|months?|years?)\b", re.IGNORECASE)),
     "amount": (re.compile(r"\bhow much\b|\b(what|which) (\w+ ){0,2}(amount|fine|sum|share|percentage|proportion|"
                           r"fee)s?\b|\bup to what\b", re.IGNORECASE),
-               re.compile(rf"(?:EUR|€)\s*{_NUMBER}(?:\s*(?:million|billion))?|{_NUMBER}\s*(?:%|per\s*cent\b|percent\b)|"
+               re.compile(rf"(?:EUR|€)\s*{_NUMBER}(?:\s*(?:million|billion))?|"
+                          rf"{_NUMBER}\s*(?:%|per\s*cent\b|percent\b)|"
                           rf"\b{_NUMBER}\s*(?:million|billion)?\s*(?:EUR|euros?)\b", re.IGNORECASE)),
     "date": (re.compile(r"\b(what|which) date\b", re.IGNORECASE),
              re.compile(rf"\b\d{{1,2}}\s+{_MONTH}\s+\d{{4}}\b")),
