@@ -778,8 +778,13 @@ class Memory:
         return self.block_texts([block_id])[block_id]
 
     def block_texts(self, block_ids: Sequence[int]) -> dict[int, str]:
-        """The stored text of each block (read from the cold tier: the index in RAM keeps only its terms)."""
-        return self.cold.texts(block_ids)
+        """The stored text of each block (read from the cold tier: the index in RAM keeps only its terms).
+        Raises `BlocksGone` for a block no longer stored (another writer retired it: `ask` then reloads)."""
+        texts = self.cold.texts(block_ids)
+        lost = [b for b in block_ids if b not in texts]
+        if lost:
+            raise BlocksGone(f"memory blocks {lost[:5]} are missing from the store; run `l2m memory verify`")
+        return texts
 
     def block_at(self, source: str, char_offset: int) -> int | None:
         for block_id, m in self.meta.items():

@@ -67,6 +67,31 @@ def test_a_question_in_flight_when_another_process_retires_its_blocks(tmp_path, 
         reader.close()
 
 
+def test_a_question_whose_read_text_is_retired_before_its_answer_is_formed(tmp_path, tiny_model_dir):
+    """The window after decoding, when the answer forms read the cited runs' text ("How long ...?" reads it for
+    the sentence stating a duration): a writer replaces the document right then. The reader asks again."""
+    from l2m_core.memory import Memory
+    from l2m_core.settings import MemorySettings
+
+    lm = load_model(tiny_model_dir, device="cpu")
+    text = "\n".join(f"Line {i}: lamp {i * 7} glows for {i} hours." for i in range(1, 40))
+    settings = MemorySettings(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, hot_budget_mb=4)
+    with Memory.create(tmp_path / "s", lm, settings) as writer:
+        writer.ingest_document(text, "lamps.txt")
+        reader = Memory.open(tmp_path / "s", lm)
+        run_text, replaced = reader._run_text, []
+
+        def writer_replaces_then_read(citation):
+            if not replaced:  # once: the retry after reloading the index must succeed
+                replaced.append(writer.ingest_document(text + "\nLine 40: lamp 280 was changed.", "lamps.txt"))
+            return run_text(citation)
+
+        reader._run_text = writer_replaces_then_read
+        answer = reader.ask("How long does lamp 70 glow?", max_new_tokens=2)
+        assert replaced and set(answer.lexical) <= set(writer.blocks_for("lamps.txt"))
+        reader.close()
+
+
 def test_a_writer_waits_for_a_held_lock_instead_of_failing(tmp_path, tiny_model_dir):
     import sqlite3
     import threading
