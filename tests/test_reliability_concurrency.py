@@ -8,6 +8,8 @@ machine's load, measured by `bench/concurrency.py`, which runs more rounds).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from bench.concurrency import answers_by_question, block_count_problems, round_problems, session_round, setup
 from bench.crash import STORE, check_store
 from l2m_core.loading import load_model
@@ -41,55 +43,60 @@ def test_askers_disagreeing_after_the_ingest_is_a_problem():
         "[['Bo', [['new_10.txt', 1, 3]]], ['Bo', [['part_00.txt', 1, 3]]]]"]
 
 
-def test_a_question_in_flight_when_another_process_retires_its_blocks(tmp_path, tiny_model_dir):
-    """The window between a reader loading its index and reading the blocks: a writer replaces the document
-    right then (as `l2m ingest` of a changed file does). The reader answers from the new blocks."""
+LAMPS = "\n".join(f"Line {i}: lamp {i * 7} glows for {i} hours." for i in range(1, 40))
+
+
+@contextmanager
+def writer_and_reader(tmp_path, tiny_model_dir):
+    """A store holding lamps.txt, a writer and a reader on it, and `replace()`: the writer replaces the document
+    (as `l2m ingest` of a changed file does) the first time it is called, so the reader's retry must succeed."""
     from l2m_core.memory import Memory
     from l2m_core.settings import MemorySettings
 
     lm = load_model(tiny_model_dir, device="cpu")
-    text = "\n".join(f"Line {i}: the lamp number {i * 7} glows." for i in range(1, 40))
     settings = MemorySettings(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, hot_budget_mb=4)
     with Memory.create(tmp_path / "s", lm, settings) as writer:
-        writer.ingest_document(text, "lamps.txt")
-        reader = Memory.open(tmp_path / "s", lm)
-        chosen, replaced = reader._shared_read_set, []
+        writer.ingest_document(LAMPS, "lamps.txt")
+        replaced: list = []
+
+        def replace() -> None:
+            if not replaced:
+                replaced.append(writer.ingest_document(LAMPS + "\nLine 40: lamp 280 was changed.", "lamps.txt"))
+
+        with Memory.open(tmp_path / "s", lm) as reader:
+            yield writer, reader, replace
+        assert replaced
+
+
+def test_a_question_in_flight_when_another_process_retires_its_blocks(tmp_path, tiny_model_dir):
+    """The window between a reader loading its index and reading the blocks: a writer replaces the document
+    right then. The reader answers from the new blocks."""
+    with writer_and_reader(tmp_path, tiny_model_dir) as (writer, reader, replace):
+        chosen = reader._shared_read_set
 
         def read_set_then_writer_replaces(hits, pins):
             ids = chosen(hits, pins)
-            if not replaced:  # once: the retry after reloading the index must succeed
-                replaced.append(writer.ingest_document(text + "\nLine 40: the lamp was changed.", "lamps.txt"))
+            replace()
             return ids
 
         reader._shared_read_set = read_set_then_writer_replaces
-        answer = reader.ask("lamp number 70", max_new_tokens=2)
+        answer = reader.ask("lamp 70 glows", max_new_tokens=2)
         assert set(answer.lexical) <= set(writer.blocks_for("lamps.txt"))
-        reader.close()
 
 
 def test_a_question_whose_read_text_is_retired_before_its_answer_is_formed(tmp_path, tiny_model_dir):
     """The window after decoding, when the answer forms read the cited runs' text ("How long ...?" reads it for
     the sentence stating a duration): a writer replaces the document right then. The reader asks again."""
-    from l2m_core.memory import Memory
-    from l2m_core.settings import MemorySettings
-
-    lm = load_model(tiny_model_dir, device="cpu")
-    text = "\n".join(f"Line {i}: lamp {i * 7} glows for {i} hours." for i in range(1, 40))
-    settings = MemorySettings(block_size=16, chunk_size=32, sink=16, local=32, max_read_blocks=6, hot_budget_mb=4)
-    with Memory.create(tmp_path / "s", lm, settings) as writer:
-        writer.ingest_document(text, "lamps.txt")
-        reader = Memory.open(tmp_path / "s", lm)
-        run_text, replaced = reader._run_text, []
+    with writer_and_reader(tmp_path, tiny_model_dir) as (writer, reader, replace):
+        run_text = reader._run_text
 
         def writer_replaces_then_read(citation):
-            if not replaced:  # once: the retry after reloading the index must succeed
-                replaced.append(writer.ingest_document(text + "\nLine 40: lamp 280 was changed.", "lamps.txt"))
+            replace()
             return run_text(citation)
 
         reader._run_text = writer_replaces_then_read
         answer = reader.ask("How long does lamp 70 glow?", max_new_tokens=2)
-        assert replaced and set(answer.lexical) <= set(writer.blocks_for("lamps.txt"))
-        reader.close()
+        assert set(answer.lexical) <= set(writer.blocks_for("lamps.txt"))
 
 
 def test_a_writer_waits_for_a_held_lock_instead_of_failing(tmp_path, tiny_model_dir):
