@@ -139,6 +139,11 @@ def _given(question: str, names: list[str]) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", question) for n in names[:1] + own)
 
 
+def _cited_first(first: C, citations: Sequence[C]) -> list[C]:
+    """The citations with `first`, the run the answer was read from, moved to the front."""
+    return [first, *(c for c in citations if c is not first)]
+
+
 def _refers(question: str, kind: str, top_names: list[str]) -> bool:
     """Whether the question, which asks for a name of `kind`, asks for one that the text of the place called
     `top_names` refers to: it says so ("referred to in which Article", "under which Article"), or it names
@@ -181,7 +186,7 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     candidates = [c for c in citations if not _given(question, names(c))]
     named = [c for c in candidates if any(_said(reply, n) for n in names(c))]
     if named:
-        return reply, [named[0], *(c for c in citations if c is not named[0])]
+        return reply, _cited_first(named[0], citations)
     if not candidates:
         return reply, list(citations)
     # the answer names the first place read that the question does not; the citations keep their order,
@@ -232,7 +237,7 @@ def defined_answer(question: str, reply: str, citations: Sequence[C],
     if not found:
         return reply, list(citations)
     _, _, definition, c = min(found, key=lambda f: f[:2])
-    return definition, [c, *(other for other in citations if other is not c)]
+    return definition, _cited_first(c, citations)
 
 
 def _term_distance(asked: str, defined: str) -> int | None:
@@ -265,6 +270,11 @@ _QUANTITIES = {
     "date": (re.compile(r"\b(what|which) date\b", re.IGNORECASE),
              re.compile(rf"\b\d{{1,2}}\s+{_MONTH}\s+\d{{4}}\b")),
 }
+
+
+_SENTENCE_END = re.compile(r"[.;:](?=\s|$)")
+_LEAD_IN = re.compile(r"^\W*(?:(?:the\s+)?answer(?:\s+to\s+(?:this|the|your)\s+question)?(?:\s+is)?\s*:?)?\W*$",
+                      re.IGNORECASE)  # a reply with no content: "", "The answer is:"
 
 
 def quantity_asked(question: str) -> str | None:
@@ -300,12 +310,7 @@ def quantity_answer(question: str, reply: str, citations: Sequence[C],
     if best is None:
         return reply, list(citations)
     sentence, c = best
-    return sentence, [c, *(other for other in citations if other is not c)]
-
-
-_SENTENCE_END = re.compile(r"[.;:](?=\s|$)")
-_LEAD_IN = re.compile(r"^\W*(?:(?:the\s+)?answer(?:\s+to\s+(?:this|the|your)\s+question)?(?:\s+is)?\s*:?)?\W*$",
-                      re.IGNORECASE)  # a reply with no content: "", "The answer is:"
+    return sentence, _cited_first(c, citations)
 
 
 def passage_answer(question: str, reply: str, citations: Sequence[C], text_of: Callable[[C], str],
@@ -333,7 +338,7 @@ def passage_answer(question: str, reply: str, citations: Sequence[C], text_of: C
     if best is None:
         return reply, list(citations)
     sentence, c = best
-    return sentence, [c, *(other for other in citations if other is not c)]
+    return sentence, _cited_first(c, citations)
 
 
 def _figure(quantity: str) -> str:
