@@ -50,7 +50,7 @@ _ASKS = {
 _REFERS = re.compile(rf"\w[\s,]+(under|of|in|with|to|by|from|on|pursuant to)\s+which\s+(\w+\s+){{0,2}}"
                      rf"(article|annex|recital|section|chapter|{_SYMBOL})s?\b|\brefer", re.IGNORECASE)
 _SECTION_REF = re.compile(r"\b(?:Article|Annex|Chapter|Section|Recital)\s+(?:\d+[a-z]?|[IVXLC]+\b)(?:\(\w{1,4}\))*")
-_CALLED = re.compile(r"(?<![\w.])(?:\w+\.)*([A-Za-z_]\w*)\s*\(")     # f(, util.f(, Future(
+_CALLED = re.compile(r"(?<![\w.])(?:\w+\.)*([A-Za-z_]\w*)\(")  # f(, util.f(, Future(; not "strategy (which"
 _BASES = re.compile(r"^\s*class\s+\w+\s*\(([^)]*)\)", re.MULTILINE)  # class X(Base, Mixin):
 _RAISED = re.compile(r"\b(?:raise|except)\s+\(?(?:\w+\.)*([A-Za-z_]\w*)")  # raise E, except (E, ...
 _ASSIGNED = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*(?::[^=\n]+)?=(?!=)")  # x = ..., x: T = ...
@@ -89,13 +89,14 @@ def referred_names(kind: str, text: str) -> list[tuple[str, int, int]]:
     return sorted((f for f in found if f[0] not in skipped), key=lambda f: f[1])
 
 
-def _best_referred(question: str, kind: str, text: str) -> str | None:
+def _best_referred(question: str, kind: str, text: str) -> tuple[str | None, float]:
     """The name `text` refers to whose mention is surrounded by the words that surround the question's
     which-phrase, on the same side ("the examination procedure of which Article" ~ "the examination
     procedure referred to in Article 62(2)"; either side when the question starts with it: "Which class does
     wait_none extend?" ~ "class wait_none(wait_fixed)"). Each shared word counts 1 / (1 + its distance in the
     question) times 1 / (1 + its distance in the mention's sentence or line); names the question gives are
-    skipped, the first mention wins a tie, and a name that shares no word is not chosen."""
+    skipped, the first mention wins a tie, and a name that shares no word is not chosen (None). With its
+    score."""
     wanted = set(query_terms(question, stemmed=True))
     which = _ASKS[kind].search(question)
     leads = not question[:which.start()].strip()
@@ -111,7 +112,7 @@ def _best_referred(question: str, kind: str, text: str) -> str | None:
         score = sum(asked[w] * near[w] for w in near.keys() & asked.keys())
         if score > best_score:
             best, best_score = name, score
-    return best
+    return best, best_score
 
 
 def _closeness(before: str, after: str, wanted: set[str], either_side: bool) -> dict[tuple[str, str], float]:
@@ -160,11 +161,11 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     """The reply and the citations, for a question that asks for a name: when the reply names a place it
     read (a cited definition, section or file) other than those the question names, that citation goes
     first, as the answer's source; when it names none of them, the answer is the name of the first citation
-    the question does not name. A question that asks for a name the read text refers to (see the module's
-    docstring; `text_of(citation)` is the text read there) is answered with the best of the names that the
-    text of the place it names refers to, else the top citation's (`_best_referred`; not the reply's choice:
-    the model names a local variable it read as readily as the function asked for). Other questions are left
-    as they are."""
+    the question does not name, and that citation goes first. A question that asks for a name the read text
+    refers to (see the module's docstring; `text_of(citation)` is the text read there) is answered with the
+    best of the names that the runs read of the place it names refer to, else those the top citation's text
+    refers to (`_best_referred`; not the reply's choice: the model names a local variable it read as readily
+    as the function asked for), and the referring run goes first. Other questions are left as they are."""
     kind = asks_for(question)
     if kind is None or not citations:
         return reply, list(citations)
@@ -175,26 +176,26 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
         return [c.label, c.label.rsplit(".", 1)[-1]] if c.label else []
 
     top = citations[0]
-    if text_of is not None and kind != "file" and _refers(question, kind, names(top)):
-        # the referring text: the place the question names ("Article 13(12) tells ... in line with which
-        # Article?"), where it was read, else the top citation
-        given = next((c for c in citations if c.label and _given(question, names(c))), top)
-        for c in [given, top] if given is not top else [top]:
-            name = _best_referred(question, kind, text_of(c))
+    if text_of is not None and kind != "file" and _refers(question, kind, [n for c in citations for n in names(c)]):
+        # the referring text: the runs read of the place the question names ("Article 13(12) tells ... in
+        # line with which Article?"; the best mention among them), else the top citation; cited first
+        given = [c for c in citations if c.label and _given(question, names(c))]
+        for runs in [given, [top]]:
+            (name, score), c = max(((_best_referred(question, kind, text_of(c)), c) for c in runs),
+                                   key=lambda found: found[0][1], default=((None, 0.0), top))
             if name is not None:
-                return f"{name} ({c.source})", list(citations)
+                return f"{name} ({c.source})", _cited_first(c, citations)
     candidates = [c for c in citations if not _given(question, names(c))]
     named = [c for c in candidates if any(_said(reply, n) for n in names(c))]
     if named:
         return reply, _cited_first(named[0], citations)
     if not candidates:
         return reply, list(citations)
-    # the answer names the first place read that the question does not; the citations keep their order,
-    # the first one being where the answer was read ("Article 13(12) ... in line with Article 28")
+    # the answer names the first place read that the question does not, cited first
     first = candidates[0]
     if kind == "file":
-        return first.source + (f" ({first.label})" if first.label else ""), list(citations)
-    return (f"{first.label} ({first.source})" if first.label else reply), list(citations)
+        return first.source + (f" ({first.label})" if first.label else ""), _cited_first(first, citations)
+    return (f"{first.label} ({first.source})" if first.label else reply), _cited_first(first, citations)
 
 
 _QUOTED = re.compile(r"(?<!\w)['‘\"“]([^'’\"”\n]{2,80}?)['’\"”](?!\w)")
@@ -339,6 +340,28 @@ def passage_answer(question: str, reply: str, citations: Sequence[C], text_of: C
         return reply, list(citations)
     sentence, c = best
     return sentence, _cited_first(c, citations)
+
+
+def supported_answer(question: str, reply: str, citations: Sequence[C], text_of: Callable[[C], str],
+                     runs: int = 5, margin: float = 1.5) -> tuple[str, list[C]]:
+    """The reply, with the run that holds its words cited first, for a question none of the forms above
+    answers (no name, term or quantity asked): of the first `runs` cited runs, the one holding most of the
+    reply's words that the question does not give, each weighted by how few of those runs hold it, when it
+    holds over `margin` times what the top run holds. The model answers from the whole read set; the run
+    it took "HS_FLAG_UTF8" or ".whl" from is where the answer was read, not always the run BM25 and
+    attention put first."""
+    if asks_for(question) or terms_asked_about(question) or quantity_asked(question):
+        return reply, list(citations)
+    said = set(terms(reply, stemmed=True)) - set(query_terms(question, stemmed=True))
+    held = [said & set(terms(text_of(c), stemmed=True)) for c in citations[:runs]]
+    if len(held) < 2:
+        return reply, list(citations)
+    weight = {w: math.log(1 + len(held) / sum(w in h for h in held)) for h in held for w in h}
+    score = [sum(weight[w] for w in h) for h in held]
+    best = max(range(len(held)), key=score.__getitem__)
+    if score[best] <= margin * score[0]:
+        return reply, list(citations)
+    return reply, _cited_first(citations[best], citations)
 
 
 def _figure(quantity: str) -> str:

@@ -43,6 +43,7 @@ from l2m_core.answer_form import (
     named_answer,
     passage_answer,
     quantity_answer,
+    supported_answer,
     without_repeats,
 )
 from l2m_core.attention import BatchPlan, ReadPlan, RecordPlan, active, record
@@ -467,6 +468,7 @@ class Memory:
             text, citations = defined_answer(question, text, citations, self._run_text)
             text, citations = quantity_answer(question, text, citations, self._run_text)
             text, citations = passage_answer(question, text, citations, self._run_text)
+            text, citations = supported_answer(question, text, citations, self._run_text)
         done = time.perf_counter()
         return Answer(text, citations, plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})

@@ -19,6 +19,7 @@ from l2m_core.answer_form import (
     passage_answer,
     quantity_answer,
     referred_names,
+    supported_answer,
     without_repeats,
 )
 from l2m_core.errors import L2MError
@@ -145,9 +146,10 @@ def test_a_place_the_question_names_is_not_its_answer():
     helper = Citation("pkg/util.py", 40, 44, 0.3, (5,), "lookup_pattern")
     cites = [subject, helper]
     question = "Which util function does Spec.from_lines use to find a factory?"
-    # the top citation is the function the question asks about, so the answer is the next one read; the
-    # citations keep their order (where the answer was read first)
-    assert named_answer(question, "It calls from_lines.", cites) == ("lookup_pattern (pkg/util.py)", cites)
+    # the top citation is the function the question asks about, so the answer is the next one read, cited
+    # first as the answer's source
+    assert named_answer(question, "It calls from_lines.", cites) == ("lookup_pattern (pkg/util.py)",
+                                                                    [helper, subject])
     assert named_answer(question, "Spec.from_lines uses lookup_pattern.", cites) == (
         "Spec.from_lines uses lookup_pattern.", [helper, subject])
     # a name that is a plain word is not taken as given by the question's words
@@ -157,7 +159,8 @@ def test_a_place_the_question_names_is_not_its_answer():
     article_13 = Citation("act.txt", 2690, 2701, 0.8, (9,), "Article 13")
     article_28 = Citation("act.txt", 3300, 3310, 0.2, (30,), "Article 28")
     legal = "Article 13(12) tells the manufacturer to draw up the declaration in line with which Article?"
-    assert named_answer(legal, "In line with the law.", [article_13, article_28])[0] == "Article 28 (act.txt)"
+    assert named_answer(legal, "In line with the law.", [article_13, article_28]) == (
+        "Article 28 (act.txt)", [article_28, article_13])
     # every place read is named by the question: the reply stands
     assert named_answer(legal, "Article 30.", [article_13]) == ("Article 30.", [article_13])
 
@@ -177,8 +180,8 @@ def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
     # the place the question names is the referring one, though another place read was cited first
     named = "Article 14 sends the notifications through the platform set up under which Article?"
     article_16_text = {**text, article_16: "ENISA shall establish the platform under Article 3(2)."}
-    assert named_answer(named, "The answer is:", [article_16, article_14], article_16_text.get)[0] == (
-        "Article 17 (act.txt)")
+    assert named_answer(named, "The answer is:", [article_16, article_14], article_16_text.get) == (
+        "Article 17 (act.txt)", [article_14, article_16])
     # asking where something is said, the answer stays the place read
     where = "Which Article says that manufacturers notify ENISA of a vulnerability?"
     assert named_answer(where, "The answer is:", cites, text.get) == ("Article 14 (act.txt)", cites)
@@ -188,6 +191,16 @@ def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
                   "        super().__init__(0)\n"}
     assert named_answer("Which class does wait_none extend?", "It is a class.", [base], code.get) == (
         "wait_fixed (pkg/wait.py)", [base])
+    # of the runs read of the class the question names (not cited first), the one whose mention fits best;
+    # a word before a parenthesis in prose is no call
+    init = Citation("pkg/__init__.py", 1, 8, 0.5, (9,), "")
+    doc = Citation("pkg/wait.py", 90, 99, 0.3, (11,), "wait_random")
+    line = Citation("pkg/wait.py", 80, 89, 0.2, (10,), "wait_random")
+    runs = {init: "from pkg.wait import wait_random\n", line: "class wait_random(wait_fixed):\n    \"\"\"Waits.",
+            doc: "    The wait_fixed strategy (which waits a fixed time) may suit a class of uses.\n\"\"\"\n"
+                 "    def __call__(self, state):\n        return random.uniform(0, self.wait)\n"}
+    assert named_answer("Which class does wait_random extend?", "wait_random.", [init, doc, line], runs.get) == (
+        "wait_fixed (pkg/wait.py)", [line, init, doc])
     # names a definition's text refers to: what it calls and extends, not builtins, its own name or variables
     body = textwrap.dedent("""\
         class Spec(Base, mixins.Sized):
@@ -269,6 +282,22 @@ def test_a_reply_that_says_nothing_is_replaced_by_the_read_sentence_that_holds_t
     for empty in ("The answer is:", "", "Answer:"):
         assert passage_answer(question, empty, cites, text.get) == (sentence, [article_13, article_19])
     assert passage_answer(question, "The month.", cites, text.get) == ("The month.", cites)
+
+
+def test_the_run_holding_the_words_of_a_reply_is_cited_first():
+    init = Citation("pkg/hs/gitignore.py", 171, 188, 0.5, (3,), "GiBackend._init_db")
+    flags = Citation("pkg/hs/_base.py", 18, 41, 0.4, (8,), "")
+    cites = [init, flags]
+    text = {init: "    def _init_db(self, patterns):\n        db = hyperscan.Database()\n"
+                  "        db.compile(expressions=exprs, flags=HS_FLAGS)\n",
+            flags: "HS_FLAGS = (\n    hyperscan.HS_FLAG_SINGLEMATCH\n    | hyperscan.HS_FLAG_UTF8\n)\n"}
+    question = "Which hyperscan flags are used when the expressions are compiled?"
+    reply = "The flags are HS_FLAG_SINGLEMATCH and HS_FLAG_UTF8."
+    assert supported_answer(question, reply, cites, text.get) == (reply, [flags, init])
+    # a reply whose words the top run holds as well keeps the order; so does a question that asks for a name
+    assert supported_answer(question, "The flags given to compile.", cites, text.get) == (
+        "The flags given to compile.", cites)
+    assert supported_answer("Which function compiles the expressions?", reply, cites, text.get) == (reply, cites)
 
 
 def test_the_definition_of_a_quoted_term_is_read_and_given_as_the_answer(corpus):
