@@ -538,16 +538,21 @@ class Memory:
         head's key scores when a head is set. Blocks in recitals come after the others unless the question
         asks about recitals or reasons ("why ..."): a regulation's recitals restate its Articles in looser
         words and drew BM25's first hit away from the Article that holds the answer (bench/qa/README.md)."""
+        def top(n: int) -> list[int]:
+            if self.address_head is not None:
+                return self.address_head.fused_top(self, query, n)
+            return self.lexical.top(query, n)
+
+        def recital(hits: list[int]) -> dict[int, bool]:
+            where = self.enclosing(hits)
+            return {b: b in where and where[b].recital for b in hits}
+
         k = self.settings.lexical_top_k
-        wide = 4 * k
-        if self.address_head is not None:
-            hits = self.address_head.fused_top(self, query, wide)
-        else:
-            hits = self.lexical.top(query, wide)
-        if self.enclosing is None or _ASKS_REASONS.search(query):
-            return hits[:k]
-        where = self.enclosing(hits)
-        return sorted(hits, key=lambda b: b in where and where[b].recital)[:k]
+        hits = top(k)
+        if self.enclosing is None or _ASKS_REASONS.search(query) or not any(recital(hits).values()):
+            return hits
+        wide = top(4 * k)  # others to take the recitals' places
+        return sorted(wide, key=recital(wide).get)[:k]
 
     def _shared_read_set(self, hits: list[int], pins: list[int]) -> list[int]:
         """Blocks every layer reads: pins, the addressed `hits` and their right neighbours."""
