@@ -71,6 +71,7 @@ def asks_for(question: str) -> str | None:
 class Cited(Protocol):
     source: str
     label: str
+    code: bool
 
 
 def referred_names(kind: str, text: str) -> list[tuple[str, int, int]]:
@@ -278,6 +279,9 @@ _LEAD_IN = re.compile(r"^\W*(?:(?:the\s+)?answer(?:\s+to\s+(?:this|the|your)\s+q
                       re.IGNORECASE)  # a reply with no content: "", "The answer is:"
 
 
+_LEAD_WORDS = frozenset({"answer", "question"})  # "The answer is: 3" says "3"
+
+
 def quantity_asked(question: str) -> str | None:
     """"duration", "amount" or "date" when the question asks for one ("How long ...?", "Up to what amount
     ...?", "From what date ...?"), else None."""
@@ -315,12 +319,17 @@ def quantity_answer(question: str, reply: str, citations: Sequence[C],
 
 
 def passage_answer(question: str, reply: str, citations: Sequence[C], text_of: Callable[[C], str],
-                   runs: int = 2, short: int = 200) -> tuple[str, list[C]]:
+                   runs: int = 2, short: int = 200, grounded: float = 0.7) -> tuple[str, list[C]]:
     """For a reply that says nothing ("", "The answer is:"; greedy decoding of a small model stops there now
-    and then, the evidence read), the sentence of the first `runs` cited runs that holds most of the
-    question's words, each weighted by how few read sentences hold it, and the sentence after it when it is
-    under `short` characters, with its run cited first. Other replies are kept."""
-    if not _LEAD_IN.match(reply) or not citations:
+    and then, the evidence read), or, when the first `runs` cited runs are prose, a reply to a question that
+    asks for no name, term or quantity in which under `grounded` of its own words (those of four letters or
+    more, and numbers, that the question does not give) are in those runs (it answered from its priors:
+    "Article 20 of the Law on the Protection of Consumer Goods"), the sentence of those runs that holds most
+    of the question's words, each weighted by how few read sentences hold it, and the sentence after it when
+    it is under `short` characters, with its run cited first. Other replies are kept. Code is never quoted
+    for an unfounded reply: its "sentences" are fragments of statements, seldom an answer."""
+    if not citations or not (_LEAD_IN.match(reply) or _unfounded(question, reply, citations[:runs], text_of,
+                                                                 grounded)):
         return reply, list(citations)
     wanted = set(query_terms(question, stemmed=True))
     found = []  # (citation, the sentence and the next one when it is short, the question's words it holds)
@@ -340,6 +349,17 @@ def passage_answer(question: str, reply: str, citations: Sequence[C], text_of: C
         return reply, list(citations)
     sentence, c = best
     return sentence, _cited_first(c, citations)
+
+
+def _unfounded(question: str, reply: str, read: Sequence[C], text_of: Callable[[C], str], share: float) -> bool:
+    """Whether, reading prose, the reply to a question no other form answers has under `share` of its own
+    words in the `read` runs (see `passage_answer`)."""
+    if any(c.code for c in read) or asks_for(question) or terms_asked_about(question) or quantity_asked(question):
+        return False
+    said = {w for w in terms(reply, stemmed=True) if len(w) >= 4 or w.isdigit()} - _LEAD_WORDS - set(
+        query_terms(question, stemmed=True))
+    held = set().union(*(terms(text_of(c), stemmed=True) for c in read))
+    return bool(said) and len(said & held) < share * len(said)
 
 
 def supported_answer(question: str, reply: str, citations: Sequence[C], text_of: Callable[[C], str],

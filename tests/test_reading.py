@@ -284,6 +284,27 @@ def test_a_reply_that_says_nothing_is_replaced_by_the_read_sentence_that_holds_t
     assert passage_answer(question, "The month.", cites, text.get) == ("The month.", cites)
 
 
+def test_a_reply_whose_words_the_read_prose_does_not_hold_is_replaced_by_the_read_sentence():
+    article_21 = Citation("act.txt", 40, 44, 0.6, (5,), "Article 21")
+    article_3 = Citation("act.txt", 9, 12, 0.4, (1,), "Article 3")
+    text = {article_21: "An importer or distributor shall be considered to be a manufacturer where it places a "
+                        "product on the market under its name or trademark.",
+            article_3: "'importer' means a person established in the Union. 'distributor' means a person in the "
+                       "supply chain."}
+    cites = [article_21, article_3]
+    question = "In which situations is an importer or a distributor regarded as the manufacturer?"
+    priors = "It lies in Article 20 of the Law on the Protection of Consumer Goods."
+    assert passage_answer(question, priors, cites, text.get) == (text[article_21], cites)
+    # a reply the read text bears out stands ("The answer is" is no word of its own)
+    founded = "When it places a product on the market under its name or trademark."
+    assert passage_answer(question, founded, cites, text.get) == (founded, cites)
+    assert passage_answer(question, "The answer is: trademark", cites, text.get)[0] == "The answer is: trademark"
+    # a question that asks for a name is the named answer's; code is never quoted for a reply
+    assert passage_answer("Which Article says so?", priors, cites, text.get)[0] == priors
+    code = [Citation("pkg/a.py", 1, 9, 0.5, (3,), "f", code=True)]
+    assert passage_answer(question, priors, code, lambda c: "def f(importer): return distributor")[0] == priors
+
+
 def test_the_run_holding_the_words_of_a_reply_is_cited_first():
     init = Citation("pkg/hs/gitignore.py", 171, 188, 0.5, (3,), "GiBackend._init_db")
     flags = Citation("pkg/hs/_base.py", 18, 41, 0.4, (8,), "")
