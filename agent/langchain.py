@@ -69,7 +69,8 @@ class _ReadsMemory(BaseModel):
     def _pins(self, question: str) -> list[int]:
         if self.index is None:
             return []
-        return name_pins(self.index, question, self.memory.settings.max_read_blocks // 2)
+        return name_pins(self.index, question, self.memory.settings.max_read_blocks // 2,
+                         lambda ids: self.memory.lexical.ranked(question, ids))
 
 
 def citation_metadata(citation: Citation) -> dict[str, Any]:

@@ -11,6 +11,7 @@ lowercase words are not candidates: in "Which function loads a model?" the word 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from l2m_core.answer_form import terms_asked_about
 from repos_index.index import CorpusIndex, SymbolHit
@@ -38,21 +39,30 @@ def candidates(question: str) -> list[str]:
     return list(dict.fromkeys(quoted + sorted(named, key=lambda w: not identifier_like(w))))
 
 
-def name_pins(index: CorpusIndex, question: str, limit: int) -> list[int]:
+def name_pins(index: CorpusIndex, question: str, limit: int,
+              ranked: Callable[[list[int]], list[int]] | None = None) -> list[int]:
     """Blocks of the sections and symbols named in `question`, and of the definition of a quoted term whose
-    meaning it asks ("Who counts as an 'open-source software steward'?"), at most `limit`, best first."""
+    meaning it asks ("Who counts as an 'open-source software steward'?"), at most `limit`, best first. Of a
+    named section or symbol: its first block (its heading, `def` line or docstring) and, when `ranked` orders
+    blocks by how well they match the question (`LexicalIndex.ranked`), the one of its other blocks that
+    matches best, else its second: "What does PathSpec.match_files do with negate=True?" is answered by the
+    lines that use `negate`, often far into the body."""
+
+    def pinned(blocks: list[int]) -> list[int]:
+        return blocks[:1] + (ranked(blocks[1:]) if ranked else blocks[1:])[:BLOCKS_PER_NAME - 1]
+
     pins: list[int] = []
     for term in terms_asked_about(question):
         for hit in _defined_terms(index, term, question)[:1]:
             pins.extend(hit.blocks[:BLOCKS_PER_NAME])
     for match in _SECTION.finditer(question):
         for section in index.find_section(f"{match[1]} {match[2]}")[:1]:
-            pins.extend(section.blocks[:BLOCKS_PER_NAME])
+            pins.extend(pinned(section.blocks))
     for word in candidates(question):
         if len(pins) >= limit:
             break
         for hit in index.find_symbol(word)[:1]:
-            pins.extend(hit.blocks[:BLOCKS_PER_NAME])
+            pins.extend(pinned(hit.blocks))
     return list(dict.fromkeys(pins))[:limit]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import islice
 
 import snowballstemmer
@@ -76,6 +76,7 @@ class LexicalIndex:
         self._bm25: BM25Okapi | None = None
         self._ids: list[int] = []
         self._indexed: list[list[str]] = []  # per id in `_ids`: its terms and its label's, as BM25 has them
+        self._at: dict[int, int] = {}  # id -> its place in `_ids`
         self.labels = labels
 
     def add(self, block_id: int, text: str, source: str) -> None:
@@ -91,17 +92,32 @@ class LexicalIndex:
         words = query_terms(query, self.stemmed)
         if not words or not self._docs or k <= 0:
             return []
+        bm25 = self._built()
+        # Blocks sharing a word with the query, best first. Not "score > 0": in a store of a few blocks
+        # BM25's idf of a word found in most of them is zero or negative.
+        wanted = set(words)
+        order = torch.argsort(torch.from_numpy(bm25.get_scores(words)), descending=True).tolist()
+        return list(islice((self._ids[i] for i in order if wanted.intersection(self._indexed[i])), k))
+
+    def ranked(self, query: str, block_ids: Sequence[int]) -> list[int]:
+        """`block_ids` (indexed ones), the best match for the query first (BM25; ties keep their order)."""
+        ids = [b for b in block_ids if b in self._docs]
+        words = query_terms(query, self.stemmed)
+        if not words or len(ids) < 2:
+            return ids
+        bm25 = self._built()
+        scores = bm25.get_batch_scores(words, [self._at[b] for b in ids])
+        return [ids[i] for i in sorted(range(len(ids)), key=lambda i: -scores[i])]
+
+    def _built(self) -> BM25Okapi:
         if self._bm25 is None:
             self._ids = list(self._docs)
             labels = self.labels(self._ids) if self.labels is not None and self.stemmed else {}
             self._indexed = [self._docs[i] + terms(labels[i], True) if i in labels else self._docs[i]
                              for i in self._ids]
             self._bm25 = BM25Okapi([d or ["_"] for d in self._indexed])
-        # Blocks sharing a word with the query, best first. Not "score > 0": in a store of a few blocks
-        # BM25's idf of a word found in most of them is zero or negative.
-        wanted = set(words)
-        order = torch.argsort(torch.from_numpy(self._bm25.get_scores(words)), descending=True).tolist()
-        return list(islice((self._ids[i] for i in order if wanted.intersection(self._indexed[i])), k))
+            self._at = {b: i for i, b in enumerate(self._ids)}
+        return self._bm25
 
 
 class ReprBank:

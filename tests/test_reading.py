@@ -341,6 +341,18 @@ def test_a_function_a_read_definition_calls_answers_which_function_it_uses(corpu
     assert answer.text == "zanzibar_tariff (ship.py)"
 
 
+def test_a_named_definition_is_pinned_with_its_heading_and_the_block_that_matches_the_question(corpus):
+    question = "Which tariff does parcel_cost apply to the total?"
+    limit = corpus.memory.settings.max_read_blocks
+    (hit,) = corpus.index.find_symbol("parcel_cost")[:1]
+    body = {b: corpus.memory.block_texts([b])[b] for b in hit.blocks}
+    tariff = next(b for b, text in body.items() if "tariff" in text)
+    assert len(hit.blocks) > 3 and tariff not in hit.blocks[:2]  # far into the body
+    assert name_pins(corpus.index, question, limit) == hit.blocks[:2]  # without a ranking: the first two
+    ranked = name_pins(corpus.index, question, limit, lambda ids: corpus.memory.lexical.ranked(question, ids))
+    assert ranked == [hit.blocks[0], tariff]
+
+
 def test_a_looping_reply_is_cut_where_it_repeats():
     assert without_repeats("It returns a list.\nIt returns a list.\nIt returns a list.") == "It returns a list."
     assert without_repeats("Red lamps. Blue? Red lamps.") == "Red lamps. Blue?"
