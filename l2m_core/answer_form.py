@@ -179,8 +179,13 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     top = citations[0]
     if text_of is not None and kind != "file" and _refers(question, kind, [n for c in citations for n in names(c)]):
         # the referring text: the runs read of the place the question names ("Article 13(12) tells ... in
-        # line with which Article?"; the best mention among them), else the top citation; cited first
+        # line with which Article?"; the best mention among them), with any run holding its `class` or `def`
+        # line under another label (a block that mostly ends the definition before), else the top citation;
+        # cited first
         given = [c for c in citations if c.label and _given(question, names(c))]
+        heads = {c.label.rsplit(".", 1)[-1] for c in given}
+        given += [c for c in citations if c not in given and heads and re.search(
+            rf"^\s*(?:class|(?:async\s+)?def)\s+(?:{'|'.join(map(re.escape, heads))})\b", text_of(c), re.MULTILINE)]
         for runs in [given, [top]]:
             (name, score), c = max(((_best_referred(question, kind, text_of(c)), c) for c in runs),
                                    key=lambda found: found[0][1], default=((None, 0.0), top))

@@ -201,6 +201,11 @@ def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
                  "    def __call__(self, state):\n        return random.uniform(0, self.wait)\n"}
     assert named_answer("Which class does wait_random extend?", "wait_random.", [init, doc, line], runs.get) == (
         "wait_fixed (pkg/wait.py)", [line, init, doc])
+    # the class line read in a run labelled for the definition before it (most of its lines)
+    before = Citation("pkg/wait.py", 70, 81, 0.2, (10,), "wait_fixed.__call__")
+    runs[before] = "    def __call__(self, state):\n        return self.wait\n\n\nclass wait_random(wait_fixed):\n"
+    assert named_answer("Which class does wait_random extend?", "wait_random.", [init, doc, before], runs.get) == (
+        "wait_fixed (pkg/wait.py)", [before, init, doc])
     # names a definition's text refers to: what it calls and extends, not builtins, its own name or variables
     body = textwrap.dedent("""\
         class Spec(Base, mixins.Sized):
