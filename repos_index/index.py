@@ -270,7 +270,7 @@ class CorpusIndex:
                     middle = (row.line_start + row.line_end) // 2
                     place = next((pl for pl in places if pl.line_start <= middle <= pl.line_end), None)
                     page, path = (place.page, place.heading) if place is not None else (None, None)
-                    chunk = _holding(named, row.line_start, middle, row.line_end, gaps=file_id not in code)
+                    chunk = _holding(named, row.line_start, middle, row.line_end)
                     if chunk is None:
                         if place is not None or file_id in code:
                             out[row.block_id] = Enclosing("", None, page, path, file_id in code)
@@ -381,18 +381,14 @@ def ingest(
     return index.update(memory, paths=paths, progress=progress)
 
 
-def _holding(named: list, first: int, middle: int, last: int, gaps: bool):
+def _holding(named: list, first: int, middle: int, last: int):
     """The named chunk a block of lines `first`..`last` lies in: the innermost one holding its `middle` line,
-    unless (with `gaps`: a document, not code) that line falls in a gap between two chunks inside it that
-    the block meets (the blank lines between two Articles of a Section), or no chunk holds it: then the one
-    of the chunks the block meets that holds most of its lines (the later on a tie: the block holds its
-    heading). None when no chunk holds or meets the block. A Section's own text is its heading; a class
-    has a docstring and attributes of its own, and a block between two methods answers "which class"
-    better under the class's name (on pathspec-check the rule named a method for `TreeEntry`)."""
+    unless that line falls in a gap between two chunks inside it that the block meets (the blank lines
+    between two Articles of a Section, or two methods of a class), or no chunk holds it: then the one of
+    the chunks the block meets that holds most of its lines (the later on a tie: the block holds its
+    heading). None when no chunk holds or meets the block."""
     holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end]
     inner = min(holding, key=lambda ch: ch.line_end - ch.line_start, default=None)
-    if not gaps:
-        return inner
     met = [ch for ch in named if ch.line_start <= last and ch.line_end >= first and ch is not inner
            and (inner is None or inner.line_start <= ch.line_start and ch.line_end <= inner.line_end)]
     in_gap = any(ch.line_end < middle for ch in met) and any(ch.line_start > middle for ch in met)
