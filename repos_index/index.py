@@ -270,11 +270,12 @@ class CorpusIndex:
                     middle = (row.line_start + row.line_end) // 2
                     place = next((pl for pl in places if pl.line_start <= middle <= pl.line_end), None)
                     page, path = (place.page, place.heading) if place is not None else (None, None)
-                    chunk = _holding(named, row.line_start, middle, row.line_end)
-                    if chunk is None:
+                    holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end]
+                    if not holding:
                         if place is not None or file_id in code:
                             out[row.block_id] = Enclosing("", None, page, path, file_id in code)
                         continue
+                    chunk = min(holding, key=lambda ch: ch.line_end - ch.line_start)
                     heading = next((s.block_id for s in spans if s.line_start <= chunk.line_start <= s.line_end),
                                    None)
                     label = chunk.qualname if chunk.kind in ("class", "function", "method") else chunk.name
@@ -379,19 +380,3 @@ def ingest(
     """Index `paths` (files or folders under `root`) and feed memory what changed: `CorpusIndex.update`."""
     index = CorpusIndex(db, root, max_bytes=max_bytes, extra_ignores=extra_ignores)
     return index.update(memory, paths=paths, progress=progress)
-
-
-def _holding(named: list, first: int, middle: int, last: int):
-    """The named chunk a block of lines `first`..`last` lies in: the innermost one holding its `middle` line,
-    unless that line falls in a gap between two chunks inside it that the block meets (the blank lines
-    between two Articles of a Section, or two methods of a class), or no chunk holds it: then the one of
-    the chunks the block meets that holds most of its lines (the later on a tie: the block holds its
-    heading). None when no chunk holds or meets the block."""
-    holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end]
-    inner = min(holding, key=lambda ch: ch.line_end - ch.line_start, default=None)
-    met = [ch for ch in named if ch.line_start <= last and ch.line_end >= first and ch is not inner
-           and (inner is None or inner.line_start <= ch.line_start and ch.line_end <= inner.line_end)]
-    in_gap = any(ch.line_end < middle for ch in met) and any(ch.line_start > middle for ch in met)
-    if not met or (inner is not None and not in_gap):
-        return inner
-    return max(met, key=lambda ch: (min(ch.line_end, last) - max(ch.line_start, first), ch.line_start))

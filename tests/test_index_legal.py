@@ -210,29 +210,3 @@ def test_plain_text_by_paragraphs():
 def test_looks_legal_needs_provisions_not_just_numbered_lists():
     assert not looks_legal("Shopping\n\n1. Milk\n\n2. Eggs\n\n3. Bread\n")
     assert looks_legal("Article 1\n\nScope\n\nArticle 2\n\nTerms\n\nArticle 3\n\nEnd\n")
-
-
-def test_a_block_whose_middle_line_falls_between_two_articles_is_labelled_with_one_of_them(tmp_path):
-    # six lines a block: the third block (lines 13-18) ends Article 2 (two lines) and opens Article 3 (three);
-    # its middle line (15) is the blank between them, which only the Section holds
-    act = "\n".join([
-        "# CHAPTER I: GENERAL PROVISIONS", "", "### SECTION 1: Scope", "",
-        "## Article 1: Subject matter", "This Regulation lays down rules on lamps.", "",
-        "## Article 2: Scope", "This Regulation applies to lamps in public buildings.",
-        "It applies to their owners.", "It applies to repairers.", "It applies to importers.",
-        "It applies to distributors.", "It applies to users.", "",
-        "## Article 3: Definitions", "'lamp' means any device that gives light;",
-        "'owner' means the person who keeps a lamp;", "'repairer' means the person who mends a lamp.",
-        "", "## Article 4: Entry into force", "This Regulation shall enter into force today.", "",
-        "## Article 5: Application", "It shall apply from tomorrow.", "It binds every Member State.",
-    ])
-    (tmp_path / "corpus").mkdir()
-    (tmp_path / "corpus" / "act.txt").write_text(act)
-    index = CorpusIndex(tmp_path / "index.db", tmp_path / "corpus")
-    memory = FakeMemory(lines_per_block=6)
-    index.update(memory, progress=False)
-    block = next(b for b in memory.docs["act.txt"][1] if b.line_start == 13)
-    assert act.split("\n")[15 - 1] == "" and act.split("\n")[16 - 1].startswith("## Article 3")
-    assert index.enclosing([block.block_id])[block.block_id].label == "Article 3"
-    inside = next(b for b in memory.docs["act.txt"][1] if b.line_start == 7)  # middle line 9, in Article 2
-    assert index.enclosing([inside.block_id])[inside.block_id].label == "Article 2"
