@@ -403,10 +403,13 @@ def without_repeats(text: str) -> str:
     stutter = next((m for m in _STUTTER.finditer(text) if sum(ch.isalpha() for ch in m[1]) >= 3), None)
     if stutter:  # a phrase of words, not digits ("EUR 1 000 000 000" is an amount)
         text = text[:stutter.start() + len(stutter[1])].rstrip(" ,;")
-    seen: set[str] = set()
-    for piece in re.finditer(r"[^.!?\n]+[.!?]?", text):
-        key = piece[0].strip().lower()
-        if sum(ch.isalpha() for ch in key) >= 8 and key in seen:  # not "1." of a list or "3.1"
-            return text[:piece.start()].rstrip()
-        seen.add(key)
+    # lines, and sentences wrapped over lines ("... of the\ntop-k of the cold tier. The hot tier ...")
+    for unit in (r"[^.!?\n]+[.!?]?", r"[^.!?]+[.!?]?"):
+        seen: set[str] = set()
+        for piece in re.finditer(unit, text):
+            key = " ".join(piece[0].split()).lower()
+            if sum(ch.isalpha() for ch in key) >= 8 and key in seen:  # not "1." of a list or "3.1"
+                text = text[:piece.start()].rstrip()
+                break
+            seen.add(key)
     return text

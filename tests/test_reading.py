@@ -361,6 +361,8 @@ def test_a_named_definition_is_pinned_with_its_heading_and_the_block_that_matche
 def test_a_looping_reply_is_cut_where_it_repeats():
     assert without_repeats("It returns a list.\nIt returns a list.\nIt returns a list.") == "It returns a list."
     assert without_repeats("Red lamps. Blue? Red lamps.") == "Red lamps. Blue?"
+    first = "It holds the states of the\ncold tier. It is a copy of the top of the cold tier."
+    assert without_repeats(first + " It is a copy of\nthe top of the cold tier. It is a copy") == first  # wrapped
     assert without_repeats("1. One thing.\n1.1 Another thing.") == "1. One thing.\n1.1 Another thing."
     assert without_repeats("def f():\n    return 1\n") == "def f():\n    return 1\n"
     assert without_repeats("It is fast, high-performance, high-performance, high-performance, high") == (
