@@ -115,7 +115,7 @@ class Agent:
     def ask(self, question: str, max_new_tokens: int = 96, hops: int = 1, pins: list[int] | None = None) -> Answer:
         """Answer from memory; symbols and sections the question names are pinned into the read set."""
         limit = self.memory.settings.max_read_blocks // 2
-        named = name_pins(self.index, question, limit, lambda ids: self.memory.lexical.ranked(question, ids))
+        named = name_pins(self.index, question, limit, self.memory.lexical)
         return self.memory.ask(question, max_new_tokens=max_new_tokens, hops=hops, pins=[*(pins or []), *named])
 
     def ask_many(self, questions: Iterable[tuple[str, int]], cluster: Cluster | None = None,

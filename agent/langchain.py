@@ -69,8 +69,7 @@ class _ReadsMemory(BaseModel):
     def _pins(self, question: str) -> list[int]:
         if self.index is None:
             return []
-        return name_pins(self.index, question, self.memory.settings.max_read_blocks // 2,
-                         lambda ids: self.memory.lexical.ranked(question, ids))
+        return name_pins(self.index, question, self.memory.settings.max_read_blocks // 2, self.memory.lexical)
 
 
 def citation_metadata(citation: Citation) -> dict[str, Any]:

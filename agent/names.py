@@ -11,8 +11,8 @@ lowercase words are not candidates: in "Which function loads a model?" the word 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
+from l2m_core.addressing import LexicalIndex
 from l2m_core.answer_form import terms_asked_about
 from repos_index.index import CorpusIndex, SymbolHit
 
@@ -39,17 +39,17 @@ def candidates(question: str) -> list[str]:
     return list(dict.fromkeys(quoted + sorted(named, key=lambda w: not identifier_like(w))))
 
 
-def name_pins(index: CorpusIndex, question: str, limit: int,
-              ranked: Callable[[list[int]], list[int]] | None = None) -> list[int]:
+def name_pins(index: CorpusIndex, question: str, limit: int, lexical: LexicalIndex | None = None) -> list[int]:
     """Blocks of the sections and symbols named in `question`, and of the definition of a quoted term whose
     meaning it asks ("Who counts as an 'open-source software steward'?"), at most `limit`, best first. Of a
-    named section or symbol: its first block (its heading, `def` line or docstring) and, when `ranked` orders
-    blocks by how well they match the question (`LexicalIndex.ranked`), the one of its other blocks that
-    matches best, else its second: "What does PathSpec.match_files do with negate=True?" is answered by the
-    lines that use `negate`, often far into the body."""
+    named section or symbol: its first block (its heading, `def` line or docstring) and, given the memory's
+    `lexical` index, the one of its other blocks that BM25 ranks best for the question, else its second:
+    "What does PathSpec.match_files do with negate=True?" is answered by the lines that use `negate`, often
+    far into the body."""
 
     def pinned(blocks: list[int]) -> list[int]:
-        return blocks[:1] + (ranked(blocks[1:]) if ranked else blocks[1:])[:BLOCKS_PER_NAME - 1]
+        rest = lexical.ranked(question, blocks[1:]) if lexical is not None else blocks[1:]
+        return blocks[:1] + rest[:BLOCKS_PER_NAME - 1]
 
     pins: list[int] = []
     for term in terms_asked_about(question):

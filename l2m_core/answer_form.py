@@ -282,8 +282,6 @@ _QUANTITIES = {
 _SENTENCE_END = re.compile(r"[.;:](?=\s|$)")
 _LEAD_IN = re.compile(r"^\W*(?:(?:the\s+)?answer(?:\s+to\s+(?:this|the|your)\s+question)?(?:\s+is)?\s*:?)?\W*$",
                       re.IGNORECASE)  # a reply with no content: "", "The answer is:"
-
-
 _LEAD_WORDS = frozenset({"answer", "question"})  # "The answer is: 3" says "3"
 
 
@@ -356,10 +354,16 @@ def passage_answer(question: str, reply: str, citations: Sequence[C], text_of: C
     return sentence, _cited_first(c, citations)
 
 
+def _formed(question: str) -> bool:
+    """Whether the question asks for a name, a quoted term's meaning or a quantity: one of the forms above
+    answers it."""
+    return bool(asks_for(question) or terms_asked_about(question) or quantity_asked(question))
+
+
 def _unfounded(question: str, reply: str, read: Sequence[C], text_of: Callable[[C], str], share: float) -> bool:
     """Whether, reading prose, the reply to a question no other form answers has under `share` of its own
     words in the `read` runs (see `passage_answer`)."""
-    if any(c.code for c in read) or asks_for(question) or terms_asked_about(question) or quantity_asked(question):
+    if any(c.code for c in read) or _formed(question):
         return False
     said = {w for w in terms(reply, stemmed=True) if len(w) >= 4 or w.isdigit()} - _LEAD_WORDS - set(
         query_terms(question, stemmed=True))
@@ -375,7 +379,7 @@ def supported_answer(question: str, reply: str, citations: Sequence[C], text_of:
     holds over `margin` times what the top run holds. The model answers from the whole read set; the run
     it took "HS_FLAG_UTF8" or ".whl" from is where the answer was read, not always the run BM25 and
     attention put first."""
-    if asks_for(question) or terms_asked_about(question) or quantity_asked(question):
+    if _formed(question):
         return reply, list(citations)
     said = set(terms(reply, stemmed=True)) - set(query_terms(question, stemmed=True))
     held = [said & set(terms(text_of(c), stemmed=True)) for c in citations[:runs]]

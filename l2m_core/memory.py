@@ -24,6 +24,7 @@ mapped back to `source:line` citations.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import re
 import time
@@ -464,11 +465,12 @@ class Memory:
         # a plain question (no tool protocol, no answer format of the caller's, no grammar)
         if not instruction and choose_token is None:
             citations = self._reranked(question, citations, set(pins) if pins_first else set())
-            text, citations = named_answer(question, text, citations, self._run_text)
-            text, citations = defined_answer(question, text, citations, self._run_text)
-            text, citations = quantity_answer(question, text, citations, self._run_text)
-            text, citations = passage_answer(question, text, citations, self._run_text)
-            text, citations = supported_answer(question, text, citations, self._run_text)
+            run_text = functools.cache(self._run_text)  # each form reads the first runs' text again
+            text, citations = named_answer(question, text, citations, run_text)
+            text, citations = defined_answer(question, text, citations, run_text)
+            text, citations = quantity_answer(question, text, citations, run_text)
+            text, citations = passage_answer(question, text, citations, run_text)
+            text, citations = supported_answer(question, text, citations, run_text)
         done = time.perf_counter()
         return Answer(text, citations, plan.read_set(), shared,
                       {"first_token_s": first_token - start, "total_s": done - start})

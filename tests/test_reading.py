@@ -354,7 +354,7 @@ def test_a_named_definition_is_pinned_with_its_heading_and_the_block_that_matche
     tariff = next(b for b, text in body.items() if "tariff" in text)
     assert len(hit.blocks) > 3 and tariff not in hit.blocks[:2]  # far into the body
     assert name_pins(corpus.index, question, limit) == hit.blocks[:2]  # without a ranking: the first two
-    ranked = name_pins(corpus.index, question, limit, lambda ids: corpus.memory.lexical.ranked(question, ids))
+    ranked = name_pins(corpus.index, question, limit, corpus.memory.lexical)
     assert ranked == [hit.blocks[0], tariff]
 
 
