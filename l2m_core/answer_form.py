@@ -146,15 +146,26 @@ def _cited_first(first: C, citations: Sequence[C]) -> list[C]:
     return [first, *(c for c in citations if c is not first)]
 
 
+def _outside_which(question: str, kind: str) -> str:
+    """The question without its which-phrase ("Which class does wait_none extend?" -> " does wait_none extend?")."""
+    which = _ASKS[kind].search(question)
+    return question[:which.start()] + " " + question[which.end():]
+
+
+def _identifiers(text: str) -> list[str]:
+    """The code identifiers `text` gives: snake_case, camelCase or dotted words ("wait_none", "PathSpec",
+    "Version.is_prerelease"; not "Which" or "Git"), each with its own last name."""
+    words = re.findall(r"(?<![\w.])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*", text)
+    named = [w for w in words if "_" in w or "." in w or re.search(r"[a-z][A-Z]", w)]
+    return list(dict.fromkeys(n for w in named for n in (w, w.rsplit(".", 1)[-1])))
+
+
 def _refers(question: str, kind: str, top_names: list[str]) -> bool:
     """Whether the question, which asks for a name of `kind`, asks for one that the text of the place called
     `top_names` refers to: it says so ("referred to in which Article", "under which Article"), or it names
     that place outside its which-phrase ("Which class does wait_none extend?"; not "Which PathSpec method
     ...", where the class only holds the answer)."""
-    if _REFERS.search(question):
-        return True
-    which = _ASKS[kind].search(question)
-    return _given(question[:which.start()] + " " + question[which.end():], top_names)
+    return bool(_REFERS.search(question)) or _given(_outside_which(question, kind), top_names)
 
 
 def named_answer(question: str, reply: str, citations: Sequence[C],
@@ -177,7 +188,15 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
         return [c.label, c.label.rsplit(".", 1)[-1]] if c.label else []
 
     top = citations[0]
-    if text_of is not None and kind != "file" and _refers(question, kind, [n for c in citations for n in names(c)]):
+    # the place the question names, when it names a definition it read (its `class`/`def` line) under
+    # another label: a run's label is the definition its first line is in, and the run read may go on into
+    # the next one ("Which class does wait_random_exponential extend?" read under `wait_exponential.__call__`)
+    defining = []
+    if text_of is not None and kind == "symbol" and (own := _identifiers(_outside_which(question, kind))):
+        head = re.compile(rf"^\s*(?:class|(?:async\s+)?def)\s+(?:{'|'.join(map(re.escape, own))})\b", re.MULTILINE)
+        defining = [c for c in citations if head.search(text_of(c))]
+    if text_of is not None and kind != "file" and (defining or _refers(question, kind, [n for c in citations
+                                                                                          for n in names(c)])):
         # the referring text: the runs read of the place the question names ("Article 13(12) tells ... in
         # line with which Article?"; the best mention among them), with any run holding its `class` or `def`
         # line under another label (a block that mostly ends the definition before), else the top citation;
@@ -186,6 +205,7 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
         heads = {c.label.rsplit(".", 1)[-1] for c in given}
         given += [c for c in citations if c not in given and heads and re.search(
             rf"^\s*(?:class|(?:async\s+)?def)\s+(?:{'|'.join(map(re.escape, heads))})\b", text_of(c), re.MULTILINE)]
+        given += [c for c in defining if c not in given]
         for runs in [given, [top]]:
             (name, score), c = max(((_best_referred(question, kind, text_of(c)), c) for c in runs),
                                    key=lambda found: found[0][1], default=((None, 0.0), top))

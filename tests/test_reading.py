@@ -206,6 +206,11 @@ def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
     runs[before] = "    def __call__(self, state):\n        return self.wait\n\n\nclass wait_random(wait_fixed):\n"
     assert named_answer("Which class does wait_random extend?", "wait_random.", [init, doc, before], runs.get) == (
         "wait_fixed (pkg/wait.py)", [before, init, doc])
+    # ... and when no run read is labelled for it: the question's identifier names the place
+    other = Citation("pkg/retry.py", 5, 9, 0.1, (12,), "retry_base")
+    runs[other] = "class retry_base(abc.ABC):\n    pass\n"
+    assert named_answer("Which class does wait_random extend?", "wait_fixed.__call__", [before, other], runs.get) == (
+        "wait_fixed (pkg/wait.py)", [before, other])
     # names a definition's text refers to: what it calls and extends, not builtins, its own name or variables
     body = textwrap.dedent("""\
         class Spec(Base, mixins.Sized):
