@@ -347,10 +347,12 @@ def passage_answer(question: str, reply: str, citations: Sequence[C], text_of: C
     and then, the evidence read), or, when the first `runs` cited runs are prose, a reply to a question that
     asks for no name, term or quantity in which under `grounded` of its own words (those of four letters or
     more, and numbers, that the question does not give) are in those runs (it answered from its priors:
-    "Article 20 of the Law on the Protection of Consumer Goods"), the sentence of those runs that holds most
-    of the question's words, each weighted by how few read sentences hold it, and the sentence after it when
-    it is under `short` characters, with its run cited first. Other replies are kept. Code is never quoted
-    for an unfounded reply: its "sentences" are fragments of statements, seldom an answer."""
+    "Article 20 of the Law on the Protection of Consumer Goods") or which has none but restates three of the
+    question's words ("The Joint Committee is established as a sub-committee ..."), the sentence of those
+    runs that holds most of the question's words, each weighted by how few read sentences hold it, and the
+    sentence after it when it is under `short` characters, with its run cited first. Other replies are kept.
+    Code is never quoted for an unfounded reply: its "sentences" are fragments of statements, seldom an
+    answer."""
     if not citations or not (_LEAD_IN.match(reply) or _unfounded(question, reply, citations[:runs], text_of,
                                                                  grounded)):
         return reply, list(citations)
@@ -387,8 +389,10 @@ def _unfounded(question: str, reply: str, read: Sequence[C], text_of: Callable[[
         return False
     said = {w for w in terms(reply, stemmed=True) if len(w) >= 4 or w.isdigit()} - _LEAD_WORDS - set(
         query_terms(question, stemmed=True))
+    if not said:  # the question restated
+        return len(set(terms(reply, stemmed=True)) & set(query_terms(question, stemmed=True))) >= 3
     held = set().union(*(terms(text_of(c), stemmed=True) for c in read))
-    return bool(said) and len(said & held) < share * len(said)
+    return len(said & held) < share * len(said)
 
 
 def supported_answer(question: str, reply: str, citations: Sequence[C], text_of: Callable[[C], str],

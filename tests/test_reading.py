@@ -309,6 +309,10 @@ def test_a_reply_whose_words_the_read_prose_does_not_hold_is_replaced_by_the_rea
     founded = "When it places a product on the market under its name or trademark."
     assert passage_answer(question, founded, cites, text.get) == (founded, cites)
     assert passage_answer(question, "The answer is: trademark", cites, text.get)[0] == "The answer is: trademark"
+    # a reply that only restates the question says nothing either; a short one ("Yes.") stands
+    echo = "An importer or a distributor is regarded as the manufacturer."
+    assert passage_answer(question, echo, cites, text.get) == (text[article_21], cites)
+    assert passage_answer("Is an importer a manufacturer?", "Yes.", cites, text.get)[0] == "Yes."
     # a question that asks for a name is the named answer's; code is never quoted for a reply
     assert passage_answer("Which Article says so?", priors, cites, text.get)[0] == priors
     code = [Citation("pkg/a.py", 1, 9, 0.5, (3,), "f", code=True)]
