@@ -283,14 +283,17 @@ _MONTH = r"(?:January|February|March|April|May|June|July|August|September|Octobe
 # what a question asks for ("How long ...?", "Up to what amount ...?", "From what date ...?") and how the
 # read text states it
 _QUANTITIES = {
-    "duration": (re.compile(r"\bhow (long|often|frequently)\b|\bhow many (hours|days|weeks|months|years)\b|"
-                            r"\b(what|which) (\w+ ){0,4}(period|deadline|time limit|interval)s?\b", re.IGNORECASE),
+    "duration": (re.compile(r"\bhow (long|often|frequently|soon|much time)\b|"
+                            r"\bhow many (hours|days|weeks|months|years)\b|\bfor (what|which) term\b|"
+                            r"\b(what|which) (\w+ ){0,4}(period|deadline|time limit|interval)s?\b|\bby when\b|"
+                            r"\bwhat is the (latest|earliest)\b", re.IGNORECASE),
                  re.compile(rf"\b{_NUMBER}\s+(?:working\s+|calendar\s+)?(?:hours?|days?|weeks?|months?|years?)\b|"
                             r"\b(?:once|twice)\s+(?:a|per|every)\s+(?:day|week|month|year)\b|"
                             r"\b(?:annually|yearly|monthly|weekly|daily)\b|"
                             r"\bevery\s+(?:\w+\s+)?(?:days?|weeks?|months?|years?)\b", re.IGNORECASE)),
-    "amount": (re.compile(r"\bhow much\b|\b(what|which) (\w+ ){0,2}(amount|fine|sum|share|percentage|proportion|"
-                          r"fee)s?\b|\bup to what\b", re.IGNORECASE),
+    "amount": (re.compile(r"\bhow much\b(?! time)|"
+                          r"\b(what|which) (\w+ ){0,2}(amount|fine|sum|share|percentage|proportion|fee)s?\b|"
+                          r"\bup to what\b", re.IGNORECASE),
                re.compile(rf"(?:EUR|€)\s*{_NUMBER}(?:\s*(?:million|billion))?|"
                           rf"{_NUMBER}\s*(?:%|per\s*cent\b|percent\b)|"
                           rf"\b{_NUMBER}\s*(?:million|billion)?\s*(?:EUR|euros?)\b", re.IGNORECASE)),

@@ -18,6 +18,7 @@ from l2m_core.answer_form import (
     named_answer,
     passage_answer,
     quantity_answer,
+    quantity_asked,
     referred_names,
     supported_answer,
     without_repeats,
@@ -276,6 +277,14 @@ def test_a_question_asking_for_a_quantity_is_answered_with_the_read_sentence_tha
         "The manufacturer.", cites)
     # no read sentence states a date: the reply stands
     assert quantity_answer("From what date does it apply?", "Soon.", cites, text.get) == ("Soon.", cites)
+    # other ways of asking how long; "how much time" asks for no amount, "what term" for no duration
+    for asked in ("How much time does a manufacturer have for its final report once a measure is available?",
+                  "What is the latest a manufacturer may send its final report once a measure is available?",
+                  "By when must the final report be sent once a mitigating measure is available?"):
+        assert quantity_asked(asked) == "duration"
+        assert "14 days" in quantity_answer(asked, "Soon.", cites, text.get)[0]
+    assert quantity_asked("For what term is a member of the board appointed?") == "duration"
+    assert quantity_asked("What term does Article 3 define?") is None
 
 
 def test_a_reply_that_says_nothing_is_replaced_by_the_read_sentence_that_holds_the_question_words():
