@@ -221,7 +221,10 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     first = candidates[0]
     if kind == "file":
         return first.source + (f" ({first.label})" if first.label else ""), _cited_first(first, citations)
-    return (f"{first.label} ({first.source})" if first.label else reply), _cited_first(first, citations)
+    # asked for a class, a method read names its class ("TreeEntry.stat" -> "TreeEntry")
+    asks_class = re.search(r"\bclass", _ASKS[kind].search(question)[0], re.IGNORECASE)
+    name = first.label.rsplit(".", 1)[0] if asks_class else first.label
+    return (f"{name} ({first.source})" if name else reply), _cited_first(first, citations)
 
 
 _QUOTED = re.compile(r"(?<!\w)['‘\"“]([^'’\"”\n]{2,80}?)['’\"”](?!\w)")

@@ -138,6 +138,10 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     assert named_answer("In which module is it?", "In utils.", cites)[0] == "pkg/util.py (normalize_file)"
     assert named_answer("In which module is it?", "It is in a.py.", cites) == ("It is in a.py.", [other, top])
     assert named_answer("What does it return?", "A string.", cites) == ("A string.", cites)
+    # asked for a class, a method read answers with its class
+    method = Citation("pkg/util.py", 40, 52, 0.6, (5,), "TreeEntry.stat")
+    assert named_answer("Which class keeps the cached stat results?", "A cache.", [method, top]) == (
+        "TreeEntry (pkg/util.py)", [method, top])
     unnamed = [Citation("pkg/util.py", 1, 9, 1.0, (1,))]
     assert named_answer("Which function normalises paths?", "fix_path", unnamed) == ("fix_path", unnamed)
 
