@@ -25,7 +25,7 @@ import builtins
 import keyword
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
 from typing import Protocol, TypeVar
 
@@ -160,6 +160,13 @@ def _identifiers(text: str) -> list[str]:
     return list(dict.fromkeys(n for w in named for n in (w, w.rsplit(".", 1)[-1])))
 
 
+def _defines(text: str, names: Iterable[str]) -> bool:
+    """Whether `text` holds the `class` or `def` line of one of `names`."""
+    alternatives = "|".join(map(re.escape, names))
+    return bool(alternatives) and re.search(rf"^\s*(?:class|(?:async\s+)?def)\s+(?:{alternatives})\b", text,
+                                            re.MULTILINE) is not None
+
+
 def _refers(question: str, kind: str, top_names: list[str]) -> bool:
     """Whether the question, which asks for a name of `kind`, asks for one that the text of the place called
     `top_names` refers to: it says so ("referred to in which Article", "under which Article"), or it names
@@ -192,9 +199,9 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     # another label: a run's label is the definition its first line is in, and the run read may go on into
     # the next one ("Which class does wait_random_exponential extend?" read under `wait_exponential.__call__`)
     defining = []
-    if text_of is not None and kind == "symbol" and (own := _identifiers(_outside_which(question, kind))):
-        head = re.compile(rf"^\s*(?:class|(?:async\s+)?def)\s+(?:{'|'.join(map(re.escape, own))})\b", re.MULTILINE)
-        defining = [c for c in citations if head.search(text_of(c))]
+    if text_of is not None and kind == "symbol":
+        own = _identifiers(_outside_which(question, kind))
+        defining = [c for c in citations if _defines(text_of(c), own)]
     if text_of is not None and kind != "file" and (defining or _refers(question, kind, [n for c in citations
                                                                                           for n in names(c)])):
         # the referring text: the runs read of the place the question names ("Article 13(12) tells ... in
@@ -203,8 +210,7 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
         # cited first
         given = [c for c in citations if c.label and _given(question, names(c))]
         heads = {c.label.rsplit(".", 1)[-1] for c in given}
-        given += [c for c in citations if c not in given and heads and re.search(
-            rf"^\s*(?:class|(?:async\s+)?def)\s+(?:{'|'.join(map(re.escape, heads))})\b", text_of(c), re.MULTILINE)]
+        given += [c for c in citations if c not in given and _defines(text_of(c), heads)]
         given += [c for c in defining if c not in given]
         for runs in [given, [top]]:
             (name, score), c = max(((_best_referred(question, kind, text_of(c)), c) for c in runs),
