@@ -80,9 +80,10 @@ class Agent:
         memory.address_head, memory.reader = address_head, reader
         if memory.files.manifest.get("root") is None:
             memory.files.update_manifest(root=str(root))
-        inside = Path(store).resolve()
-        own = [f"/{inside.relative_to(root).as_posix()}/"] if inside.is_relative_to(root) and inside != root else []
         # a store kept inside the corpus under another name than .l2m is no document (its manifest.json was one)
+        inside = Path(store).resolve()
+        named = inside.is_relative_to(root) and inside != root and inside.name != STORE_DIR
+        own = [f"/{inside.relative_to(root).as_posix()}/"] if named else []
         return cls(root, memory, CorpusIndex(memory.files.engine, root, extra_ignores=own))
 
     @classmethod

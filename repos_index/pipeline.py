@@ -145,7 +145,7 @@ class Updater:
             for item in pending:
                 self._index_file(item, report)
                 bar.advance()
-            if stale and result.scope is None and not report.errors:
+            if stale and (result.scope is None or "" in result.scope) and not report.errors:  # the whole tree
                 self._set_analyzer()
             if memory is not None:
                 self._feed_memory(memory, result.scope, report, bar)

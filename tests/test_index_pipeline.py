@@ -91,7 +91,7 @@ def test_a_newer_analyser_analyses_unchanged_files_again_and_memory_keeps_their_
     real = pipeline.analyze
     monkeypatch.setattr(pipeline, "analyze", lambda text, language: analysed.append(language) or real(text, language))
     monkeypatch.setattr(pipeline, "ANALYZER_VERSION", "next")
-    report = index.update(memory, progress=False)
+    report = index.update(memory, paths=[index.root], progress=False)  # `l2m ingest .` names the whole tree
     assert sorted(report.reanalyzed) == sorted([*PYTHON_FILES, "statute.txt"]) and len(analysed) == 4
     assert not (report.added or report.changed or report.ingested) and "analysed again" in report.summary()
     assert {path: [b.block_id for b in spans] for path, (_, spans) in memory.docs.items()} == blocks
