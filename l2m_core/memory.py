@@ -28,7 +28,7 @@ import functools
 import hashlib
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -182,8 +182,7 @@ class Memory:
         self.reader: Reader | None = None  # optional trained reader, acting on the question and answer tokens
         # Where each block lies in its corpus (set by the agent from the corpus index): heading blocks join
         # the read set beside what addressing found, and citations name their definition or section.
-        # (blocks, their middle lines) -> where each lies: set by the corpus index (agent/core.py)
-        self.enclosing: Callable[[Iterable[int], Mapping[int, int]], dict[int, Enclosing]] | None = None
+        self.enclosing: Callable[[Iterable[int]], dict[int, Enclosing]] | None = None
         self._heads: dict[str, tuple[list[int], list[torch.Tensor], list[torch.Tensor]]] = {}
         if index:
             self._load_index()
@@ -547,7 +546,7 @@ class Memory:
             return self.lexical.top(query, n)
 
         def recital(hits: list[int]) -> dict[int, bool]:
-            where = self.enclosing_of(hits)
+            where = self.enclosing(hits)
             return {b: b in where and where[b].recital for b in hits}
 
         k = self.settings.lexical_top_k
@@ -568,23 +567,16 @@ class Memory:
 
     def _labels(self, ids: list[int]) -> dict[int, str]:
         """The definition or section each block lies in, by name (none without a corpus index)."""
-        return {b: e.label for b, e in self.enclosing_of(ids).items() if e.label}
-
-    def enclosing_of(self, ids: list[int], opening: Collection[int] = ()) -> dict[int, Enclosing]:
-        """Where each block lies (none without a corpus index), found at the line holding its middle
-        character (one paragraph a line, a block's middle line may be a heading it barely reaches), or for an
-        `opening` block (pinned for a section the question named: its first block, which may hold mostly the
-        end of the section before) at its last line."""
         if self.enclosing is None:
             return {}
-        middles = {b: self.meta[b].line_end if b in opening else self.meta[b].line_start + t[:len(t) // 2].count("\n")
-                   for b, t in self.block_texts(ids).items()}
-        return self.enclosing(ids, middles)
+        return {b: e.label for b, e in self.enclosing(ids).items() if e.label}
 
     def _headings(self, found: list[int]) -> list[int]:
         """The heading blocks of the definitions or sections holding `found` blocks: a function body read
         without its `def` line, or a paragraph without "Article N", leaves the model to invent the name."""
-        where = self.enclosing_of(found)
+        if self.enclosing is None:
+            return []
+        where = self.enclosing(found)
         return [h for b in found if (h := where[b].heading_block if b in where else None) is not None and h != b]
 
     def logits(self, tail: list[int], pins: Sequence[int] = (), head: str | None = None) -> torch.Tensor:
@@ -768,7 +760,7 @@ class Memory:
             return min(run, key=lambda b: (rank.get(b, len(rank)), -mass[b]))
 
         named = [named_for(r) for r in runs]
-        where = self.enclosing_of(named, opening=pinned)
+        where = self.enclosing(named) if self.enclosing is not None else {}
         none = Enclosing("", None)
         cites = [Citation(self.meta[r[0]].source, self.meta[r[0]].line_start, self.meta[r[-1]].line_end,
                           sum(mass[b] for b in r) / total, tuple(r), (e := where.get(h, none)).label, e.page, e.heading,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,14 +247,11 @@ class CorpusIndex:
                 query = query.where(b.c.line_end >= line_start)
             return list(conn.execute(query.order_by(b.c.line_start, b.c.block_id)).scalars())
 
-    def enclosing(self, block_ids: Iterable[int], middles: Mapping[int, int] | None = None) -> dict[int, Enclosing]:
+    def enclosing(self, block_ids: Iterable[int]) -> dict[int, Enclosing]:
         """For each memory block, the definition or section it lies in (the innermost named chunk holding the
         block's middle line): its name and the block holding its first line, where the heading is; in a
         converted document, the page (PDF) or heading path (HTML, DOCX) of that middle line; whether it is
-        source code (every block of a parsed code file has an entry, named or not); whether it lies in a recital.
-        `middles` gives a block's middle line where the caller knows its text (the line holding its middle
-        character; a block of the last long paragraph line of one Article and the three short opening lines of
-        the next lies in the first); else it is the middle of the block's line span."""
+        source code (every block of a parsed code file has an entry, named or not); whether it lies in a recital."""
         b, c, p = schema.blocks, schema.chunks, schema.places
         wanted = set(block_ids)
         out: dict[int, Enclosing] = {}
@@ -270,7 +267,7 @@ class CorpusIndex:
                                      .where(c.c.file_id == file_id, c.c.kind.in_(_NAMED_KINDS))).all()
                 places = conn.execute(select(p).where(p.c.file_id == file_id)).all()
                 for row in (r for r in rows if r.file_id == file_id):
-                    middle = (middles or {}).get(row.block_id, (row.line_start + row.line_end) // 2)
+                    middle = (row.line_start + row.line_end) // 2
                     place = next((pl for pl in places if pl.line_start <= middle <= pl.line_end), None)
                     page, path = (place.page, place.heading) if place is not None else (None, None)
                     holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end]

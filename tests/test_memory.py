@@ -183,7 +183,7 @@ def test_pins_are_read_by_every_layer_and_cited_first(tiny, tmp_path):
     assert mem._citations({pinned[0]: 0.5, other: 0.1}, set(pinned), hits=[other])[0].source == "lamps.txt"
     # a run is named for the block its words addressed, not for the heaviest (a neighbouring definition)
     run = mem.blocks_for("lamps.txt")[:2]
-    mem.enclosing = lambda ids, middles: {b: Enclosing(f"def_{b}", None) for b in ids}
+    mem.enclosing = lambda ids: {b: Enclosing(f"def_{b}", None) for b in ids}
     cites = mem._citations({run[0]: 0.1, run[1]: 0.9}, set(), hits=[run[0]])
     assert cites[0].block_ids == tuple(run) and cites[0].label == f"def_{run[0]}"
     assert mem._citations({run[0]: 0.1, run[1]: 0.9}, set())[0].label == f"def_{run[1]}"

@@ -566,29 +566,6 @@ def test_an_asked_exception_is_one_the_read_text_raises_and_a_file_extension_is_
     assert asks_for("In which file is the wheel's filename parsed?") == "file"
 
 
-def test_a_block_lies_in_the_section_that_holds_its_middle_character(tmp_path, tiny):
-    # one paragraph a line: a block over the end of Article 1's long line and Article 2's short opening lines
-    # holds mostly Article 1, though the middle of its line span is Article 2's heading (the tiny model reads a
-    # character a token: the second block holds the last 40 characters of line 3, then lines 4 to 6)
-    lines = ["Article 1", "Scope", "The owners of lamps shall keep them lit " * 2 + "at night",
-             "Article 2", "Terms", "A lamp is a light.", "Article 3", "Dates", "It applies from the first day. " * 4]
-    (tmp_path / "act.txt").write_text("\n".join(lines) + "\n")
-    settings = MemorySettings(**{**SETTINGS, "block_size": 64, "chunk_size": 128})
-    agent = Agent.open(tmp_path, tmp_path / "store", tiny, settings=settings)
-    agent.ingest()
-    memory = agent.memory
-    article_of = [next(f"Article {n}" for n, at in ((3, 6), (2, 3), (1, 0)) if i >= at) for i in range(len(lines))]
-    where = memory.enclosing_of(list(memory.meta))
-    texts = memory.block_texts(list(memory.meta))
-    straddling = 0
-    for b, meta in memory.meta.items():
-        middle = meta.line_start + texts[b][:len(texts[b]) // 2].count("\n")
-        assert where[b].label == article_of[middle - 1]
-        straddling += article_of[(meta.line_start + meta.line_end) // 2 - 1] != article_of[middle - 1]
-    assert straddling == 1
-    agent.close()
-
-
 def test_a_store_kept_inside_the_corpus_under_any_name_is_not_ingested(tmp_path, tiny):
     (tmp_path / "rules.txt").write_text(LEGAL)
     with Agent.open(tmp_path, tmp_path / "answers-store", tiny, settings=MemorySettings(**SETTINGS)) as agent:

@@ -60,7 +60,7 @@ def corpus_samples(memory: Memory, seed: int = 0, per_document: int = 8) -> list
     for block_id, meta in sorted(memory.meta.items(), key=lambda item: (item[1].doc_id, item[1].seq)):
         if not meta.source.startswith(PASSKEY_PREFIX):
             by_source.setdefault(meta.source, []).append(block_id)
-    where = memory.enclosing_of(list(memory.meta))
+    where = memory.enclosing(list(memory.meta)) if memory.enclosing is not None else {}
     out = []
     for source in sorted(by_source):
         rng = random.Random(f"{seed}-{source}")
