@@ -37,8 +37,9 @@ _SYMBOL = r"function|method|class|helper|decorator|callable|routine|property|exc
 _WHICH = (r"\b(which|what)\s+(?!(does|do|did|is|are|was|were|can|could|should|shall|must|will|would|may|might|has|"
           r"have|had)\b)")
 _ASKS = {
-    # "which file" but not "what file extension/format/name ...", which asks for something else about a file
-    "file": re.compile(rf"(?:{_WHICH}(\w+\s+){{0,2}}|\bin which )(file|module)s?\b(?!\s+(extension|format|name|size|"
+    # "which file" but not "what file extension/format/name ..." or "what file-name pattern", which ask for
+    # something else about a file
+    "file": re.compile(rf"(?:{_WHICH}(\w+\s+){{0,2}}|\bin which )(file|module)s?\b(?![\s-]+(extension|format|name|size|"
                        r"type|mode|suffix|permission|descriptor|handle|object|system|content)s?\b)", re.IGNORECASE),
     "section": re.compile(rf"{_WHICH}(\w+\s+){{0,1}}(article|annex|recital|section|chapter)s?\b", re.IGNORECASE),
     "symbol": re.compile(rf"{_WHICH}(\w+\s+){{0,2}}({_SYMBOL})\b|\bname of the ({_SYMBOL})\b", re.IGNORECASE),

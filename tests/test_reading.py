@@ -563,6 +563,7 @@ def test_an_asked_exception_is_one_the_read_text_raises_and_a_file_extension_is_
     assert named_answer(question, "ValueError.", [parse], body.get)[0] == "InvalidWheelFilename (pkg/utils.py)"
     # "what file extension" asks for an extension: the reply stays
     assert asks_for("What file extension must a wheel's filename end with?") is None
+    assert asks_for("What file-name pattern does the lock give each claim file?") is None
     assert asks_for("In which file is the wheel's filename parsed?") == "file"
 
 
