@@ -52,6 +52,7 @@ class Agent:
     def __init__(self, root: Path, memory: Memory, index: CorpusIndex):
         self.root, self.memory, self.index = root, memory, index
         memory.enclosing = index.enclosing  # citations and heading blocks come from the index
+        memory.referrers = index.referrers
 
     @classmethod
     def open(cls, root: str | Path = ".", store: str | Path | None = None, model: str | LoadedModel | None = None,

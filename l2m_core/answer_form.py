@@ -324,6 +324,11 @@ def quantity_asked(question: str) -> str | None:
     return next((kind for kind, (asks, _) in _QUANTITIES.items() if asks.search(question)), None)
 
 
+def states_quantity(kind: str, text: str) -> bool:
+    """Whether `text` states a quantity of `kind` ("duration", "amount", "date")."""
+    return bool(_QUANTITIES[kind][1].search(" ".join(text.split())))
+
+
 def quantity_answer(question: str, reply: str, citations: Sequence[C],
                     text_of: Callable[[C], str]) -> tuple[str, list[C]]:
     """For a question that asks for a duration, an amount or a date, the sentence of the read text that

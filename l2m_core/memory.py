@@ -44,6 +44,8 @@ from l2m_core.answer_form import (
     named_answer,
     passage_answer,
     quantity_answer,
+    quantity_asked,
+    states_quantity,
     supported_answer,
     without_repeats,
 )
@@ -183,6 +185,9 @@ class Memory:
         # Where each block lies in its corpus (set by the agent from the corpus index): heading blocks join
         # the read set beside what addressing found, and citations name their definition or section.
         self.enclosing: Callable[[Iterable[int]], dict[int, Enclosing]] | None = None
+        # The paragraphs elsewhere in their documents that refer to the units blocks lie in (set by the agent
+        # from the corpus index): the fine for breaking an Article's obligations is where it is referred to.
+        self.referrers: Callable[[Iterable[int]], list[list[int]]] | None = None
         self._heads: dict[str, tuple[list[int], list[torch.Tensor], list[torch.Tensor]]] = {}
         if index:
             self._load_index()
@@ -445,7 +450,29 @@ class Memory:
         for _ in range(max(1, hops)):
             answer = self._answer(question, query, instruction, max_new_tokens, pins, choose_token)
             query = f"{question} {answer.text}"
+        if not instruction and choose_token is None and (more := self._stating_referrers(question, answer)):
+            again = self._answer(question, question, instruction, max_new_tokens, pins + more, choose_token)
+            answer = replace(again, timings={k: answer.timings["total_s"] + t for k, t in again.timings.items()})
         return answer
+
+    def _stating_referrers(self, question: str, answer: Answer, at_most: int = 2) -> list[int]:
+        """For a question that asks for an amount no run read states, the blocks of (at most `at_most`)
+        paragraphs that refer to the units of the first `rerank_citations` runs and state an amount, within
+        half the read budget, to read the question again with: obligations are laid down in one Article and the
+        fines for breaking them in another, which names them ("Up to what amount can an importer be fined for
+        breaking its obligations?")."""
+        if (self.referrers is None or quantity_asked(question) != "amount" or not answer.citations
+                or any(states_quantity("amount", self._run_text(c)) for c in answer.citations)):
+            return []
+        found: list[int] = []
+        for c in answer.citations[:self.settings.rerank_citations]:
+            for paragraph in self.referrers(c.block_ids):
+                fits = len(found) + len(paragraph) <= self.settings.max_read_blocks // 2
+                if at_most and fits and paragraph[0] not in found and states_quantity(
+                        "amount", self._lines(self.meta[paragraph[0]], self.meta[paragraph[-1]])):
+                    found += paragraph
+                    at_most -= 1
+        return found
 
     def _answer(self, question: str, query: str, instruction: str | None, max_new_tokens: int,
                 pins: list[int], choose_token: ChooseToken | None = None) -> Answer:

@@ -247,6 +247,34 @@ class CorpusIndex:
                 query = query.where(b.c.line_end >= line_start)
             return list(conn.execute(query.order_by(b.c.line_start, b.c.block_id)).scalars())
 
+    def referrers(self, block_ids: Iterable[int]) -> list[list[int]]:
+        """The paragraphs (as their blocks, in document order) of the same documents that refer to a legal unit
+        the given blocks lie in, whole or in part: for a block of Article 14, Article 64(2), "... the obligations
+        set out in Articles 13 and 14 shall be subject to administrative fines of up to EUR 15 000 000 ...".
+        A reference outside any paragraph stands for the blocks holding its line; blocks given are left out."""
+        b, c, x = schema.blocks, schema.chunks, schema.xrefs
+        wanted = set(block_ids)
+        out: list[list[int]] = []
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(b).where(b.c.block_id.in_(wanted))).all() if wanted else []
+            for file_id in sorted({r.file_id for r in rows}):
+                overlapping = or_(*(and_(c.c.line_start <= r.line_end, c.c.line_end >= r.line_start)
+                                    for r in rows if r.file_id == file_id))
+                units = set(conn.scalars(select(c.c.name).where(c.c.file_id == file_id, c.c.name.is_not(None),
+                                                                 c.c.kind.in_(SECTION_KINDS), overlapping)))
+                lines = sorted(set(conn.scalars(select(x.c.line).where(
+                    x.c.file_id == file_id, x.c.target.in_(units), x.c.external.is_(None)))))
+                paragraphs = conn.execute(select(c.c.line_start, c.c.line_end).where(
+                    c.c.file_id == file_id, c.c.kind == "paragraph")).all()
+                spans = conn.execute(select(b.c.block_id, b.c.line_start, b.c.line_end).where(b.c.file_id == file_id)
+                                     .order_by(b.c.line_start, b.c.block_id)).all()
+                for first, last in dict.fromkeys(next(((p.line_start, p.line_end) for p in paragraphs
+                                                       if p.line_start <= n <= p.line_end), (n, n)) for n in lines):
+                    held = [s.block_id for s in spans if s.line_start <= last and s.line_end >= first]
+                    if held and wanted.isdisjoint(held):
+                        out.append(held)
+        return out
+
     def enclosing(self, block_ids: Iterable[int]) -> dict[int, Enclosing]:
         """For each memory block, the definition or section it lies in (the innermost named chunk holding the
         block's middle line): its name and the block holding its first line, where the heading is; in a

@@ -573,3 +573,48 @@ def test_a_store_kept_inside_the_corpus_under_any_name_is_not_ingested(tmp_path,
         agent.ingest()
         agent.ingest()  # the second pass finds the store's manifest.json written by the first
         assert {meta.source for meta in agent.memory.meta.values()} == {"rules.txt"}
+
+
+PENALTIES = textwrap.dedent('''\
+    Article 1
+    Register
+
+    1. The owners shall keep a register of every lamp that has been repaired, with the quince-coloured seal
+    that the repairer applied.
+
+    Article 2
+    Reports
+
+    1. The owners shall report broken lamps to the authority that the Member State has designated.
+
+    Article 3
+    Penalties
+
+    1. Member States shall lay down the rules on penalties applicable to infringements of this Regulation.
+
+    2. Non-compliance with the obligations set out in Article 1 shall be subject to administrative fines of up
+    to EUR 40 000.
+''')
+
+
+def test_an_amount_the_read_text_does_not_state_is_read_where_its_article_is_referred_to(tmp_path, tiny):
+    (tmp_path / "lamps.txt").write_text(PENALTIES)
+    settings = MemorySettings(**{**SETTINGS, "block_size": 32, "chunk_size": 64, "sink": 32, "max_read_blocks": 10})
+    with Agent.open(tmp_path, tmp_path / "store", tiny, settings=settings) as agent:
+        agent.ingest()
+        memory = agent.memory
+        fines = agent.index.blocks_for("lamps.txt", 17, 18)  # Article 3(2)
+        question = "Up to what amount can an owner without a register of the quince-coloured seal be fined?"
+        memory.referrers = None  # as before: only what addressing found is read
+        alone = agent.ask(question, max_new_tokens=2)
+        assert alone.citations[0].label == "Article 1"
+        assert not any(set(fines) & set(ids) for ids in alone.read_set.values()) and "EUR" not in alone.text
+        memory.referrers = agent.index.referrers
+        answer = agent.ask(question, max_new_tokens=2)
+        assert "up to EUR 40 000" in answer.text
+        assert answer.citations[0].label == "Article 3" and answer.citations[0].line_start <= 17
+        assert all(set(fines) <= set(ids) for ids in answer.read_set.values())
+        # a question that asks for no amount, or one whose read text states one, is read once
+        assert agent.index.referrers(memory.blocks_for("lamps.txt", 4, 5)) == [fines]
+        assert memory._stating_referrers("Which register must the owners keep?", alone) == []
+        assert memory._stating_referrers(question, answer) == []
