@@ -447,22 +447,24 @@ class Memory:
     def _ask(self, question: str, instruction: str | None, max_new_tokens: int, pins: list[int],
              hops: int, choose_token: ChooseToken | None = None) -> Answer:
         query, answer = question, None
+        run_text = functools.cache(self._run_text)  # the answer forms and the amount hop read runs again
         for _ in range(max(1, hops)):
-            answer = self._answer(question, query, instruction, max_new_tokens, pins, choose_token)
+            answer = self._answer(question, query, instruction, max_new_tokens, pins, run_text, choose_token)
             query = f"{question} {answer.text}"
-        if not instruction and choose_token is None and (more := self._stating_referrers(question, answer)):
-            again = self._answer(question, question, instruction, max_new_tokens, pins + more, choose_token)
+        if not instruction and choose_token is None and (more := self._stating_referrers(question, answer, run_text)):
+            again = self._answer(question, question, instruction, max_new_tokens, pins + more, run_text, choose_token)
             answer = replace(again, timings={k: answer.timings["total_s"] + t for k, t in again.timings.items()})
         return answer
 
-    def _stating_referrers(self, question: str, answer: Answer, at_most: int = 2) -> list[int]:
+    def _stating_referrers(self, question: str, answer: Answer, run_text: Callable[[Citation], str],
+                           at_most: int = 2) -> list[int]:
         """For a question that asks for an amount no run read states, the blocks of (at most `at_most`)
         paragraphs that refer to the units of the first `rerank_citations` runs and state an amount, within
         half the read budget, to read the question again with: obligations are laid down in one Article and the
         fines for breaking them in another, which names them ("Up to what amount can an importer be fined for
         breaking its obligations?")."""
         if (self.referrers is None or quantity_asked(question) != "amount" or not answer.citations
-                or any(states_quantity("amount", self._run_text(c)) for c in answer.citations)):
+                or any(states_quantity("amount", run_text(c)) for c in answer.citations)):
             return []
         found: list[int] = []
         for c in answer.citations[:self.settings.rerank_citations]:
@@ -475,7 +477,8 @@ class Memory:
         return found
 
     def _answer(self, question: str, query: str, instruction: str | None, max_new_tokens: int,
-                pins: list[int], choose_token: ChooseToken | None = None) -> Answer:
+                pins: list[int], run_text: Callable[[Citation], str], choose_token: ChooseToken | None = None
+                ) -> Answer:
         start = time.perf_counter()
         hits = self._hits(query)
         shared = self._shared_read_set(hits, pins)
@@ -492,7 +495,6 @@ class Memory:
         # a plain question (no tool protocol, no answer format of the caller's, no grammar)
         if not instruction and choose_token is None:
             citations = self._reranked(question, citations, set(pins) if pins_first else set())
-            run_text = functools.cache(self._run_text)  # each form reads the first runs' text again
             text, citations = named_answer(question, text, citations, run_text)
             text, citations = defined_answer(question, text, citations, run_text)
             text, citations = quantity_answer(question, text, citations, run_text)

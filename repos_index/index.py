@@ -266,8 +266,7 @@ class CorpusIndex:
                     x.c.file_id == file_id, x.c.target.in_(units), x.c.external.is_(None)))))
                 paragraphs = conn.execute(select(c.c.line_start, c.c.line_end).where(
                     c.c.file_id == file_id, c.c.kind == "paragraph")).all()
-                spans = conn.execute(select(b.c.block_id, b.c.line_start, b.c.line_end).where(b.c.file_id == file_id)
-                                     .order_by(b.c.line_start, b.c.block_id)).all()
+                spans = _block_spans(conn, file_id)
                 for first, last in dict.fromkeys(next(((p.line_start, p.line_end) for p in paragraphs
                                                        if p.line_start <= n <= p.line_end), (n, n)) for n in lines):
                     held = [s.block_id for s in spans if s.line_start <= last and s.line_end >= first]
@@ -289,8 +288,7 @@ class CorpusIndex:
             code = set(conn.scalars(select(schema.files.c.id).where(
                 schema.files.c.id.in_(file_ids), schema.files.c.language.in_(CODE_LANGUAGES))))
             for file_id in file_ids:
-                spans = conn.execute(select(b.c.block_id, b.c.line_start, b.c.line_end)
-                                     .where(b.c.file_id == file_id).order_by(b.c.line_start, b.c.block_id)).all()
+                spans = _block_spans(conn, file_id)
                 named = conn.execute(select(c.c.kind, c.c.name, c.c.qualname, c.c.line_start, c.c.line_end)
                                      .where(c.c.file_id == file_id, c.c.kind.in_(_NAMED_KINDS))).all()
                 places = conn.execute(select(p).where(p.c.file_id == file_id)).all()
@@ -381,6 +379,14 @@ class CorpusIndex:
                             .order_by(f.c.path, c.c.ordinal)).all()
         return [Section(r.path, r.name, r.title, r.kind, r.qualname, r.line_start, r.line_end, r.byte_start,
                         r.byte_end, self._chunk_blocks(conn, r.file_id, r.ordinal)) for r in rows]
+
+
+def _block_spans(conn, file_id: int) -> list:
+    """(block_id, line_start, line_end) of every memory block of a file, in line order: what `enclosing` and
+    `referrers` match line ranges against, fetched once per file rather than once per range."""
+    b = schema.blocks
+    return conn.execute(select(b.c.block_id, b.c.line_start, b.c.line_end).where(b.c.file_id == file_id)
+                        .order_by(b.c.line_start, b.c.block_id)).all()
 
 
 def _labels(query: str) -> list[str]:

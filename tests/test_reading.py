@@ -616,5 +616,5 @@ def test_an_amount_the_read_text_does_not_state_is_read_where_its_article_is_ref
         assert all(set(fines) <= set(ids) for ids in answer.read_set.values())
         # a question that asks for no amount, or one whose read text states one, is read once
         assert agent.index.referrers(memory.blocks_for("lamps.txt", 4, 5)) == [fines]
-        assert memory._stating_referrers("Which register must the owners keep?", alone) == []
-        assert memory._stating_referrers(question, answer) == []
+        assert memory._stating_referrers("Which register must the owners keep?", alone, memory._run_text) == []
+        assert memory._stating_referrers(question, answer, memory._run_text) == []
