@@ -25,7 +25,7 @@ import builtins
 import keyword
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import pairwise
 from typing import Protocol, TypeVar
 
@@ -38,9 +38,11 @@ _WHICH = (r"\b(which|what)\s+(?!(does|do|did|is|are|was|were|can|could|should|sh
           r"have|had)\b)")
 _ASKS = {
     # "which file" but not "what file extension/format/name ..." or "what file-name pattern", which ask for
-    # something else about a file
+    # something else about a file; or a question that starts "Where is ...?" ("Where is the undo journal
+    # defined?": the file, with the definition read there)
     "file": re.compile(rf"(?:{_WHICH}(\w+\s+){{0,2}}|\bin which )(file|module)s?\b(?![\s-]+(extension|format|name|size|"
-                       r"type|mode|suffix|permission|descriptor|handle|object|system|content)s?\b)", re.IGNORECASE),
+                       r"type|mode|suffix|permission|descriptor|handle|object|system|content)s?\b)|^\s*where\s+(is|are)\b",
+                       re.IGNORECASE),
     "section": re.compile(rf"{_WHICH}(\w+\s+){{0,1}}(article|annex|recital|section|chapter)s?\b", re.IGNORECASE),
     "symbol": re.compile(rf"{_WHICH}(\w+\s+){{0,2}}({_SYMBOL})\b|\bname of the ({_SYMBOL})\b", re.IGNORECASE),
 }
@@ -129,9 +131,11 @@ def _closeness(before: str, after: str, wanted: set[str], either_side: bool) -> 
     return out
 
 
-def _said(text: str, name: str) -> bool:
-    """`text` names `name` on its own ("walk" is not named by "Spec.walk" or "walker")."""
-    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text) is not None
+def _said_at(text: str, names: list[str]) -> int | None:
+    """Where `text` first names one of `names` on its own ("walk" is not named by "Spec.walk" or "walker"),
+    None where it names none."""
+    found = [m.start() for n in names if (m := re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", text))]
+    return min(found, default=None)
 
 
 def _given(question: str, names: list[str]) -> bool:
@@ -179,13 +183,14 @@ def _refers(question: str, kind: str, top_names: list[str]) -> bool:
 def named_answer(question: str, reply: str, citations: Sequence[C],
                  text_of: Callable[[C], str] | None = None) -> tuple[str, list[C]]:
     """The reply and the citations, for a question that asks for a name: when the reply names a place it
-    read (a cited definition, section or file) other than those the question names, that citation goes
-    first, as the answer's source; when it names none of them, the answer is the name of the first citation
-    the question does not name, and that citation goes first. A question that asks for a name the read text
-    refers to (see the module's docstring; `text_of(citation)` is the text read there) is answered with the
-    best of the names that the runs read of the place it names refer to, else those the top citation's text
-    refers to (`_best_referred`; not the reply's choice: the model names a local variable it read as readily
-    as the function asked for), and the referring run goes first. Other questions are left as they are."""
+    read (a cited definition, section or file) other than those the question names, that citation (of
+    several, the one it names first) goes first, as the answer's source; when it names none of them, the
+    answer is the name of the first citation the question does not name, and that citation goes first. A
+    question that asks for a name the read text refers to (see the module's docstring; `text_of(citation)` is
+    the text read there) is answered with the best of the names that the runs read of the place it names
+    refer to, else those the top citation's text refers to (`_best_referred`; not the reply's choice: the model
+    names a local variable it read as readily as the function asked for), and the referring run goes first.
+    Other questions are left as they are."""
     kind = asks_for(question)
     if kind is None or not citations:
         return reply, list(citations)
@@ -219,7 +224,9 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
             if name is not None:
                 return f"{name} ({c.source})", _cited_first(c, citations)
     candidates = [c for c in citations if not _given(question, names(c))]
-    named = [c for c in candidates if any(_said(reply, n) for n in names(c))]
+    # the places the reply names, the one it names first first ("Article 16 of ... Article 14")
+    said = {id(c): at for c in candidates if (at := _said_at(reply, names(c))) is not None}
+    named = sorted((c for c in candidates if id(c) in said), key=lambda c: said[id(c)])
     if named:
         return reply, _cited_first(named[0], citations)
     if not candidates:
@@ -318,6 +325,9 @@ _LEAD_IN = re.compile(r"^\W*(?:(?:the\s+)?answer(?:\s+to\s+(?:this|the|your)\s+q
 _LEAD_WORDS = frozenset({"answer", "question"})  # "The answer is: 3" says "3"
 
 
+_UNIT_ASKED = re.compile(r"\bhow many (hour|day|week|month|year)s?\b", re.IGNORECASE)  # "how many weeks" wants weeks
+
+
 def quantity_asked(question: str) -> str | None:
     """"duration", "amount" or "date" when the question asks for one ("How long ...?", "Up to what amount
     ...?", "From what date ...?"), else None."""
@@ -335,19 +345,26 @@ def quantity_answer(question: str, reply: str, citations: Sequence[C],
     states one where the question's words are (the closer the better, as in `_best_referred`), with its run
     cited first; a small model reading "no later than 14 days after ..." answers "a limited period of time" or
     invents an amount. A reply that already gives a quantity of that kind which the read text states is kept,
-    and so is every reply when no read sentence states one near the question's words."""
+    and so is every reply when no read sentence states one near the question's words. A question that names
+    its unit ("Within how many weeks ...?") takes only quantities in that unit: "15 calendar days" read in
+    the next paragraph is not its answer."""
     kind = quantity_asked(question)
     if kind is None or not citations:
         return reply, list(citations)
-    mention = _QUANTITIES[kind][1]
+    unit = _UNIT_ASKED.search(question)
+
+    def mentions(text: str) -> Iterator[re.Match]:
+        """The quantities of the kind asked that `text` states, in the unit asked where one is."""
+        return (m for m in _QUANTITIES[kind][1].finditer(text) if unit is None or unit[1] in m[0].lower())
+
     texts = [" ".join(text_of(c).split()) for c in citations]
-    stated = {_figure(m[0]) for text in texts for m in mention.finditer(text)}
-    if any(_figure(m[0]) in stated for m in mention.finditer(reply)):
+    stated = {_figure(m[0]) for text in texts for m in mentions(text)}
+    if any(_figure(m[0]) in stated for m in mentions(reply)):
         return reply, list(citations)
     wanted = set(query_terms(question, stemmed=True))
     best, best_score = None, 0.0
     for c, text in zip(citations, texts, strict=True):
-        for m in mention.finditer(text):
+        for m in mentions(text):
             lo = max((b.end() for b in _SENTENCE_END.finditer(text, 0, m.start())), default=0)
             hi = next((b.start() + 1 for b in _SENTENCE_END.finditer(text, m.end())), len(text))
             score = sum(_closeness(text[lo:m.start()], text[m.end():hi], wanted, either_side=True).values())

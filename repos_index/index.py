@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Engine, Row, and_, func, or_, select
 
 from l2m_core.errors import L2MError
 from l2m_core.memory import Enclosing
@@ -276,9 +276,11 @@ class CorpusIndex:
 
     def enclosing(self, block_ids: Iterable[int]) -> dict[int, Enclosing]:
         """For each memory block, the definition or section it lies in (the innermost named chunk holding the
-        block's middle line): its name and the block holding its first line, where the heading is; in a
-        converted document, the page (PDF) or heading path (HTML, DOCX) of that middle line; whether it is
-        source code (every block of a parsed code file has an entry, named or not); whether it lies in a recital."""
+        block's middle line, else the one holding most of its lines: a block whose middle falls between two
+        definitions, the end of one and the start of the next): its name and the block holding its first line,
+        where the heading is; in a converted document, the page (PDF) or heading path (HTML, DOCX) of that
+        middle line; whether it is source code (every block of a parsed code file has an entry, named or not);
+        whether it lies in a recital."""
         b, c, p = schema.blocks, schema.chunks, schema.places
         wanted = set(block_ids)
         out: dict[int, Enclosing] = {}
@@ -296,7 +298,8 @@ class CorpusIndex:
                     middle = (row.line_start + row.line_end) // 2
                     place = next((pl for pl in places if pl.line_start <= middle <= pl.line_end), None)
                     page, path = (place.page, place.heading) if place is not None else (None, None)
-                    holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end]
+                    holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end] or _most_overlapping(
+                        named, row.line_start, row.line_end)
                     if not holding:
                         if place is not None or file_id in code:
                             out[row.block_id] = Enclosing("", None, page, path, file_id in code)
@@ -379,6 +382,15 @@ class CorpusIndex:
                             .order_by(f.c.path, c.c.ordinal)).all()
         return [Section(r.path, r.name, r.title, r.kind, r.qualname, r.line_start, r.line_end, r.byte_start,
                         r.byte_end, self._chunk_blocks(conn, r.file_id, r.ordinal)) for r in rows]
+
+
+def _most_overlapping(chunks: Sequence[Row], start: int, end: int) -> list[Row]:
+    """The chunk of `chunks` sharing the most lines with lines `start`..`end`, the earlier on a tie (none
+    when none shares a line)."""
+    def shared(ch: Row) -> int:
+        return min(end, ch.line_end) - max(start, ch.line_start) + 1
+    best = max(sorted(chunks, key=lambda ch: ch.line_start), key=shared, default=None)
+    return [best] if best is not None and shared(best) > 0 else []
 
 
 def _block_spans(conn, file_id: int) -> list:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from index_helpers import FIXTURES
+from index_helpers import FIXTURES, FakeMemory
 
 from l2m_core.errors import L2MError
 from repos_index.chunking import analyze, chunk_file, detect_language
@@ -115,6 +115,19 @@ def test_definitions_inside_functions_stay_in_their_function():
     analysis = analyze(source, "python")
     assert [(c.kind, c.name) for c in analysis.chunks] == [("function", "outer")]
     assert [s.name for s in analysis.symbols] == ["outer"]
+
+
+def test_a_block_between_two_definitions_is_labelled_by_the_one_holding_more_of_it(tmp_path):
+    """A block that ends one function and starts the next, its middle line in the blank lines between them,
+    still names a definition: the one holding more of its lines (a block is never labelled by nothing
+    while it holds a function's body)."""
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "reg.py").write_text(
+        "def register(name):\n    _seen.add(name)\n    return name\n\n\n\nclass Taken(Exception):\n    pass")
+    index = CorpusIndex(tmp_path / "index.db", tmp_path / "repo")
+    index.update(FakeMemory(lines_per_block=8), progress=False)  # one block: lines 1-8, middle line 4 is blank
+    labels = [e.label for e in index.enclosing(index.blocks_for("reg.py")).values()]
+    assert labels == ["register"]
 
 
 def test_top_level_variables_are_symbols_and_calls_are_references():

@@ -124,6 +124,9 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     assert asks_for("Which Article sets out the obligations of importers?") == "section"
     assert asks_for("What does match_file return for an excluded file?") is None
     assert asks_for("What does Article 4 define?") is None and asks_for("What is the file for?") is None
+    # "Where is X?" asks where X is defined: the file, named with the definition read there
+    assert asks_for("Where is the undo journal that records edits?") == "file"
+    assert asks_for("For software, where may the marking be put?") is None
     top = Citation("pkg/util.py", 1, 9, 0.6, (1,), "normalize_file")
     other = Citation("pkg/a.py", 3, 4, 0.4, (7,), "Spec.walk")
     cites = [top, other]
@@ -133,9 +136,13 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     # the reply names a place it read: kept, and that place becomes the first citation
     named = named_answer("Which method walks the tree?", "The walk method.", cites)
     assert named == ("The walk method.", [other, top])
+    # of two places the reply names, the one it names first ("walk ... then normalize_file")
+    both = named_answer("Which method walks the tree?", "Spec.walk, which calls normalize_file.", cites)
+    assert both == ("Spec.walk, which calls normalize_file.", [other, top])
     near_miss = named_answer("Which method walks the tree?", "It is normalize_files.", cites)
     assert near_miss[0] == "normalize_file (pkg/util.py)"
     assert named_answer("In which module is it?", "In utils.", cites)[0] == "pkg/util.py (normalize_file)"
+    assert named_answer("Where is the path normaliser?", "In utils.", cites)[0] == "pkg/util.py (normalize_file)"
     assert named_answer("In which module is it?", "It is in a.py.", cites) == ("It is in a.py.", [other, top])
     assert named_answer("What does it return?", "A string.", cites) == ("A string.", cites)
     # asked for a class, a method read answers with its class
@@ -287,6 +294,13 @@ def test_a_question_asking_for_a_quantity_is_answered_with_the_read_sentence_tha
                   "By when must the final report be sent once a mitigating measure is available?"):
         assert quantity_asked(asked) == "duration"
         assert "14 days" in quantity_answer(asked, "Soon.", cites, text.get)[0]
+    # a question naming its unit takes a quantity in that unit: not the reply's days, nor the first duration read
+    weeks = Citation("act.txt", 60, 62, 0.5, (8,), "Article 31")
+    text[weeks] = "The provider may, within 6 weeks of the notification, submit a reasoned statement."
+    in_weeks = "Within how many weeks of the notification may the provider submit a reasoned statement?"
+    assert quantity_answer(in_weeks, "Within 14 days.", [*cites, weeks], text.get) == (
+        text[weeks], [weeks, *cites])
+    assert quantity_answer(in_weeks, "Within 6 weeks.", [*cites, weeks], text.get)[0] == "Within 6 weeks."
     assert quantity_asked("For what term is a member of the board appointed?") == "duration"
     assert quantity_asked("What term does Article 3 define?") is None
 
