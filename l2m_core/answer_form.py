@@ -32,7 +32,8 @@ from typing import Protocol, TypeVar
 from l2m_core.addressing import query_terms, terms
 
 C = TypeVar("C", bound="Cited")
-_SYMBOL = r"function|method|class|helper|decorator|callable|routine|property|exception|constructor|subclass"
+_SYMBOL = (r"function|method|class|helper|decorator|callable|routine|property|exception|constructor|subclass|"
+           r"classmethod|staticmethod|context\s+manager|generator|coroutine|iterator")
 # "which/what" then a noun phrase, not a verb: "what does Article 4 define?" asks for no name
 _WHICH = (r"\b(which|what)\s+(?!(does|do|did|is|are|was|were|can|could|should|shall|must|will|would|may|might|has|"
           r"have|had)\b)")
@@ -236,7 +237,7 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     if kind == "file":
         return first.source + (f" ({first.label})" if first.label else ""), _cited_first(first, citations)
     # asked for a class, a method read names its class ("TreeEntry.stat" -> "TreeEntry")
-    asks_class = re.search(r"\bclass", _ASKS[kind].search(question)[0], re.IGNORECASE)
+    asks_class = re.search(r"\bclass(?!method)", _ASKS[kind].search(question)[0], re.IGNORECASE)
     name = first.label.rsplit(".", 1)[0] if asks_class else first.label
     return (f"{name} ({first.source})" if name else reply), _cited_first(first, citations)
 

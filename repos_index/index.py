@@ -27,6 +27,7 @@ SECTION_KINDS = (
 # paragraph or point: "Article 33" is what a reader looks up), or a prose heading.
 _NAMED_KINDS = frozenset({"class", "function", "method", "heading", "article", "annex", "recital", "section",
                           "subsection", "schedule", "appendix", "exhibit"})
+_MEMBER_HOLDERS = frozenset({"class", "section", "subsection"})  # named chunks whose own lines are mostly members
 _LEGAL_WORDS = {
     "art": "Article", "article": "Article", "articles": "Article", "§": "§", "sec": "Section", "section": "Section",
     "chapter": "Chapter", "title": "Title", "part": "Part", "annex": "Annex", "recital": "Recital",
@@ -298,13 +299,11 @@ class CorpusIndex:
                     middle = (row.line_start + row.line_end) // 2
                     place = next((pl for pl in places if pl.line_start <= middle <= pl.line_end), None)
                     page, path = (place.page, place.heading) if place is not None else (None, None)
-                    holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end] or _most_overlapping(
-                        named, row.line_start, row.line_end)
-                    if not holding:
+                    chunk = _labelling_chunk(named, row.line_start, row.line_end)
+                    if chunk is None:
                         if place is not None or file_id in code:
                             out[row.block_id] = Enclosing("", None, page, path, file_id in code)
                         continue
-                    chunk = min(holding, key=lambda ch: ch.line_end - ch.line_start)
                     heading = next((s.block_id for s in spans if s.line_start <= chunk.line_start <= s.line_end),
                                    None)
                     label = chunk.qualname if chunk.kind in ("class", "function", "method") else chunk.name
@@ -382,6 +381,26 @@ class CorpusIndex:
                             .order_by(f.c.path, c.c.ordinal)).all()
         return [Section(r.path, r.name, r.title, r.kind, r.qualname, r.line_start, r.line_end, r.byte_start,
                         r.byte_end, self._chunk_blocks(conn, r.file_id, r.ordinal)) for r in rows]
+
+
+def _labelling_chunk(named: Sequence[Row], start: int, end: int) -> Row | None:
+    """The named chunk a block of lines `start`..`end` is labelled by: the innermost one holding its middle
+    line; where that middle line falls between definitions (a blank line ending one function and starting the
+    next; between two methods, where their class holds it; a Section's heading between two Articles), the one
+    of those holding most of the block's lines, if together they hold most of them (a class's docstring block
+    stays the class's when a method starts on its last line). A function's own lines are its own: a nested
+    definition overlapping its block does not take the label."""
+    middle = (start + end) // 2
+    holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end]
+    inner = min(holding, key=lambda ch: ch.line_end - ch.line_start, default=None)
+    if inner is not None and inner.kind not in _MEMBER_HOLDERS:
+        return inner
+    inside = [ch for ch in named if inner is None or (ch is not inner and inner.line_start <= ch.line_start
+                                                      and ch.line_end <= inner.line_end)]
+    covered = {n for ch in inside for n in range(max(start, ch.line_start), min(end, ch.line_end) + 1)}
+    if inner is not None and 2 * len(covered) <= end - start + 1:
+        return inner
+    return next(iter(_most_overlapping(inside, start, end)), inner)
 
 
 def _most_overlapping(chunks: Sequence[Row], start: int, end: int) -> list[Row]:

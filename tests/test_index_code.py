@@ -130,6 +130,20 @@ def test_a_block_between_two_definitions_is_labelled_by_the_one_holding_more_of_
     assert labels == ["register"]
 
 
+def test_a_block_between_two_methods_is_labelled_by_the_method_holding_more_of_it(tmp_path):
+    """Between two methods the class holds a block's middle line, yet the block is about the methods: the
+    one holding more of its lines names it ("Which static method ..." is then answered with a method, not the
+    class). A block mostly of the class's own lines (its docstring) stays the class's."""
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "clock.py").write_text(
+        'class Clock:\n    """Times things."""\n    def start(self):\n        self.t = 1\n        return self.t\n\n'
+        "    @staticmethod\n    def format(t):\n        return str(t)\n")
+    index = CorpusIndex(tmp_path / "index.db", tmp_path / "repo")
+    index.update(FakeMemory(lines_per_block=4), progress=False)  # lines 1-4, 5-8 (middle line 6 blank), 9
+    labels = [e.label for e in index.enclosing(index.blocks_for("clock.py")).values()]
+    assert labels == ["Clock", "Clock.format", "Clock.format"]
+
+
 def test_top_level_variables_are_symbols_and_calls_are_references():
     analysis = analyze("LIMIT = 3\n\ndef f():\n    return g(LIMIT)\n", "python")
     assert {(s.name, s.kind) for s in analysis.symbols} == {("LIMIT", "variable"), ("f", "function")}

@@ -127,6 +127,8 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     # "Where is X?" asks where X is defined: the file, named with the definition read there
     assert asks_for("Where is the undo journal that records edits?") == "file"
     assert asks_for("For software, where may the marking be put?") is None
+    assert asks_for("Which tqdm classmethod removes a bar from the live instances?") == "symbol"
+    assert asks_for("Which context manager swaps the stream handlers?") == "symbol"
     top = Citation("pkg/util.py", 1, 9, 0.6, (1,), "normalize_file")
     other = Citation("pkg/a.py", 3, 4, 0.4, (7,), "Spec.walk")
     cites = [top, other]
@@ -149,6 +151,8 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     method = Citation("pkg/util.py", 40, 52, 0.6, (5,), "TreeEntry.stat")
     assert named_answer("Which class keeps the cached stat results?", "A cache.", [method, top]) == (
         "TreeEntry (pkg/util.py)", [method, top])
+    assert named_answer("Which classmethod keeps the cached stat results?", "A cache.", [method, top])[0] == (
+        "TreeEntry.stat (pkg/util.py)")
     unnamed = [Citation("pkg/util.py", 1, 9, 1.0, (1,))]
     assert named_answer("Which function normalises paths?", "fix_path", unnamed) == ("fix_path", unnamed)
 
