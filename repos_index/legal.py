@@ -30,7 +30,7 @@ _PARAGRAPH = re.compile(r"^(?P<num>\d+[a-z]?)\.\s+\S")
 _POINT = re.compile(r"^\((?P<tok>[a-z]{1,3}|[ivxlc]+|[A-Z]|\d+[a-z]?)\)(?:\s+\S.*)?$")
 _ROMAN = re.compile(r"^[ivxlc]+$")
 _MAX_HEADING = 200
-_MARKUP = re.compile(r"^#{1,6}\s+|\*\*|__")  # Markdown conversions: "## Article 13: Title", "**1.** The ..."
+_MARKUP = re.compile(r"^#{1,6}\s+|^[-*+]\s+|\*\*|__")  # Markdown: "## Article 13: Title", "**1.** The ...", "- (a) ..."
 _MAX_TITLE_WORDS = 12
 
 # Defined terms: "'personal data' means ..." at the start of a line or point, and "(the "Supplier")".

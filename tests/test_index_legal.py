@@ -169,6 +169,19 @@ def test_a_long_title_set_off_by_a_colon_is_a_heading_and_a_long_sentence_is_not
         ("Article 1", 1), ("Article 2", 4), ("Article 4", 11)]
 
 
+def test_markdown_list_bullets_before_recitals_and_points():
+    """Conversions from EUR-Lex XML write recitals and points as Markdown list items ("- (1) ...", "   - (a)
+    ..."): they are recitals and points as without the bullet (NIS2's 144 recitals were read as plain text, so
+    addressing could not put the Articles before them)."""
+    text = ("## Recitals\n\n- (1) Cyber threats grow.\n\n- (2) Entities should report.\n\n## Enacting Terms\n\n"
+            "### Article 1\n\n**Subject matter**\n\n1. This Directive lays down:\n\n   - (a) obligations;\n\n"
+            "   - (b) rules.\n\n### Article 2\n\n**Scope**\n\n1. It applies to entities.\n")
+    chunks = analyze(text, "legal").chunks
+    assert [(c.kind, c.name) for c in chunks if c.kind in ("recital", "article", "point")] == [
+        ("recital", "Recital 1"), ("recital", "Recital 2"), ("article", "Article 1"),
+        ("point", "Article 1(1)(a)"), ("point", "Article 1(1)(b)"), ("article", "Article 2")]
+
+
 def test_contract_clauses_and_parenthetical_terms():
     path = FIXTURES / "docs" / "contract.txt"
     analysis = analyze(path.read_text(), detect_language(path, path.read_text()))
