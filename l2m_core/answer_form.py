@@ -50,9 +50,14 @@ _ASKS = {
 
 
 # "which Article" after a preposition inside the question ("set up under which Article", "in line with which
-# Article"), or any "refer": the name asked for is one the read text refers to
-_REFERS = re.compile(rf"\w[\s,]+(under|of|in|with|to|by|from|on|pursuant to)\s+which\s+(\w+\s+){{0,2}}"
-                     rf"(article|annex|recital|section|chapter|{_SYMBOL})s?\b|\brefer", re.IGNORECASE)
+# Article") or after one that starts a sentence of it and means "by the authority of" ("Under which Article are
+# they designated?"; not "In which Article ...?", which asks where something is said), or any "refer": the
+# name asked for is one the read text refers to
+_REFERS = re.compile(rf"(\w[\s,]+(under|of|in|with|to|by|from|on|pursuant to)|(^|[.?!;:]\s)\s*(under|pursuant to|"
+                     rf"according to))\s+which\s+(\w+\s+){{0,2}}(article|annex|recital|section|chapter|{_SYMBOL})s?\b"
+                     rf"|\brefer", re.IGNORECASE)
+# what may come before a which-phrase that leads its sentence: nothing, or a preposition ("Under which ...")
+_LEADS = re.compile(r"\s*((under|of|in|with|to|by|from|on|pursuant\s+to|according\s+to)\s+)?", re.IGNORECASE)
 _SECTION_REF = re.compile(r"\b(?:Article|Annex|Chapter|Section|Recital)\s+(?:\d+[a-z]?|[IVXLC]+\b)(?:\(\w{1,4}\))*")
 _CALLED = re.compile(r"(?<![\w.])(?:\w+\.)*([A-Za-z_]\w*)\(")  # f(, util.f(, Future(; not "strategy (which"
 _BASES = re.compile(r"^\s*class\s+\w+\s*\(([^)]*)\)", re.MULTILINE)  # class X(Base, Mixin):
@@ -97,14 +102,15 @@ def referred_names(kind: str, text: str) -> list[tuple[str, int, int]]:
 def _best_referred(question: str, kind: str, text: str) -> tuple[str | None, float]:
     """The name `text` refers to whose mention is surrounded by the words that surround the question's
     which-phrase, on the same side ("the examination procedure of which Article" ~ "the examination
-    procedure referred to in Article 62(2)"; either side when the question starts with it: "Which class does
-    wait_none extend?" ~ "class wait_none(wait_fixed)"). Each shared word counts 1 / (1 + its distance in the
-    question) times 1 / (1 + its distance in the mention's sentence or line); names the question gives are
-    skipped, the first mention wins a tie, and a name that shares no word is not chosen (None). With its
-    score."""
+    procedure referred to in Article 62(2)"; either side when a sentence of the question starts with it, or
+    with a preposition and it: "Which class does wait_none extend?" ~ "class wait_none(wait_fixed)", "Under
+    which Article are those CSIRTs designated?" ~ "the CSIRTs designated pursuant to Article 10"). Each
+    shared word counts 1 / (1 + its distance in the question) times 1 / (1 + its distance in the mention's
+    sentence or line); names the question gives are skipped, the first mention wins a tie, and a name that
+    shares no word is not chosen (None). With its score."""
     wanted = set(query_terms(question, stemmed=True))
     which = _ASKS[kind].search(question)
-    leads = not question[:which.start()].strip()
+    leads = bool(_LEADS.fullmatch(re.split(r"[.?!:;]\s", question[:which.start()])[-1]))
     asked = _closeness(question[:which.start()], question[which.end():], wanted, leads)
     raised = {m[1] for m in _RAISED.finditer(text)} if re.search(r"\bexception", which[0], re.IGNORECASE) else None
     best, best_score = None, 0.0

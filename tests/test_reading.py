@@ -198,6 +198,14 @@ def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
     article_16_text = {**text, article_16: "ENISA shall establish the platform under Article 3(2)."}
     assert named_answer(named, "The answer is:", [article_16, article_14], article_16_text.get) == (
         "Article 17 (act.txt)", [article_14, article_16])
+    # a sentence led by the which-phrase: the words it asks about may stand on either side of the mention
+    led = "The network joins the national CSIRTs. Under which Article are those CSIRTs designated?"
+    network = Citation("act.txt", 50, 52, 0.9, (8,), "Article 15")
+    joined = {network: "The network shall be composed of the CSIRTs designated pursuant to Article 10 and CERT-EU."}
+    assert named_answer(led, "Article 15.", [network], joined.get)[0] == "Article 10 (act.txt)"
+    # "In which Article ...?" asks where it is said: the place read
+    assert named_answer("In which Article are CSIRTs designated?", "It says.", [network], joined.get)[0] == (
+        "Article 15 (act.txt)")
     # asking where something is said, the answer stays the place read
     where = "Which Article says that manufacturers notify ENISA of a vulnerability?"
     assert named_answer(where, "The answer is:", cites, text.get) == ("Article 14 (act.txt)", cites)
