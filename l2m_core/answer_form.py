@@ -53,11 +53,12 @@ _ASKS = {
 # Article") or after one that starts a sentence of it and means "by the authority of" ("Under which Article are
 # they designated?"; not "In which Article ...?", which asks where something is said), or any "refer": the
 # name asked for is one the read text refers to
-_REFERS = re.compile(rf"(\w[\s,]+(under|of|in|with|to|by|from|on|pursuant to)|(^|[.?!;:]\s)\s*(under|pursuant to|"
-                     rf"according to))\s+which\s+(\w+\s+){{0,2}}(article|annex|recital|section|chapter|{_SYMBOL})s?\b"
-                     rf"|\brefer", re.IGNORECASE)
+_PREPOSITIONS = r"under|of|in|with|to|by|from|on|pursuant to"
+_SENTENCE_END = r"[.?!;:]\s"
+_REFERS = re.compile(rf"(\w[\s,]+({_PREPOSITIONS})|(^|{_SENTENCE_END})\s*(under|pursuant to|according to))\s+which\s+"
+                     rf"(\w+\s+){{0,2}}(article|annex|recital|section|chapter|{_SYMBOL})s?\b|\brefer", re.IGNORECASE)
 # what may come before a which-phrase that leads its sentence: nothing, or a preposition ("Under which ...")
-_LEADS = re.compile(r"\s*((under|of|in|with|to|by|from|on|pursuant\s+to|according\s+to)\s+)?", re.IGNORECASE)
+_LEADS = re.compile(rf"\s*(({_PREPOSITIONS}|according to)\s+)?", re.IGNORECASE)
 _SECTION_REF = re.compile(r"\b(?:Article|Annex|Chapter|Section|Recital)\s+(?:\d+[a-z]?|[IVXLC]+\b)(?:\(\w{1,4}\))*")
 _CALLED = re.compile(r"(?<![\w.])(?:\w+\.)*([A-Za-z_]\w*)\(")  # f(, util.f(, Future(; not "strategy (which"
 _BASES = re.compile(r"^\s*class\s+\w+\s*\(([^)]*)\)", re.MULTILINE)  # class X(Base, Mixin):
@@ -110,7 +111,7 @@ def _best_referred(question: str, kind: str, text: str) -> tuple[str | None, flo
     shares no word is not chosen (None). With its score."""
     wanted = set(query_terms(question, stemmed=True))
     which = _ASKS[kind].search(question)
-    leads = bool(_LEADS.fullmatch(re.split(r"[.?!:;]\s", question[:which.start()])[-1]))
+    leads = bool(_LEADS.fullmatch(re.split(_SENTENCE_END, question[:which.start()])[-1]))
     asked = _closeness(question[:which.start()], question[which.end():], wanted, leads)
     raised = {m[1] for m in _RAISED.finditer(text)} if re.search(r"\bexception", which[0], re.IGNORECASE) else None
     best, best_score = None, 0.0

@@ -393,23 +393,23 @@ def _labelling_chunk(named: Sequence[Row], start: int, end: int) -> Row | None:
     middle = (start + end) // 2
     holding = [ch for ch in named if ch.line_start <= middle <= ch.line_end]
     inner = min(holding, key=lambda ch: ch.line_end - ch.line_start, default=None)
-    if inner is not None and inner.kind not in _MEMBER_HOLDERS:
+    if inner is None:
+        return _most_overlapping(named, start, end)
+    if inner.kind not in _MEMBER_HOLDERS:
         return inner
-    inside = [ch for ch in named if inner is None or (ch is not inner and inner.line_start <= ch.line_start
-                                                      and ch.line_end <= inner.line_end)]
-    covered = {n for ch in inside for n in range(max(start, ch.line_start), min(end, ch.line_end) + 1)}
-    if inner is not None and 2 * len(covered) <= end - start + 1:
-        return inner
-    return next(iter(_most_overlapping(inside, start, end)), inner)
+    members = [ch for ch in named if ch is not inner and inner.line_start <= ch.line_start
+               and ch.line_end <= inner.line_end]
+    covered = {n for ch in members for n in range(max(start, ch.line_start), min(end, ch.line_end) + 1)}
+    return _most_overlapping(members, start, end) if 2 * len(covered) > end - start + 1 else inner
 
 
-def _most_overlapping(chunks: Sequence[Row], start: int, end: int) -> list[Row]:
-    """The chunk of `chunks` sharing the most lines with lines `start`..`end`, the earlier on a tie (none
+def _most_overlapping(chunks: Sequence[Row], start: int, end: int) -> Row | None:
+    """The chunk of `chunks` sharing the most lines with lines `start`..`end`, the earlier on a tie (None
     when none shares a line)."""
     def shared(ch: Row) -> int:
         return min(end, ch.line_end) - max(start, ch.line_start) + 1
     best = max(sorted(chunks, key=lambda ch: ch.line_start), key=shared, default=None)
-    return [best] if best is not None and shared(best) > 0 else []
+    return best if best is not None and shared(best) > 0 else None
 
 
 def _block_spans(conn, file_id: int) -> list:
