@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,7 @@ def _cached_conversion(gguf: Path, cache: Path, dtype: torch.dtype) -> Path:
     the dtype's name appended."""
     exact = cache if dtype == torch.float32 else cache.with_name(f"{cache.name}-{str(dtype).removeprefix('torch.')}")
     for candidate in dict.fromkeys([exact, cache]):
-        if (candidate / "l2m-complete.json").is_file() and _cache_intact(candidate, candidate / "l2m-complete.json"):
+        if _complete(candidate):
             return candidate
     print(f"converting {gguf.name} to safetensors in {str(dtype).removeprefix('torch.')} (once; about 20 s for "
           "the default model)", file=sys.stderr)
@@ -245,21 +246,28 @@ def _cached_conversion(gguf: Path, cache: Path, dtype: torch.dtype) -> Path:
         raise L2MError(f"cannot read GGUF file {gguf}: {str(exc).splitlines()[0]}") from exc
     model.hf_quantizer = None  # weights are dequantized now; let save_pretrained write them plainly
     model.config.__dict__.pop("quantization_config", None)
-    tmp = exact.with_name(exact.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # Each process writes its own folder and moves it into place, so two first runs at once (a batch's
+    # workers, two shells) never write into one folder nor delete a conversion the other is loading.
+    exact.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{exact.name}.", suffix=".partial", dir=exact.parent))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     sizes = {p.name: p.stat().st_size for p in tmp.glob("*.safetensors")}
     (tmp / "l2m-complete.json").write_text(json.dumps({"source": str(gguf), "dtype": str(dtype), "sizes": sizes}))
-    shutil.rmtree(exact, ignore_errors=True)
-    os.replace(tmp, exact)
+    if exact.exists() and not _complete(exact):
+        shutil.rmtree(exact, ignore_errors=True)
+    try:
+        os.replace(tmp, exact)
+    except OSError:  # another process moved its complete conversion there first: use that one
+        shutil.rmtree(tmp, ignore_errors=True)
     return exact
 
 
-def _cache_intact(cache: Path, marker: Path) -> bool:
-    """A truncated or half-written cache is rebuilt, never loaded."""
+def _complete(cache: Path) -> bool:
+    """A conversion is used only when its marker lists every file at its written size: a truncated or
+    half-written one is rebuilt, never loaded."""
     try:
-        sizes = json.loads(marker.read_text())["sizes"]
+        sizes = json.loads((cache / "l2m-complete.json").read_text())["sizes"]
         return all((cache / n).is_file() and (cache / n).stat().st_size == s for n, s in sizes.items())
     except (OSError, ValueError, KeyError):
         return False

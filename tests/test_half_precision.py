@@ -3,6 +3,8 @@ shape's code path, small) loaded in bf16, reading memory in bf16."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -83,6 +85,27 @@ def test_default_gguf_is_dequantized_straight_to_bf16(default_model, tmp_path):
     assert abs(size(fresh) / size(fp32) - 0.5) < 0.01
     with safe_open(str(next(fresh.glob("*.safetensors"))), "pt") as weights:
         assert weights.get_tensor(next(iter(weights.keys()))).dtype == torch.bfloat16
+
+
+def _convert(gguf: str, cache: str) -> str:
+    return str(loading._cached_conversion(Path(gguf), Path(cache), torch.bfloat16))
+
+
+@pytest.mark.model
+def test_two_first_runs_at_once_both_get_a_complete_conversion(default_model, tmp_path):
+    """Two processes converting the default model into one empty cache at once (a batch's workers on a new
+    machine) each return a complete conversion, and no half-written folder is left behind."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from l2m_core import provision
+
+    gguf, cache = str(provision.default_gguf_path()), str(tmp_path / "hf")
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        made = list(pool.map(_convert, [gguf, gguf], [cache, cache]))
+    assert made == [str(tmp_path / "hf-bfloat16")] * 2
+    assert loading._complete(Path(made[0]))
+    assert [p.name for p in tmp_path.iterdir()] == ["hf-bfloat16"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
