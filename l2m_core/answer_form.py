@@ -57,9 +57,22 @@ _PREPOSITIONS = r"under|of|in|with|to|by|from|on|pursuant to"
 _SENTENCE_END = r"[.?!;:]\s"
 _REFERS = re.compile(rf"(\w[\s,]+({_PREPOSITIONS})|(^|{_SENTENCE_END})\s*(under|pursuant to|according to))\s+which\s+"
                      rf"(\w+\s+){{0,2}}(article|annex|recital|section|chapter|{_SYMBOL})s?\b|\brefer", re.IGNORECASE)
+# a which-phrase asking for another act's Article ("Which GDPR articles ...?", "which article of the Cybersecurity
+# Act ...?"): the name asked for is one the read text refers to, and one it gives as another act's
+_ACT_ARTICLE = r"(?i:articles?|annex(?:es)?)"
+_OTHER_ACT = re.compile(rf"\b(?i:which|what)\s+(?:[A-Z][A-Z0-9]+\s+{_ACT_ARTICLE}\b|{_ACT_ARTICLE}\s+of\s+(?:the\s+)?"
+                        r"(?:[A-Z][A-Z0-9]+\b|(?:[A-Z][\w-]*\s+)+(?:Act|Regulation|Directive|Decision)\b"
+                        r"|(?:Regulation|Directive|Decision)\s+\())")
+# what follows a mention of another act's Article: "Article 49 of Regulation (EU) 2019/881", "Article 55 or 56 of
+# that Regulation", "Article 4, point (12), of Regulation ..." (not "of this Directive")
+_OF_ANOTHER_ACT = re.compile(r"(?:[\s,]+(?:or|and|to|point|\(\w{1,4}\)|\d+[a-z]?))*[\s,]+of\s+(?!this\b)"
+                             r"(?:that\b|the\b|[A-Z])")
 # what may come before a which-phrase that leads its sentence: nothing, or a preposition ("Under which ...")
 _LEADS = re.compile(rf"\s*(({_PREPOSITIONS}|according to)\s+)?", re.IGNORECASE)
 _SECTION_REF = re.compile(r"\b(?:Article|Annex|Chapter|Section|Recital)\s+(?:\d+[a-z]?|[IVXLC]+\b)(?:\(\w{1,4}\))*")
+# a mention that is a heading: at the start of its line, after any markup, and ending it or followed by a
+# title ("Article 98(2)." on a line of its own is a hard-wrapped reference)
+_HEADING_START, _HEADING_END = re.compile(r"[#*_ \t]*"), re.compile(r"\**[ \t]*(?:$|[:–—-][ \t])", re.MULTILINE)
 _CALLED = re.compile(r"(?<![\w.])(?:\w+\.)*([A-Za-z_]\w*)\(")  # f(, util.f(, Future(; not "strategy (which"
 _BASES = re.compile(r"^\s*class\s+\w+\s*\(([^)]*)\)", re.MULTILINE)  # class X(Base, Mixin):
 _RAISED = re.compile(r"\b(?:raise|except)\s+\(?(?:\w+\.)*([A-Za-z_]\w*)")  # raise E, except (E, ...
@@ -88,8 +101,10 @@ def referred_names(kind: str, text: str) -> list[tuple[str, int, int]]:
     """(name, start, end) of each name `text` refers to, in order: sections ("Article 62(2)") for `kind`
     "section", called functions and base classes for "symbol" (not builtins, not definitions' own names, not
     variables the text assigns)."""
-    if kind == "section":
-        return [(m[0], m.start(), m.end()) for m in _SECTION_REF.finditer(text)]
+    if kind == "section":  # not a heading ("### Article 24", "## Article 51: Classification ..."): it names itself
+        return [(m[0], m.start(), m.end()) for m in _SECTION_REF.finditer(text)
+                if not (_HEADING_START.fullmatch(text, text.rfind("\n", 0, m.start()) + 1, m.start())
+                        and _HEADING_END.match(text, m.end()))]
     found = [(m[1], m.start(1), m.end(1)) for m in _CALLED.finditer(text)
              if not re.search(r"\b(def|class)\s+$", text[max(m.start() - 7, 0):m.start()])]
     found += [(m[1], m.start(1), m.end(1)) for m in _RAISED.finditer(text) if text[m.end():m.end() + 1] != "("]
@@ -114,10 +129,13 @@ def _best_referred(question: str, kind: str, text: str) -> tuple[str | None, flo
     leads = bool(_LEADS.fullmatch(re.split(_SENTENCE_END, question[:which.start()])[-1]))
     asked = _closeness(question[:which.start()], question[which.end():], wanted, leads)
     raised = {m[1] for m in _RAISED.finditer(text)} if re.search(r"\bexception", which[0], re.IGNORECASE) else None
+    other_act = kind == "section" and _OTHER_ACT.search(question) is not None
     best, best_score = None, 0.0
     for name, start, end in referred_names(kind, text):
-        if _given(question, [name]) or (raised is not None and name not in raised):
-            continue  # a name the question gives; a name not raised or caught, where an exception is asked for
+        if _given(question, [name]) or (raised is not None and name not in raised) or (
+                other_act and not _OF_ANOTHER_ACT.match(text, end)):
+            continue  # a name the question gives; a name not raised or caught, where an exception is asked for;
+            # one of this act's Articles, where another act's is asked for
         lo = max((m.end() for m in _BOUNDARY[kind].finditer(text, 0, start)), default=0)
         hi = next((m.start() for m in _BOUNDARY[kind].finditer(text, end)), len(text))
         near = _closeness(text[lo:start], text[end:hi], wanted, leads)
@@ -173,19 +191,23 @@ def _identifiers(text: str) -> list[str]:
     return list(dict.fromkeys(n for w in named for n in (w, w.rsplit(".", 1)[-1])))
 
 
-def _defines(text: str, names: Iterable[str]) -> bool:
-    """Whether `text` holds the `class` or `def` line of one of `names`."""
+def _defines(text: str, names: Iterable[str], methods: bool = True) -> bool:
+    """Whether `text` holds the `class` or `def` line of one of `names` (not an indented `def`, a method's,
+    unless `methods`)."""
     alternatives = "|".join(map(re.escape, names))
-    return bool(alternatives) and re.search(rf"^\s*(?:class|(?:async\s+)?def)\s+(?:{alternatives})\b", text,
-                                            re.MULTILINE) is not None
+    indent = r"\s*" if methods else ""
+    return bool(alternatives) and re.search(rf"^(?:\s*class|{indent}(?:async\s+)?def)\s+(?:{alternatives})\b",
+                                            text, re.MULTILINE) is not None
 
 
 def _refers(question: str, kind: str, top_names: list[str]) -> bool:
     """Whether the question, which asks for a name of `kind`, asks for one that the text of the place called
     `top_names` refers to: it says so ("referred to in which Article", "under which Article"), or it names
     that place outside its which-phrase ("Which class does wait_none extend?"; not "Which PathSpec method
-    ...", where the class only holds the answer)."""
-    return bool(_REFERS.search(question)) or _given(_outside_which(question, kind), top_names)
+    ...", where the class only holds the answer), or it asks for another act's Article ("Which GDPR articles
+    ...?")."""
+    return bool(_REFERS.search(question) or _OTHER_ACT.search(question)) or _given(_outside_which(question, kind),
+                                                                                   top_names)
 
 
 def named_answer(question: str, reply: str, citations: Sequence[C],
@@ -202,11 +224,19 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     kind = asks_for(question)
     if kind is None or not citations:
         return reply, list(citations)
+    asks_class = kind == "symbol" and re.search(r"\bclass(?!method)", _ASKS[kind].search(question)[0],
+                                                re.IGNORECASE) is not None
 
     def names(c: Cited) -> list[str]:
         if kind == "file":
             return [c.source, c.source.rsplit("/", 1)[-1]]
         return [c.label, c.label.rsplit(".", 1)[-1]] if c.label else []
+
+    def as_class(c: Cited) -> list[str]:
+        """Asked for a class, a method read goes by its class ("TreeEntry.stat", "TreeEntry"), not by its own
+        name: the methods a question names describe the class it asks for ("Which class ... in __repr__ and
+        _repr_pretty_?"), and "Which class does RetryCallState.set_result create?" names the method whole."""
+        return [c.label, c.label.rsplit(".", 1)[0]] if asks_class and c.label else names(c)
 
     top = citations[0]
     # the place the question names, when it names a definition it read (its `class`/`def` line) under
@@ -215,14 +245,15 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     defining = []
     if text_of is not None and kind == "symbol":
         own = _identifiers(_outside_which(question, kind))
-        defining = [c for c in citations if _defines(text_of(c), own)]
+        defining = [c for c in citations if _defines(text_of(c), own, methods=not asks_class)]
     if text_of is not None and kind != "file" and (defining or _refers(question, kind, [n for c in citations
-                                                                                          for n in names(c)])):
+                                                                                          for n in as_class(c)])):
         # the referring text: the runs read of the place the question names ("Article 13(12) tells ... in
         # line with which Article?"; the best mention among them), with any run holding its `class` or `def`
         # line under another label (a block that mostly ends the definition before), else the top citation;
         # cited first
-        given = [c for c in citations if c.label and _given(question, names(c))]
+        given = ([c for c in citations if c.label and _given(question, names(c))]
+                 or [c for c in citations if c.label and asks_class and _given(question, as_class(c))])
         heads = {c.label.rsplit(".", 1)[-1] for c in given}
         given += [c for c in citations if c not in given and _defines(text_of(c), heads)]
         given += [c for c in defining if c not in given]
@@ -231,9 +262,9 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
                                    key=lambda found: found[0][1], default=((None, 0.0), top))
             if name is not None:
                 return f"{name} ({c.source})", _cited_first(c, citations)
-    candidates = [c for c in citations if not _given(question, names(c))]
+    candidates = [c for c in citations if not _given(question, as_class(c))]
     # the places the reply names, the one it names first first ("Article 16 of ... Article 14")
-    said = {id(c): at for c in candidates if (at := _said_at(reply, names(c))) is not None}
+    said = {id(c): at for c in candidates if (at := _said_at(reply, as_class(c))) is not None}
     named = sorted((c for c in candidates if id(c) in said), key=lambda c: said[id(c)])
     if named:
         return reply, _cited_first(named[0], citations)
@@ -243,8 +274,6 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     first = candidates[0]
     if kind == "file":
         return first.source + (f" ({first.label})" if first.label else ""), _cited_first(first, citations)
-    # asked for a class, a method read names its class ("TreeEntry.stat" -> "TreeEntry")
-    asks_class = re.search(r"\bclass(?!method)", _ASKS[kind].search(question)[0], re.IGNORECASE)
     name = first.label.rsplit(".", 1)[0] if asks_class else first.label
     return (f"{name} ({first.source})" if name else reply), _cited_first(first, citations)
 

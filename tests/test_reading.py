@@ -203,6 +203,27 @@ def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
     network = Citation("act.txt", 50, 52, 0.9, (8,), "Article 15")
     joined = {network: "The network shall be composed of the CSIRTs designated pursuant to Article 10 and CERT-EU."}
     assert named_answer(led, "Article 15.", [network], joined.get)[0] == "Article 10 (act.txt)"
+    # a heading read with its paragraph names the place read, not an Article the text refers to
+    schemes = Citation("act.txt", 70, 74, 0.9, (12,), "Article 24")
+    headed = {schemes: "### Article 24\n**Use of certification schemes**\n\n1. Entities may use products certified "
+                       "under certification schemes adopted pursuant to Article 49."}
+    adopted = "Entities may use certification schemes. Under which Article must those schemes have been adopted?"
+    assert named_answer(adopted, "Article 24.", [schemes], headed.get)[0] == "Article 49 (act.txt)"
+    # asked for another act's Article, the answer is one the read text gives as another act's
+    supervision = Citation("act.txt", 60, 61, 0.9, (9,), "Article 35")
+    breach = {supervision: "1. Where an infringement of Articles 21 and 23 of this Directive can entail a personal "
+                           "data breach, as defined in Article 4, point (12), of Regulation (EU) 2016/679, they "
+                           "shall inform the supervisory authorities as referred to in Article 55 or 56 of that "
+                           "Regulation. 2. They shall act under Article 32 of this Directive."}
+    gdpr = ("A breach found in supervision must be told to the supervisory authorities. Which GDPR articles identify "
+            "those authorities?")
+    assert named_answer(gdpr, "Article 35.", [supervision], breach.get)[0] == "Article 55 (act.txt)"
+    # ... and where the read text gives none (the act named is the one read), the answer is the place read
+    stricter = Citation("act.txt", 20, 21, 0.9, (4,), "Article 5")
+    keeps = {stricter: "Member States may keep provisions ensuring a higher level of cybersecurity, consistent with "
+                       "their obligations under Article 21 of this Directive."}
+    own = "Which article of NIS2 lets Member States keep stricter cybersecurity provisions?"
+    assert named_answer(own, "Article 21.", [stricter], keeps.get)[0] == "Article 5 (act.txt)"
     # "In which Article ...?" asks where it is said: the place read
     assert named_answer("In which Article are CSIRTs designated?", "It says.", [network], joined.get)[0] == (
         "Article 15 (act.txt)")
@@ -251,6 +272,16 @@ def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
     holder = {spec: "class Spec(Base):\n    def __init__(self):\n        self.tree = make_tree(self)\n"}
     assert named_answer("Which Spec method walks the tree?", "None.", [spec, walk], holder.get)[0] == (
         "Spec.walk (pkg/spec.py)")
+    # asked for a class, the methods the question names describe it: their class is the answer, not a name
+    # their text uses
+    hbox = Citation("pkg/notebook.py", 73, 89, 0.8, (20,), "TqdmHBox._json_")
+    members = {hbox: "    def _json_(self):\n        return self.pbar.format_dict\n\n    def __repr__(self):\n"
+                     "        return self.pbar.format_meter(**self._json_())\n\n    def _repr_pretty_(self, pp):\n"
+                     "        pp.text(self.__repr__())\n"}
+    question = "Which widget class formats the bar's meter in __repr__ and _repr_pretty_?"
+    assert named_answer(question, "It is HBox.", [hbox], members.get) == ("TqdmHBox (pkg/notebook.py)", [hbox])
+    both = {**holder, **members}
+    assert named_answer(question, "TqdmHBox does.", [spec, hbox], both.get) == ("TqdmHBox does.", [hbox, spec])
 
 
 def test_a_question_about_a_quoted_term_is_answered_with_its_definition():
