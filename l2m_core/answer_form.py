@@ -382,7 +382,8 @@ def quantity_answer(question: str, reply: str, citations: Sequence[C],
     states one where the question's words are (the closer the better, as in `_best_referred`), with its run
     cited first; a small model reading "no later than 14 days after ..." answers "a limited period of time" or
     invents an amount. A reply that already gives a quantity of that kind which the read text states is kept,
-    and so is every reply when no read sentence states one near the question's words. A question that names
+    with the run that states it where the question's words are cited first (not always the run addressing put
+    first), and so is every reply when no read sentence states one near the question's words. A question that names
     its unit ("Within how many weeks ...?") takes only quantities in that unit: "15 calendar days" read in
     the next paragraph is not its answer."""
     kind = quantity_asked(question)
@@ -396,12 +397,13 @@ def quantity_answer(question: str, reply: str, citations: Sequence[C],
 
     texts = [" ".join(text_of(c).split()) for c in citations]
     stated = {_figure(m[0]) for text in texts for m in mentions(text)}
-    if any(_figure(m[0]) in stated for m in mentions(reply)):
-        return reply, list(citations)
+    given = stated & {_figure(m[0]) for m in mentions(reply)}  # what the reply states that was read
     wanted = set(query_terms(question, stemmed=True))
     best, best_score = None, 0.0
     for c, text in zip(citations, texts, strict=True):
         for m in mentions(text):
+            if given and _figure(m[0]) not in given:
+                continue
             lo = max((b.end() for b in _SENTENCE_END.finditer(text, 0, m.start())), default=0)
             hi = next((b.start() + 1 for b in _SENTENCE_END.finditer(text, m.end())), len(text))
             score = sum(_closeness(text[lo:m.start()], text[m.end():hi], wanted, either_side=True).values())
@@ -410,7 +412,7 @@ def quantity_answer(question: str, reply: str, citations: Sequence[C],
     if best is None:
         return reply, list(citations)
     sentence, c = best
-    return sentence, _cited_first(c, citations)
+    return reply if given else sentence, _cited_first(c, citations)
 
 
 def passage_answer(question: str, reply: str, citations: Sequence[C], text_of: Callable[[C], str],

@@ -325,8 +325,11 @@ def test_a_question_asking_for_a_quantity_is_answered_with_the_read_sentence_tha
     assert quantity_answer(amount, "Up to EUR 100 000.", cites, text.get) == (
         "Infringements shall be subject to fines of up to EUR 15 000 000 or up to 2,5 % of the total worldwide "
         "annual turnover, whichever is higher.", [article_64, article_14])
-    # a reply giving a quantity the read text states is kept; so is the reply to any other question
+    # a reply giving a quantity the read text states is kept, with the run stating it cited first; so is the
+    # reply to any other question
     assert quantity_answer(question, "Within 14 days.", cites, text.get) == ("Within 14 days.", cites)
+    assert quantity_answer(amount, "Up to EUR 15 000 000.", cites, text.get) == (
+        "Up to EUR 15 000 000.", [article_64, article_14])
     assert quantity_answer("Who sends the final report?", "The manufacturer.", cites, text.get) == (
         "The manufacturer.", cites)
     # no read sentence states a date: the reply stands
@@ -343,7 +346,8 @@ def test_a_question_asking_for_a_quantity_is_answered_with_the_read_sentence_tha
     in_weeks = "Within how many weeks of the notification may the provider submit a reasoned statement?"
     assert quantity_answer(in_weeks, "Within 14 days.", [*cites, weeks], text.get) == (
         text[weeks], [weeks, *cites])
-    assert quantity_answer(in_weeks, "Within 6 weeks.", [*cites, weeks], text.get)[0] == "Within 6 weeks."
+    assert quantity_answer(in_weeks, "Within 6 weeks.", [*cites, weeks], text.get) == (
+        "Within 6 weeks.", [weeks, *cites])
     assert quantity_asked("For what term is a member of the board appointed?") == "duration"
     assert quantity_asked("What term does Article 3 define?") is None
 
