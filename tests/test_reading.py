@@ -215,27 +215,27 @@ def test_a_name_the_read_text_refers_to_answers_a_question_about_it():
     network = Citation("act.txt", 50, 52, 0.9, (8,), "Article 15")
     joined = {network: "The network shall be composed of the CSIRTs designated pursuant to Article 10 and CERT-EU."}
     assert named_answer(led, "Article 15.", [network], joined.get)[0] == "Article 10 (act.txt)"
-    # a heading read with its paragraph names the place read, not an Article the text refers to
-    schemes = Citation("act.txt", 70, 74, 0.9, (12,), "Article 24")
-    headed = {schemes: "### Article 24\n**Use of certification schemes**\n\n1. Entities may use products certified "
-                       "under certification schemes adopted pursuant to Article 49."}
-    adopted = "Entities may use certification schemes. Under which Article must those schemes have been adopted?"
-    assert named_answer(adopted, "Article 24.", [schemes], headed.get)[0] == "Article 49 (act.txt)"
-    # asked for another act's Article, the answer is one the read text gives as another act's
-    supervision = Citation("act.txt", 60, 61, 0.9, (9,), "Article 35")
-    breach = {supervision: "1. Where an infringement of Articles 21 and 23 of this Directive can entail a personal "
-                           "data breach, as defined in Article 4, point (12), of Regulation (EU) 2016/679, they "
-                           "shall inform the supervisory authorities as referred to in Article 55 or 56 of that "
-                           "Regulation. 2. They shall act under Article 32 of this Directive."}
-    gdpr = ("A breach found in supervision must be told to the supervisory authorities. Which GDPR articles identify "
-            "those authorities?")
-    assert named_answer(gdpr, "Article 35.", [supervision], breach.get)[0] == "Article 55 (act.txt)"
-    # ... and where the read text gives none (the act named is the one read), the answer is the place read
-    stricter = Citation("act.txt", 20, 21, 0.9, (4,), "Article 5")
-    keeps = {stricter: "Member States may keep provisions ensuring a higher level of cybersecurity, consistent with "
-                       "their obligations under Article 21 of this Directive."}
-    own = "Which article of NIS2 lets Member States keep stricter cybersecurity provisions?"
-    assert named_answer(own, "Article 21.", [stricter], keeps.get)[0] == "Article 5 (act.txt)"
+    # each: the question, the reply, the place read, its text and the answer
+    for question, reply, place, read_there, answer in [
+        # a heading read with its paragraph names the place read, not an Article the text refers to
+        ("Entities may use certification schemes. Under which Article must those schemes have been adopted?",
+         "Article 24.", Citation("act.txt", 70, 74, 0.9, (12,), "Article 24"),
+         "### Article 24\n**Use of certification schemes**\n\n1. Entities may use products certified under "
+         "certification schemes adopted pursuant to Article 49.", "Article 49 (act.txt)"),
+        # asked for another act's Article, the answer is one the read text gives as another act's
+        ("A breach found in supervision must be told to the supervisory authorities. Which GDPR articles identify "
+         "those authorities?", "Article 35.", Citation("act.txt", 60, 61, 0.9, (9,), "Article 35"),
+         "1. Where an infringement of Articles 21 and 23 of this Directive can entail a personal data breach, as "
+         "defined in Article 4, point (12), of Regulation (EU) 2016/679, they shall inform the supervisory "
+         "authorities as referred to in Article 55 or 56 of that Regulation. 2. They shall act under Article 32 of "
+         "this Directive.", "Article 55 (act.txt)"),
+        # ... and where the read text gives none (the act named is the one read), the answer is the place read
+        ("Which article of NIS2 lets Member States keep stricter cybersecurity provisions?", "Article 21.",
+         Citation("act.txt", 20, 21, 0.9, (4,), "Article 5"),
+         "Member States may keep provisions ensuring a higher level of cybersecurity, consistent with their "
+         "obligations under Article 21 of this Directive.", "Article 5 (act.txt)"),
+    ]:
+        assert named_answer(question, reply, [place], {place: read_there}.get)[0] == answer
     # "In which Article ...?" asks where it is said: the place read
     assert named_answer("In which Article are CSIRTs designated?", "It says.", [network], joined.get)[0] == (
         "Article 15 (act.txt)")
