@@ -224,7 +224,7 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     kind = asks_for(question)
     if kind is None or not citations:
         return reply, list(citations)
-    asks_class = kind == "symbol" and re.search(r"\bclass(?!method)", _ASKS[kind].search(question)[0],
+    asks_class = kind == "symbol" and re.search(r"\bclass(?!\s*method)", _ASKS[kind].search(question)[0],
                                                 re.IGNORECASE) is not None
 
     def names(c: Cited) -> list[str]:

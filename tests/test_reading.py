@@ -151,8 +151,8 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     method = Citation("pkg/util.py", 40, 52, 0.6, (5,), "TreeEntry.stat")
     assert named_answer("Which class keeps the cached stat results?", "A cache.", [method, top]) == (
         "TreeEntry (pkg/util.py)", [method, top])
-    assert named_answer("Which classmethod keeps the cached stat results?", "A cache.", [method, top])[0] == (
-        "TreeEntry.stat (pkg/util.py)")
+    for asked in ("Which classmethod keeps the cached stat results?", "Which class method keeps the stat results?"):
+        assert named_answer(asked, "A cache.", [method, top])[0] == "TreeEntry.stat (pkg/util.py)"
     # a reply that quotes a place read at length read its answer there, whatever place it names
     art_6, art_19 = Citation("act.txt", 10, 14, 0.6, (2,), "Article 6"), Citation("act.txt", 80, 86, 0.4, (9,),
                                                                                  "Article 19")
