@@ -266,37 +266,16 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     # the places the reply names, the one it names first first ("Article 16 of ... Article 14")
     said = {id(c): at for c in candidates if (at := _said_at(reply, as_class(c))) is not None}
     named = sorted((c for c in candidates if id(c) in said), key=lambda c: said[id(c)])
-    # a reply that quotes a place read at length read its answer there, whatever place it names ("The article
-    # in Article 6 states: ...", quoting Article 19)
-    quoted = _quoted_run(reply, candidates, text_of) if text_of is not None else None
-    if named and quoted in (None, named[0]):
+    if named:
         return reply, _cited_first(named[0], citations)
     if not candidates:
         return reply, list(citations)
-    # the answer names the place quoted, else the first place read that the question does not, cited first
-    first = quoted or candidates[0]
+    # the answer names the first place read that the question does not, cited first
+    first = candidates[0]
     if kind == "file":
         return first.source + (f" ({first.label})" if first.label else ""), _cited_first(first, citations)
     name = first.label.rsplit(".", 1)[0] if asks_class else first.label
     return (f"{name} ({first.source})" if name else reply), _cited_first(first, citations)
-
-
-def _quoted_run(reply: str, runs: Sequence[C], text_of: Callable[[C], str], least: int = 8) -> C | None:
-    """The run the reply quotes: the one sharing the longest stretch of consecutive words with it, when that
-    stretch is at least `least` words long and over twice as long as any other run's."""
-    said = re.findall(r"\w+", reply.lower())
-
-    def stretch(text: str) -> int:
-        read, n = re.findall(r"\w+", text.lower()), 0
-        while n < len(said) and not {tuple(said[i:i + n + 1]) for i in range(len(said) - n)}.isdisjoint(
-                tuple(read[i:i + n + 1]) for i in range(len(read) - n)):
-            n += 1  # a stretch of n + 1 words is shared, so is every shorter one
-        return n
-
-    found = sorted(((stretch(text_of(c)), i) for i, c in enumerate(runs)), reverse=True)
-    if not found or found[0][0] < least or (len(found) > 1 and found[0][0] <= 2 * found[1][0]):
-        return None
-    return runs[found[0][1]]
 
 
 _QUOTED = re.compile(r"(?<!\w)['‘\"“]([^'’\"”\n]{2,80}?)['’\"”](?!\w)")
