@@ -260,6 +260,8 @@ def _cached_conversion(gguf: Path, cache: Path, dtype: torch.dtype) -> Path:
         os.replace(tmp, exact)
     except OSError:  # another process moved its complete conversion there first: use that one
         shutil.rmtree(tmp, ignore_errors=True)
+        if not _complete(exact):
+            raise
     return exact
 
 
