@@ -24,7 +24,7 @@ _BY_SUFFIX = {
 }
 # Raised whenever an analyser finds other structure in the same text (a parser fix). An index written by
 # another version analyses every file again on its next full update; memory keeps their blocks.
-ANALYZER_VERSION = "3"
+ANALYZER_VERSION = "4"
 PROSE_LANGUAGES = frozenset({"legal", "markdown", "text"})
 LANGUAGES = CODE_LANGUAGES | PROSE_LANGUAGES
 

@@ -90,7 +90,12 @@ class _Open:
 
 def looks_legal(text: str) -> bool:
     """True for three or more provision headings (Article, Section, §), or three numbered clause headings
-    ("1. Definitions") in a text that defines terms. "Chapter" headings alone make a book, not a statute."""
+    ("1. Definitions") in a text that defines terms, or a text that opens with a numbered Article or § heading:
+    one provision excerpted from an act ("### Article 24", "§ 5 Kündigung"), whose citations should still name
+    it. "Chapter" headings alone make a book, not a statute."""
+    first = next((plain for line in text.split("\n", 200) if (plain := _plain(line))), "")
+    if (heading := _heading(first)) is not None and heading[0] == "article" or _SECTION_SIGN.match(first):
+        return True
     provisions = clauses = 0
     defines = False
     for line in text.split("\n", 20000):

@@ -223,3 +223,15 @@ def test_plain_text_by_paragraphs():
 def test_looks_legal_needs_provisions_not_just_numbered_lists():
     assert not looks_legal("Shopping\n\n1. Milk\n\n2. Eggs\n\n3. Bread\n")
     assert looks_legal("Article 1\n\nScope\n\nArticle 2\n\nTerms\n\nArticle 3\n\nEnd\n")
+
+
+@pytest.mark.parametrize("text, legal", [
+    ("### Article 24\n\n**Use of European cybersecurity certification schemes**\n\n1. In order to ...\n", True),
+    ("\n\nArticle 35 - Infringements entailing a personal data breach\n\n1. Where ...\n", True),
+    ("§ 5 Kündigung\n\n(1) Der Vertrag ...\n", True),
+    ("Article about cats\n\nCats sleep a lot.\n", False),          # no number: not a provision
+    ("Notes\n\nArticle 24 says the schemes apply.\n", False),      # a mention, not the opening heading
+    ("Section 1\n\nIntroduction to the book\n", False),            # a book's section
+])
+def test_a_text_that_opens_with_one_provision_is_legal(text, legal):
+    assert looks_legal(text) is legal
