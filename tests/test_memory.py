@@ -119,6 +119,28 @@ def test_ask_reads_lexical_blocks_in_every_layer_and_cites_them(tiny, tmp_path):
     assert answer.citations and {c.source for c in answer.citations} >= {"vault.txt"}
 
 
+@pytest.mark.parametrize("pool", [0, 4])
+def test_address_pool_reads_the_block_the_model_finds_likeliest_among_bm25s_first(tiny, tmp_path, monkeypatch, pool):
+    """With `address_pool` N, BM25's first N blocks are ordered by the question's likelihood after each (here
+    a stand-in that prefers the last passage it is given, each under its file's name); off, BM25's first."""
+    import l2m_core.memory as memory_module
+
+    seen = []
+
+    def likelihoods(model, tokenizer, passages, question):
+        seen.append(passages)
+        return [float(i) for i in range(len(passages))]
+
+    monkeypatch.setattr(memory_module, "question_likelihoods", likelihoods)
+    mem = Memory.create(tmp_path / "s", tiny, small(lexical_top_k=1, address_pool=pool, rerank_citations=0))
+    mem.ingest_document(TEXT, "lamps.txt")
+    question = "Which red lamp glows?"
+    answer = mem.ask(question, max_new_tokens=1)
+    bm25 = mem.lexical.top(question, 4)
+    assert answer.lexical[:1] == ([bm25[3]] if pool else [bm25[0]])
+    assert bool(seen) == bool(pool) and all(p.startswith("[lamps.txt") for p in (seen[0] if seen else []))
+
+
 def test_a_store_within_the_read_budget_is_read_whole(tiny, tmp_path):
     mem = Memory.create(tmp_path / "s", tiny, small(max_read_blocks=6))
     mem.ingest_document("Mary went to the garden. John moved to the kitchen.", "story.txt")
