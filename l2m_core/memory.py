@@ -567,10 +567,10 @@ class Memory:
     def _hits(self, query: str) -> list[int]:
         """The blocks the question's text addresses, best first: BM25, fused by rank with the learned
         head's key scores when a head is set; the first `address_pool` of them (recitals after the others)
-        ordered by the model's likelihood of the question after each (`_by_likelihood`), the first
-        `lexical_top_k` kept. Blocks in recitals come after the others unless the question asks about
-        recitals or reasons ("why ..."): a regulation's recitals restate its Articles in looser words and drew
-        BM25's first hit away from the Article that holds the answer (bench/qa/README.md)."""
+        re-ranked with the model's likelihood of the question (`_with_likelihood`), the first `lexical_top_k`
+        kept. Blocks in recitals come after the others unless the question asks about recitals or reasons
+        ("why ..."): a regulation's recitals restate its Articles in looser words and drew BM25's first hit
+        away from the Article that holds the answer (bench/qa/README.md)."""
         def top(n: int) -> list[int]:
             if self.address_head is not None:
                 return self.address_head.fused_top(self, query, n)
@@ -586,19 +586,27 @@ class Memory:
         if self.enclosing is not None and not _ASKS_REASONS.search(query) and any(recital(hits).values()):
             wide = top(4 * pool)  # others to take the recitals' places
             hits = sorted(wide, key=recital(wide).get)[:pool]
-        return self._by_likelihood(query, hits)[:k] if len(hits) > k else hits
+        return self._with_likelihood(query, hits, k)[:k]
 
-    def _by_likelihood(self, question: str, blocks: list[int]) -> list[int]:
-        """`blocks` ordered by how well each explains the question: the model's likelihood of the question
-        after the block's text under its file and definition or section (`scoring.question_likelihoods`).
-        BM25 ranks by shared words; a question that paraphrases a docstring or a paragraph ("which function
-        turns a file path into the form used for matching") shares few with it, and the block that holds the
-        answer may sit 5th to 20th. On the development sets this put the evidence among the first 4 more often
-        (106 of 120 against 97, pool of 20) but, read, lost more answers than it gained (`address_pool`)."""
+    def _with_likelihood(self, question: str, blocks: list[int], k: int, constant: int = 2) -> list[int]:
+        """`blocks`, BM25's best first, re-ranked by reciprocal rank fusion (rank constant `constant`) of
+        BM25's order and the order of how well each explains the question: the model's likelihood of the
+        question after the block's text under its file and definition or section
+        (`scoring.question_likelihoods`). A paraphrasing question ("which Article puts ENISA in charge of
+        ...") shares few words with its paragraph, which BM25 then ranks 5th to 20th. Prose only: where code
+        is among BM25's first `k`, its order stands (the question's identifiers rank code better than the
+        model; on the code sets re-ranking lost answers). Nothing to re-rank: `blocks` as they are."""
+        if len(blocks) <= k:
+            return blocks
+        where = self.enclosing(blocks[:k]) if self.enclosing is not None else {}
+        if any(e.code for e in where.values()):
+            return blocks
         labels, texts = self._labels(blocks), self.block_texts(blocks)
         passages = [f"[{self.meta[b].source} {labels.get(b, '')}]\n{texts[b]}" for b in blocks]
         scores = question_likelihoods(self.model, self.tokenizer, passages, question)
-        return [blocks[i] for i in sorted(range(len(blocks)), key=lambda i: -scores[i])]
+        by_model = {i: rank for rank, i in enumerate(sorted(range(len(blocks)), key=lambda i: -scores[i]))}
+        fused = sorted(range(len(blocks)), key=lambda i: -(1 / (constant + i) + 1 / (constant + by_model[i])))
+        return [blocks[i] for i in fused]
 
     def _shared_read_set(self, hits: list[int], pins: list[int]) -> list[int]:
         """Blocks every layer reads: pins, the addressed `hits` and their right neighbours."""

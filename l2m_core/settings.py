@@ -22,10 +22,10 @@ class MemorySettings:
                                   # the plain forward pass in wall time; answers right, 256 -> 0, on five question
                                   # sets: 40 -> 41 of 102 (bench/SPEED.md). A store keeps the value it recorded
     lexical_top_k: int = 4        # blocks addressed by BM25 over block text
-    address_pool: int = 0         # > lexical_top_k: BM25's first N blocks, ordered by the model's likelihood
-                                  # of the question after each, give the `lexical_top_k` read. Off: with N = 20,
-                                  # on the four development sets, evidence read 101 -> 106 of 120, top citation
-                                  # 79 -> 82, answers 73 -> 70, 2x the time a question (bench/qa/README.md)
+    address_pool: int = 12        # BM25's first N blocks of prose re-ranked with the model's likelihood of the
+                                  # question (`Memory._with_likelihood`); <= lexical_top_k: BM25's order. Legal
+                                  # development sets (60 q), 0 -> 12: answers 42 -> 44, top citation 44 -> 48,
+                                  # evidence read 52 -> 55; 1.5x the time a question (bench/qa/README.md)
     neighbours: int = 2           # the right neighbour of the best N lexical blocks joins too
     attention_top_k: int = 0      # extra blocks per layer chosen by the layer's own query-key scores; off by
                                   # default: on the 16K passkey test such picks displaced the reading of a

@@ -119,26 +119,29 @@ def test_ask_reads_lexical_blocks_in_every_layer_and_cites_them(tiny, tmp_path):
     assert answer.citations and {c.source for c in answer.citations} >= {"vault.txt"}
 
 
-@pytest.mark.parametrize("pool", [0, 4])
-def test_address_pool_reads_the_block_the_model_finds_likeliest_among_bm25s_first(tiny, tmp_path, monkeypatch, pool):
-    """With `address_pool` N, BM25's first N blocks are ordered by the question's likelihood after each (here
-    a stand-in that prefers the last passage it is given, each under its file's name); off, BM25's first."""
+@pytest.mark.parametrize("pool, code, first", [(4, False, 2), (0, False, 0), (4, True, 0)],
+                         ids=["prose-pool", "no-pool", "code-pool"])
+def test_address_pool_fuses_bm25s_order_with_the_models_over_prose(tiny, tmp_path, monkeypatch, pool, code, first):
+    """With `address_pool` N, BM25's first N blocks of prose are re-ranked by reciprocal rank fusion with the
+    order of the question's likelihood after each (here a stand-in that likes BM25's 3rd block best and its
+    1st least, each passage under its file's name): the 3rd is read first. Off, or where code is among the
+    blocks BM25 would read, BM25's order stands and the model is not asked."""
     import l2m_core.memory as memory_module
 
     seen = []
 
     def likelihoods(model, tokenizer, passages, question):
         seen.append(passages)
-        return [float(i) for i in range(len(passages))]
+        return [0.0, 1.0, 3.0, 2.0]
 
     monkeypatch.setattr(memory_module, "question_likelihoods", likelihoods)
     mem = Memory.create(tmp_path / "s", tiny, small(lexical_top_k=1, address_pool=pool, rerank_citations=0))
     mem.ingest_document(TEXT, "lamps.txt")
+    mem.enclosing = lambda ids: {b: Enclosing("", None, code=code) for b in ids}
     question = "Which red lamp glows?"
     answer = mem.ask(question, max_new_tokens=1)
-    bm25 = mem.lexical.top(question, 4)
-    assert answer.lexical[:1] == ([bm25[3]] if pool else [bm25[0]])
-    assert bool(seen) == bool(pool) and all(p.startswith("[lamps.txt") for p in (seen[0] if seen else []))
+    assert answer.lexical[:1] == [mem.lexical.top(question, 4)[first]]
+    assert len(seen) == (pool > 0 and not code) and all(p.startswith("[lamps.txt") for p in sum(seen, []))
 
 
 def test_a_store_within_the_read_budget_is_read_whole(tiny, tmp_path):
