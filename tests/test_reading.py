@@ -538,7 +538,9 @@ def test_the_first_citations_are_ordered_by_how_well_they_explain_the_question(t
     (tmp_path / "rules.txt").write_text(LEGAL)
     # the tiny model's two-token reply says nothing, which would cite the run of the answering sentence first
     monkeypatch.setattr("l2m_core.memory.passage_answer", lambda question, reply, cites, text_of: (reply, cites))
-    settings = MemorySettings(**{**SETTINGS, "max_read_blocks": 12, "lexical_top_k": 6, "rerank_citations": 0})
+    # BM25's order decides what is read (`address_pool` 0): the stand-in scorer below orders citations only
+    settings = MemorySettings(**{**SETTINGS, "max_read_blocks": 12, "lexical_top_k": 6, "rerank_citations": 0,
+                                 "address_pool": 0})
     with Agent.open(tmp_path, tmp_path / "store", tiny, settings=settings) as agent:
         agent.ingest()
         question = "Which register holds the quince-coloured seal of the repairer and the date of the repair?"
