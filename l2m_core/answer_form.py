@@ -78,6 +78,15 @@ _BASES = re.compile(r"^\s*class\s+\w+\s*\(([^)]*)\)", re.MULTILINE)  # class X(B
 _RAISED = re.compile(r"\b(?:raise|except)\s+\(?(?:\w+\.)*([A-Za-z_]\w*)")  # raise E, except (E, ...
 _ASSIGNED = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*(?::[^=\n]+)?=(?!=)")  # x = ..., x: T = ...
 _NOT_NAMES = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | {"self", "cls", "super", "object"}
+# "Where is Segment defined?", "Which file defines `group`?", "In which module is the class HotTier defined, and
+# ...": the question asks where a definition it names lives (not "Where is the retriever over the memory
+# defined?", which describes it)
+_LOCATED = re.compile(rf"^\s*(?:where\s+(?:is|are)|(?:which|what)\s+(?:source\s+)?(?:file|module)\s+"
+                      rf"(?:defines|declares|implements|has|holds|contains)"
+                      rf"|in\s+(?:which|what)\s+(?:source\s+)?(?:file|module)\s+(?:is|are))"
+                      rf"\s+(?:the\s+)?(?:(?:{_SYMBOL}|constant)\s+)?`?(?P<name>[A-Za-z_][\w.]*)`?"
+                      rf"(?:\s+(?:{_SYMBOL}|constant))?(?:\s+(?:defined|declared|implemented))?\s*(?:[?,.]|$)",
+                      re.IGNORECASE)
 # where a mention's context ends: a sentence or paragraph of (hard-wrapped) prose, a line of code
 _BOUNDARY = {"section": re.compile(r"[.;:]\s|\n\s*\n"), "symbol": re.compile(r"\n")}
 
@@ -238,6 +247,8 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
         _repr_pretty_?"), and "Which class does RetryCallState.set_result create?" names the method whole."""
         return [c.label, c.label.rsplit(".", 1)[0]] if asks_class and c.label else names(c)
 
+    if kind == "file" and (located := _located_answer(question, reply, citations, text_of)) is not None:
+        return located
     top = citations[0]
     # the place the question names, when it names a definition it read (its `class`/`def` line) under
     # another label: a run's label is the definition its first line is in, and the run read may go on into
@@ -276,6 +287,27 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
         return first.source + (f" ({first.label})" if first.label else ""), _cited_first(first, citations)
     name = first.label.rsplit(".", 1)[0] if asks_class else first.label
     return (f"{name} ({first.source})" if name else reply), _cited_first(first, citations)
+
+
+def _located_answer(question: str, reply: str, citations: Sequence[C],
+                    text_of: Callable[[C], str] | None) -> tuple[str, list[C]] | None:
+    """For "Where is Segment defined?": the file of the run read that is the named definition (its label, else
+    one that holds its `class` or unindented `def` line, else a method's or local function's), cited first.
+    The question's name pins that definition into the read set; what BM25 ranks first is a place that merely
+    mentions it. A question that goes on ("..., and what does it evict?") keeps the reply after the place.
+    None when the question describes what it looks for instead, or no run read is that definition."""
+    asked = _LOCATED.match(question)
+    if asked is None:
+        return None
+    name, own = asked["name"], asked["name"].rsplit(".", 1)[-1]
+    found = next((c for c in citations if c.label and name in (c.label, c.label.rsplit(".", 1)[-1])), None)
+    for methods in [False, True] if text_of is not None else []:
+        found = found or next((c for c in citations if _defines(text_of(c), [own], methods)), None)
+    if found is None:
+        return None
+    place = f"{found.source} ({name})"
+    goes_on = question[asked.end():].strip() and reply.strip()
+    return (f"{place}. {reply.strip()}" if goes_on else place), _cited_first(found, citations)
 
 
 _QUOTED = re.compile(r"(?<!\w)['‘\"“]([^'’\"”\n]{2,80}?)['’\"”](?!\w)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import replace
 
 import pytest
 import torch
@@ -155,6 +156,45 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
         assert named_answer(asked, "A cache.", [method, top])[0] == "TreeEntry.stat (pkg/util.py)"
     unnamed = [Citation("pkg/util.py", 1, 9, 1.0, (1,))]
     assert named_answer("Which function normalises paths?", "fix_path", unnamed) == ("fix_path", unnamed)
+
+
+def test_where_a_named_definition_is_defined_is_answered_with_the_definition_read():
+    mention = Citation("app/_legacy.py", 40, 48, 0.7, (3,), "LegacyTerm")
+    defined = Citation("app/segment.py", 60, 75, 0.2, (9,), "Segment")
+    method = Citation("app/lines.py", 5, 9, 0.1, (12,), "Lines.Segment")
+    for question in ("Where is Segment defined?", "Which file defines Segment?", "In which module is the class "
+                     "Segment defined?", "Which file has the class `Segment`?"):
+        # the reply names the place BM25 ranked first, which only mentions the name: the definition answers
+        assert named_answer(question, "app/_legacy.py", [mention, defined, method]) == (
+            "app/segment.py (Segment)", [defined, mention, method])
+    # a question that goes on keeps the reply's answer to the rest
+    assert named_answer("Where is the class Segment defined, and what does it hold?", "It holds text.",
+                        [mention, defined]) == ("app/segment.py (Segment). It holds text.", [defined, mention])
+    # a run under another label that holds the definition's line; a top-level one before a local function
+    texts = {mention: "        def Segment(obj):\n            return obj", defined: "x = 1\n\ndef Segment(obj):"}
+    relabelled = [mention, replace(defined, label="Node")]
+    texts[relabelled[1]] = texts[defined]
+    assert named_answer("Where is Segment defined?", "", relabelled, texts.get)[1][0] == relabelled[1]
+    assert named_answer("Where is Segment defined?", "", [mention], texts.get)[1] == [mention]
+    # a question that describes what it looks for, or a name not read: as before
+    assert named_answer("Where is the segment splitter defined?", "", [mention, defined])[0] == (
+        "app/_legacy.py (LegacyTerm)")
+    assert named_answer("Where is Region defined?", "", [mention, defined])[0] == "app/_legacy.py (LegacyTerm)"
+
+
+def test_where_is_a_named_class_cites_its_definition_not_the_file_that_mentions_it_most(tmp_path, tiny):
+    (tmp_path / "screen.py").write_text("".join(
+        f"def draw_{i}(canvas):\n    \"\"\"Draw a Widget, as defined by the Widget's canvas.\"\"\"\n"
+        f"    return Widget(canvas, Widget.size + {i})\n\n\n"
+        for i in range(6)))
+    (tmp_path / "parts.py").write_text('"""Parts."""\n\n\nclass Widget:\n    """A box on a canvas."""\n\n'
+                                         '    def __init__(self, canvas, n):\n        self.canvas = canvas\n')
+    with Agent.open(tmp_path, tmp_path / "store", tiny, settings=MemorySettings(**SETTINGS)) as agent:
+        agent.ingest()
+        assert agent.memory.lexical.top("Where is Widget defined?", 1)[0] not in agent.memory.blocks_for("parts.py")
+        answer = agent.ask("Where is Widget defined?", max_new_tokens=4)
+        assert answer.text == "parts.py (Widget)"
+        assert answer.citations[0].source == "parts.py" and answer.citations[0].label == "Widget"
 
 
 def test_a_place_the_question_names_is_not_its_answer():
