@@ -301,8 +301,9 @@ def _located_answer(question: str, reply: str, citations: Sequence[C],
         return None
     name, own = asked["name"], asked["name"].rsplit(".", 1)[-1]
     found = next((c for c in citations if c.label and name in (c.label, c.label.rsplit(".", 1)[-1])), None)
-    for methods in [False, True] if text_of is not None else []:
-        found = found or next((c for c in citations if _defines(text_of(c), [own], methods)), None)
+    if found is None and text_of is not None:
+        texts = [(c, text_of(c)) for c in citations]  # each run's text read once for both passes
+        found = next((c for methods in (False, True) for c, text in texts if _defines(text, [own], methods)), None)
     if found is None:
         return None
     place = f"{found.source} ({name})"
