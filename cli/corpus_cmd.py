@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -71,7 +70,7 @@ def ingest(paths, root, codec, database_url, ray_address, workers, store, model_
         created = _NewStore(existing)
         agent = Agent.open(base, existing, model_spec, settings=settings, device=device, database_url=database_url)
     with agent:
-        report = agent.ingest(paths or None, progress=sys.stderr.isatty() and not as_json, cluster=cluster)
+        report = agent.ingest(paths or None, progress=not as_json, cluster=cluster)
         stats = agent.memory.stats()
     problems = [f"{given.get(path, path)}: no such file or directory" for path in report.skipped.get("missing", [])]
     problems += [f"{path}: {why}" for path, why in report.errors.items()]

@@ -11,7 +11,7 @@ from index_helpers import FIXTURES, FakeMemory, copy_fixture, make_unreadable
 from sqlalchemy import create_engine, inspect, text
 
 from l2m_core.errors import L2MError
-from repos_index import pipeline
+from repos_index import pipeline, progress
 from repos_index.index import CorpusIndex, ingest
 from repos_index.pipeline import Updater
 
@@ -47,6 +47,24 @@ def test_first_update_ingests_every_file_in_dependency_order(index):
     assert sorted(report.added) == sorted([*PYTHON_FILES, "statute.txt"])
     assert report.blocks_written == sum(len(blocks) for _, blocks in memory.docs.values())
     assert index.memory_disagreements(memory) == {}
+
+
+def test_progress_is_silent_when_disabled_and_plain_lines_on_a_stderr_that_is_not_a_terminal(tmp_path, corpus,
+                                                                                                 monkeypatch, capsys):
+    """A script or CI log gets progress lines (live bars print nothing there until they stop), at most one
+    per `LINE_EVERY_S`; here every file, since the interval is set to 0."""
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
+    CorpusIndex(tmp_path / "a.db", corpus).update(FakeMemory(), progress=False)
+    assert capsys.readouterr() == ("", "")
+    CorpusIndex(tmp_path / "b.db", corpus).update(FakeMemory(), progress=True)
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == ""
+    files = len(PYTHON_FILES) + 1
+    assert [line.split(",")[0] for line in lines if line.startswith("indexing: ")] == [
+        f"indexing: {n}/{files} files" for n in range(1, files + 1)]
+    fed = [line for line in lines if line.startswith("ingesting: ")]
+    assert len(fed) == files and f"({files}/{files} files)" in fed[-1] and " ~tok/s" in fed[-1]
 
 
 def test_chunks_map_to_the_blocks_holding_their_lines(index):
@@ -248,14 +266,6 @@ def test_paths_outside_the_root_are_refused_by_lookups(index):
         index.outline("/etc/passwd")
     with pytest.raises(L2MError, match="not indexed"):
         index.blocks_for("nothing.py")
-
-
-def test_progress_is_silent_when_disabled_and_shown_on_stderr(tmp_path, corpus, capsys):
-    CorpusIndex(tmp_path / "a.db", corpus).update(FakeMemory(), progress=False)
-    assert capsys.readouterr() == ("", "")
-    CorpusIndex(tmp_path / "b.db", corpus).update(FakeMemory(), progress=True)
-    captured = capsys.readouterr()
-    assert captured.out == "" and "ingesting" in captured.err and "files" in captured.err
 
 
 def test_shares_the_memory_stores_engine(tmp_path, corpus):
