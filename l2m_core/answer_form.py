@@ -37,15 +37,16 @@ _SYMBOL = (r"function|method|class|helper|decorator|callable|routine|property|ex
 # "which/what" then a noun phrase, not a verb: "what does Article 4 define?" asks for no name
 _WHICH = (r"\b(which|what)\s+(?!(does|do|did|is|are|was|were|can|could|should|shall|must|will|would|may|might|has|"
           r"have|had)\b)")
+_WORD = r"\w+(?:-\w+)*"  # a word before the noun asked for, hyphenated ones too: "which low-level helper"
 _ASKS = {
-    # "which file" but not "what file extension/format/name ..." or "what file-name pattern", which ask for
-    # something else about a file; or a question that starts "Where is ...?" ("Where is the undo journal
-    # defined?": the file, with the definition read there)
-    "file": re.compile(rf"(?:{_WHICH}(\w+\s+){{0,2}}|\bin which )(file|module)s?\b(?![\s-]+(extension|format|name|size|"
-                       r"type|mode|suffix|permission|descriptor|handle|object|system|content)s?\b)|^\s*where\s+(is|are)\b",
-                       re.IGNORECASE),
-    "section": re.compile(rf"{_WHICH}(\w+\s+){{0,1}}(article|annex|recital|section|chapter)s?\b", re.IGNORECASE),
-    "symbol": re.compile(rf"{_WHICH}(\w+\s+){{0,2}}({_SYMBOL})\b|\bname of the ({_SYMBOL})\b", re.IGNORECASE),
+    # "which file" but not "what file extension/format/name ...", "what file-name pattern" or "which module-level
+    # constant", which ask for something else about a file; or a question that starts "Where is ...?" ("Where is
+    # the undo journal defined?": the file, with the definition read there)
+    "file": re.compile(rf"(?:{_WHICH}({_WORD}\s+){{0,2}}|\bin which )(file|module)s?\b(?!-|\s+(extension|format|name|"
+                       r"size|type|mode|suffix|permission|descriptor|handle|object|system|content)s?\b)"
+                       r"|^\s*where\s+(is|are)\b", re.IGNORECASE),
+    "section": re.compile(rf"{_WHICH}({_WORD}\s+){{0,1}}(article|annex|recital|section|chapter)s?\b", re.IGNORECASE),
+    "symbol": re.compile(rf"{_WHICH}({_WORD}\s+){{0,2}}({_SYMBOL})\b|\bname of the ({_SYMBOL})\b", re.IGNORECASE),
 }
 
 

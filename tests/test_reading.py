@@ -130,6 +130,10 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     assert asks_for("For software, where may the marking be put?") is None
     assert asks_for("Which tqdm classmethod removes a bar from the live instances?") == "symbol"
     assert asks_for("Which context manager swaps the stream handlers?") == "symbol"
+    # a hyphenated word before the noun: "module-level" asks for no module, "low-level" still for a helper
+    assert asks_for("Which module-level constant holds the warning text?") is None
+    assert asks_for("Which module-level function reads the config?") == "symbol"
+    assert asks_for("Which low-level helper writes every byte?") == "symbol"
     top = Citation("pkg/util.py", 1, 9, 0.6, (1,), "normalize_file")
     other = Citation("pkg/a.py", 3, 4, 0.4, (7,), "Spec.walk")
     cites = [top, other]
