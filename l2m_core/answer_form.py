@@ -220,8 +220,8 @@ def _refers(question: str, kind: str, top_names: list[str]) -> bool:
                                                                                    top_names)
 
 
-def named_answer(question: str, reply: str, citations: Sequence[C],
-                 text_of: Callable[[C], str] | None = None) -> tuple[str, list[C]]:
+def named_answer(question: str, reply: str, citations: Sequence[C], text_of: Callable[[C], str] | None = None,
+                 likelihood: Callable[[list[C]], list[float]] | None = None, among: int = 3) -> tuple[str, list[C]]:
     """The reply and the citations, for a question that asks for a name: when the reply names a place it
     read (a cited definition, section or file) other than those the question names, that citation (of
     several, the one it names first) goes first, as the answer's source; when it names none of them, the
@@ -230,7 +230,11 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     the text read there) is answered with the best of the names that the runs read of the place it names
     refer to, else those the top citation's text refers to (`_best_referred`; not the reply's choice: the model
     names a local variable it read as readily as the function asked for), and the referring run goes first.
-    Other questions are left as they are."""
+    A question that asks for a function or class by what it does is answered, given `likelihood` (how well
+    each run explains the question), with the one of the first `among` definitions read (and the one the reply
+    names) that explains it best: a model that read several definitions names the wrong one as readily as the
+    right one ("Which helper cuts a string ...?" got `_tk_dispatching_helper`, read beside `disp_trim`, for its
+    word "helper"). Other questions are left as they are."""
     kind = asks_for(question)
     if kind is None or not citations:
         return reply, list(citations)
@@ -278,12 +282,22 @@ def named_answer(question: str, reply: str, citations: Sequence[C],
     # the places the reply names, the one it names first first ("Article 16 of ... Article 14")
     said = {id(c): at for c in candidates if (at := _said_at(reply, as_class(c))) is not None}
     named = sorted((c for c in candidates if id(c) in said), key=lambda c: said[id(c)])
-    if named:
+    # a function or class is a definition: the first definitions read and the one the reply names
+    defined = [c for c in candidates if c.label][:among]
+    pool = [*defined, *(c for c in named[:1] if c.label and c not in defined)]
+    if kind == "symbol" and likelihood is not None and len(pool) > 1:
+        scores = likelihood(pool)
+        best = pool[max(range(len(pool)), key=scores.__getitem__)]
+        # the definition is the model's choice; of the runs read of it (an overload, the body), the first
+        first = next(c for c in candidates if c.label == best.label)
+        if id(first) in said:
+            return reply, _cited_first(first, citations)
+    elif named:
         return reply, _cited_first(named[0], citations)
-    if not candidates:
+    elif candidates:
+        first = candidates[0]  # the answer names the first place read that the question does not, cited first
+    else:
         return reply, list(citations)
-    # the answer names the first place read that the question does not, cited first
-    first = candidates[0]
     if kind == "file":
         return first.source + (f" ({first.label})" if first.label else ""), _cited_first(first, citations)
     name = first.label.rsplit(".", 1)[0] if asks_class else first.label

@@ -495,7 +495,9 @@ class Memory:
         # a plain question (no tool protocol, no answer format of the caller's, no grammar)
         if not instruction and choose_token is None:
             citations = self._reranked(question, citations, set(pins) if pins_first else set())
-            text, citations = named_answer(question, text, citations, run_text)
+            text, citations = named_answer(question, text, citations, run_text, lambda runs: question_likelihoods(
+                self.model, self.tokenizer, [self._quoted(c, c.block_ids) for c in runs], question),
+                self.settings.rerank_citations)
             text, citations = defined_answer(question, text, citations, run_text)
             text, citations = quantity_answer(question, text, citations, run_text)
             text, citations = passage_answer(question, text, citations, run_text)

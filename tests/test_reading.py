@@ -162,6 +162,51 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     assert named_answer("Which function normalises paths?", "fix_path", unnamed) == ("fix_path", unnamed)
 
 
+def test_a_definition_asked_for_by_what_it_does_is_the_place_read_that_best_explains_the_question():
+    helper = Citation("pkg/tk.py", 170, 180, 0.5, (4,), "Tk._dispatching_helper")
+    trim = Citation("pkg/utils.py", 315, 328, 0.3, (9,), "disp_trim")
+    other = Citation("pkg/gui.py", 1, 20, 0.1, (12,), "Gui.display")
+    far = Citation("pkg/far.py", 1, 9, 0.05, (20,), "far_away")
+    cites = [helper, trim, other, far]
+    question = "Which helper cuts a string down to a given visible width?"
+    asked: list[list[str]] = []
+
+    def explains(best: Citation):
+        def likelihood(runs: list[Citation]) -> list[float]:
+            asked.append([c.label for c in runs])
+            return [1.0 if c is best else 0.0 for c in runs]
+        return likelihood
+
+    # the reply names a wrong place read (for its word "helper"): the one that explains the question answers
+    assert named_answer(question, "Tk._dispatching_helper", cites, likelihood=explains(trim)) == (
+        "disp_trim (pkg/utils.py)", [trim, helper, other, far])
+    assert asked.pop() == ["Tk._dispatching_helper", "disp_trim", "Gui.display"]  # the first `among` (3)
+    # the reply names the place that explains it best: the reply stands, that place cited first
+    assert named_answer(question, "It is disp_trim.", cites, likelihood=explains(trim)) == (
+        "It is disp_trim.", [trim, helper, other, far])
+    # the model's choice is a definition: of the runs read of it (an overload, then the body), the first
+    overload = Citation("pkg/utils.py", 300, 304, 0.4, (8,), "disp_trim")
+    assert named_answer(question, "It trims.", [helper, overload, trim], likelihood=explains(trim)) == (
+        "disp_trim (pkg/utils.py)", [overload, helper, trim])
+    asked.pop()
+    # a run in no definition (imports, a module's head) is no function's answer, so it is not weighed
+    imports = Citation("pkg/tk.py", 1, 8, 0.6, (1,))
+    assert named_answer(question, "It trims.", [imports, helper, trim], likelihood=explains(imports)) == (
+        "Tk._dispatching_helper (pkg/tk.py)", [helper, imports, trim])
+    assert asked.pop() == ["Tk._dispatching_helper", "disp_trim"]
+    # a place the reply names beyond the first three is weighed too
+    assert named_answer(question, "far_away", cites, likelihood=explains(far))[0] == "far_away"
+    assert asked.pop() == ["Tk._dispatching_helper", "disp_trim", "Gui.display", "far_away"]
+    # not asked for a function or class by what it does: the likelihood is not asked
+    assert named_answer("In which file is the trimming done?", "pkg/tk.py", cites, likelihood=explains(trim)) == (
+        "pkg/tk.py", [helper, trim, other, far])
+    texts = {"pkg/tk.py": "class Tk(Gui):\n    def _dispatching_helper(self):", "pkg/utils.py": "def disp_trim(s):",
+             "pkg/gui.py": "class Gui:", "pkg/far.py": "def far_away():"}
+    refers = named_answer("Which class does Tk extend?", "Gui", cites, lambda c: texts[c.source], explains(trim))
+    assert refers == ("Gui (pkg/tk.py)", cites)  # a name the text read refers to, by the referring run
+    assert asked == [["Tk._dispatching_helper", "disp_trim", "Gui.display"]]  # only the second call above
+
+
 def test_where_a_named_definition_is_defined_is_answered_with_the_definition_read():
     mention = Citation("app/_legacy.py", 40, 48, 0.7, (3,), "LegacyTerm")
     defined = Citation("app/segment.py", 60, 75, 0.2, (9,), "Segment")
@@ -610,6 +655,28 @@ def test_runs_of_code_keep_their_addressing_order(corpus, monkeypatch):
     monkeypatch.setattr("l2m_core.memory.question_likelihoods", _scores_later_runs_higher(scored))
     memory.settings = memory.settings.replace(rerank_citations=3)
     assert corpus.ask(question, max_new_tokens=2).citations == plain and not scored
+
+
+def test_a_function_asked_for_by_what_it_does_is_answered_with_the_run_that_best_explains_it(tmp_path, tiny,
+                                                                                           monkeypatch):
+    (tmp_path / "post.py").write_text("".join(
+        f"def {name}(parcel):\n    \"\"\"Handle the parcel at the {name} desk.\"\"\"\n    return parcel + {i}\n\n\n"
+        for i, name in enumerate(["stamp", "weigh", "route", "wrap"])))
+    settings = MemorySettings(**{**SETTINGS, "max_read_blocks": 12, "lexical_top_k": 6})
+    question = "Which function handles the parcel at its desk?"
+    with Agent.open(tmp_path, tmp_path / "store", tiny, settings=settings) as agent:
+        agent.ingest()
+        monkeypatch.setattr("l2m_core.memory.question_likelihoods",
+                            lambda model, tokenizer, passages, q: [-float(i) for i in range(len(passages))])
+        plain = agent.ask(question, max_new_tokens=2)
+        scored: list = []
+        monkeypatch.setattr("l2m_core.memory.question_likelihoods", _scores_later_runs_higher(scored))
+        later = agent.ask(question, max_new_tokens=2)
+    first, third = plain.citations[0], plain.citations[2]
+    assert plain.text == f"{first.label} (post.py)" and first.label != third.label
+    # the third of the places read explains the question best: it answers, cited first
+    assert later.text == f"{third.label} (post.py)" and later.citations[0] == third
+    assert len(scored) == 1 and len(scored[0]) == 3 and scored[0][2].startswith(f"[{third}]\n")
 
 
 PREAMBLE = textwrap.dedent('''\
