@@ -495,9 +495,8 @@ class Memory:
         # a plain question (no tool protocol, no answer format of the caller's, no grammar)
         if not instruction and choose_token is None:
             citations = self._reranked(question, citations, set(pins) if pins_first else set())
-            text, citations = named_answer(question, text, citations, run_text, lambda runs: question_likelihoods(
-                self.model, self.tokenizer, [self._quoted(c, c.block_ids) for c in runs], question),
-                self.settings.rerank_citations)
+            text, citations = named_answer(question, text, citations, run_text,
+                                           functools.partial(self._explains, question), self.settings.rerank_citations)
             text, citations = defined_answer(question, text, citations, run_text)
             text, citations = quantity_answer(question, text, citations, run_text)
             text, citations = passage_answer(question, text, citations, run_text)
@@ -552,9 +551,14 @@ class Memory:
         top = citations[start:start + self.settings.rerank_citations]
         if len(top) < 2 or any(c.code for c in top):  # code: BM25 on identifiers ranks it better
             return citations
-        scores = question_likelihoods(self.model, self.tokenizer, [self._quoted(c, c.block_ids) for c in top], question)
+        scores = self._explains(question, top)
         order = sorted(range(len(top)), key=lambda i: -scores[i])
         return [*citations[:start], *(top[i] for i in order), *citations[start + len(top):]]
+
+    def _explains(self, question: str, runs: list[Citation]) -> list[float]:
+        """How well each run explains the question: the model's likelihood of it after the run's whole lines
+        under its citation (`scoring.question_likelihoods`)."""
+        return question_likelihoods(self.model, self.tokenizer, [self._quoted(c, c.block_ids) for c in runs], question)
 
     def _lines(self, first: BlockMeta, last: BlockMeta) -> str:
         """The whole lines from `first`'s first line to `last`'s last line (blocks start mid-line)."""

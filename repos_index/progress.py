@@ -80,9 +80,10 @@ class IngestProgress(AbstractContextManager):
         """Start a bar of `total` units over `files` files (units other than files also show the file count)."""
         self._files = (0, files)
         self._count_files = unit != "files"
-        self._phase, self._done, self._started = (description, max(total, 1), unit), 0, time.monotonic()
+        total = max(total, 1)
+        self._phase, self._done, self._started = (description, total, unit), 0, time.monotonic()
         if self._progress is not None:
-            self._task = self._progress.add_task(description, total=max(total, 1), files=self._files_text(), unit=unit)
+            self._task = self._progress.add_task(description, total=total, files=self._files_text(), unit=unit)
 
     def advance(self, amount: int = 1) -> None:
         """One more file done, worth `amount` units."""
