@@ -200,14 +200,18 @@ def test_batch_answers_reports_garbage_and_resumes(repo):
     questions.write_text('{"id": "q1", "question": "Where is Square?", "max_tokens": 2}\n'
                          "this is not json\n"
                          '{"question": "What does area return?", "max_tokens": 2}\n')
-    out = repo / "answers.jsonl"
-    first = l2m("batch", str(questions), "--out", str(out), "--json", cwd=repo)
+    first = l2m("batch", "questions.jsonl", cwd=repo)  # no --out: the answers go beside the questions
+    out = repo / "questions.answers.jsonl"
     assert first.returncode == 1 and "Traceback" not in first.stderr
+    assert first.stdout.strip() == f"2 answered, 0 already done, 1 failed: line-2; answers in {out.name}"
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == ["q1", "line-2", "line-3"]
     assert "malformed" in records[1]["error"] and all("citations" in r for r in (records[0], records[2]))
     again = json.loads(l2m("batch", str(questions), "--out", str(out), "--json", cwd=repo).stdout)
-    assert again == {"answered": 0, "skipped": 2, "failed": ["line-2"]}
+    assert again == {"answered": 0, "skipped": 2, "failed": ["line-2"], "out": str(out)}
+    onto_questions = l2m("batch", str(questions), "--out", str(questions), cwd=repo)
+    assert onto_questions.returncode == 2 and onto_questions.stderr.count("\n") == 1
+    assert "is the questions file" in onto_questions.stderr and questions.read_text().count("\n") == 3
 
 
 def test_chat_reads_stdin_and_resumes_the_session(repo):
