@@ -363,6 +363,8 @@ class Updater:
                 report.errors[path] = f"memory ingest failed: {spans}"
             else:
                 self._map_blocks(todo[path].id, todo[path].sha256, spans)
+                if not spans:  # an empty file: memory holds it as no blocks, so it is no document to answer from
+                    report.warn("no_text", path)
                 # memory held this text already: its blocks were only mapped to the new analysis
                 if not (path in report.reanalyzed and live.get(path) == todo[path].sha256):
                     report.ingested.append(path)

@@ -121,7 +121,7 @@ def test_a_newer_analyser_analyses_unchanged_files_again_and_memory_keeps_their_
 def test_an_empty_file_stored_as_no_blocks_is_not_ingested_again(index, corpus):
     (corpus / "empty.py").write_text("")
     memory = FakeMemory()
-    index.update(memory, progress=False)
+    assert index.update(memory, progress=False).warnings == {"no_text": ["empty.py"]}  # said, not passed over
     assert ("ingest", "empty.py") in memory.take_calls() and "empty.py" not in memory.live_sources()
     assert index.memory_disagreements(memory) == {}
     index.update(memory, progress=False)
