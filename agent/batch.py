@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from l2m_core.errors import L2MError
+from repos_index.progress import IngestProgress
 
 
 @dataclass
@@ -60,7 +61,7 @@ def answered_ids(out_path: Path) -> set[str]:
 
 
 def run_batch(ask: Callable[[str, int], dict], in_path: Path, out_path: Path, max_new_tokens: int = 96,
-              on_line: Callable[[], None] | None = None) -> BatchReport:
+              progress: bool = False) -> BatchReport:
     """Answer every question of `in_path` with `ask(question, max_tokens) -> dict`, appending to `out_path`."""
     def one_at_a_time(items: list[tuple[str, int]]) -> Iterator[dict | Exception]:
         for question, max_tokens in items:
@@ -69,14 +70,15 @@ def run_batch(ask: Callable[[str, int], dict], in_path: Path, out_path: Path, ma
             except (L2MError, ValueError) as exc:
                 yield exc
 
-    return run_batch_all(one_at_a_time, in_path, out_path, max_new_tokens, on_line)
+    return run_batch_all(one_at_a_time, in_path, out_path, max_new_tokens, progress)
 
 
 def run_batch_all(answer_all: Callable[[list[tuple[str, int]]], Iterator[dict | Exception]], in_path: Path,
-                  out_path: Path, max_new_tokens: int = 96, on_line: Callable[[], None] | None = None) -> BatchReport:
+                  out_path: Path, max_new_tokens: int = 96, progress: bool = False) -> BatchReport:
     """`run_batch` where `answer_all([(question, max_tokens), ...])` yields, in order, each answer's dict or the
     `L2MError`/`ValueError` it failed with (several may be answered at once, as on a cluster). Each record is
-    appended as soon as it and every one before it are done, in input order."""
+    appended as soon as it and every one before it are done, in input order. `progress`: questions answered,
+    the rate and the time left on stderr (`IngestProgress`)."""
     try:
         lines = jsonl_lines(in_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -102,7 +104,9 @@ def run_batch_all(answer_all: Callable[[list[tuple[str, int]]], Iterator[dict | 
         todo.append((number, item, ""))
     answers = answer_all([(item["question"], int(item.get("max_tokens", max_new_tokens)))
                           for _, item, _ in todo if item is not None])
-    with open(out_path, "a", encoding="utf-8") as out:
+    with open(out_path, "a", encoding="utf-8") as out, IngestProgress(progress) as bar:
+        if questions := sum(item is not None for _, item, _ in todo):
+            bar.phase("answering", questions, 0, "questions")
         for number, item, malformed in todo:
             if item is None:
                 record = {"id": f"line-{number}", "line": number, "error": f"malformed line: {malformed}"}
@@ -117,8 +121,8 @@ def run_batch_all(answer_all: Callable[[list[tuple[str, int]]], Iterator[dict | 
                     report.answered += 1
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
-            if on_line:
-                on_line()
+            if item is not None:
+                bar.advance()
     return report
 
 

@@ -43,7 +43,7 @@ def batch(in_path, out_path, max_tokens, address_head, reader, ray_address, work
             for answer in agent.ask_many(items, cluster=cluster, address_head=address_head):
                 yield answer if isinstance(answer, Exception) else answer.to_dict()
 
-        report = run_batch_all(answer_all, in_path, out_path, max_tokens)
+        report = run_batch_all(answer_all, in_path, out_path, max_tokens, progress=not as_json)
     failed = f": {', '.join(report.failed[:10])}" if report.failed else ""
     emit({**report.to_dict(), "out": str(out_path)}, as_json,
          f"{report.answered} answered, {report.skipped} already done, {len(report.failed)} failed{failed}; "

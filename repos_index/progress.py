@@ -1,4 +1,4 @@
-"""A progress display for ingest: files, tokens, tokens/s and time left, on stderr.
+"""A progress display for ingest (files, tokens, tokens/s and time left) and batch answering, on stderr.
 
 On a terminal, live bars through rich. On any other stderr (a log file, a pipe, a CI job) live bars print
 nothing until they stop, which left a 20-minute ingest run from a script silent; there a plain line is
@@ -38,11 +38,17 @@ class _Rate(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         unit = task.fields.get("unit", "")
-        return Text(f"{speed:,.0f} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed")
+        return Text(f"{_rate(speed)} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed")
+
+
+def _rate(speed: float) -> str:
+    """'618' tokens a second, '0.25' questions."""
+    return f"{speed:,.0f}" if speed >= 10 else f"{speed:.2g}"
 
 
 class IngestProgress(AbstractContextManager):
-    """Two phases: indexing (files) and ingesting into memory (tokens). Silent when disabled."""
+    """Phases of work, each a bar: indexing (files), ingesting into memory (tokens, over files), answering a
+    batch (questions). Silent when disabled."""
 
     def __init__(self, enabled: bool) -> None:
         console = Console(stderr=True)
@@ -77,16 +83,17 @@ class IngestProgress(AbstractContextManager):
             self._progress.stop()
 
     def phase(self, description: str, total: int, files: int, unit: str) -> None:
-        """Start a bar of `total` units over `files` files (units other than files also show the file count)."""
+        """Start a bar of `total` units over `files` files (units other than files also show the file count,
+        where there are files)."""
         self._files = (0, files)
-        self._count_files = unit != "files"
+        self._count_files = unit != "files" and files > 0
         total = max(total, 1)
         self._phase, self._done, self._started = (description, total, unit), 0, time.monotonic()
         if self._progress is not None:
             self._task = self._progress.add_task(description, total=total, files=self._files_text(), unit=unit)
 
     def advance(self, amount: int = 1) -> None:
-        """One more file done, worth `amount` units."""
+        """One more file (or question) done, worth `amount` units."""
         self._files = (self._files[0] + 1, self._files[1])
         self._done += amount
         if self._progress is not None and self._task is not None:
@@ -100,7 +107,7 @@ class IngestProgress(AbstractContextManager):
         description, total, unit = self._phase
         files = f" ({self._files_text()})" if self._count_files else ""
         rate = self._done / max(time.monotonic() - self._started, 1e-9)
-        line = f"{description}: {self._done:,}/{total:,} {unit}{files}, {rate:,.0f} {unit}/s"
+        line = f"{description}: {self._done:,}/{total:,} {unit}{files}, {_rate(rate)} {unit}/s"
         if rate <= 0:
             return line
         left = max(total - self._done, 0) / rate

@@ -1,4 +1,4 @@
-"""Batch mechanics without a model: resumption after a torn write, bad input files."""
+"""Batch mechanics without a model: resumption after a torn write, bad input files, progress."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from agent.batch import run_batch
 from l2m_core.errors import L2MError
+from repos_index import progress
 
 
 def fake_ask(question: str, max_tokens: int) -> dict:
@@ -32,3 +33,18 @@ def test_missing_and_binary_input_files(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(L2MError, match="not UTF-8"):
         run_batch(fake_ask, binary, tmp_path / "out.jsonl")
+
+
+def test_progress_counts_the_questions_answered_on_a_stderr_that_is_not_a_terminal(tmp_path, monkeypatch, capsys):
+    """A long batch from a script says how far it is (here a line a question: the interval is set to 0); a
+    malformed line is no question, and nothing is said without `progress`."""
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"question": "a"}\nnot json\n{"question": "b"}\n')
+    run_batch(fake_ask, src, tmp_path / "quiet.jsonl")
+    assert capsys.readouterr() == ("", "")
+    run_batch(fake_ask, src, tmp_path / "out.jsonl", progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and [line.split(",")[0] for line in err.splitlines()] == [
+        "answering: 1/2 questions", "answering: 2/2 questions"]
+    assert " questions/s" in err.splitlines()[-1]
