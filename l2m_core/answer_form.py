@@ -230,11 +230,12 @@ def named_answer(question: str, reply: str, citations: Sequence[C], text_of: Cal
     the text read there) is answered with the best of the names that the runs read of the place it names
     refer to, else those the top citation's text refers to (`_best_referred`; not the reply's choice: the model
     names a local variable it read as readily as the function asked for), and the referring run goes first.
-    A question that asks for a function or class by what it does is answered, given `likelihood` (how well
-    each run explains the question), with the one of the first `among` definitions read (and the one the reply
-    names) that explains it best: a model that read several definitions names the wrong one as readily as the
-    right one ("Which helper cuts a string ...?" got `_tk_dispatching_helper`, read beside `disp_trim`, for its
-    word "helper"). Other questions are left as they are."""
+    A question that asks for a function or class by what it does, or for the Article that says something, is
+    answered, given `likelihood` (how well each run explains the question), with the one of the first `among`
+    definitions or sections read (and the one the reply names) that explains it best: a model that read several
+    names the wrong one as readily as the right one ("Which helper cuts a string ...?" got
+    `_tk_dispatching_helper`, read beside `disp_trim`, for its word "helper"; "Which article covers ... a
+    personal data breach ...?" got Article 36, read beside Article 35). Other questions are left as they are."""
     kind = asks_for(question)
     if kind is None or not citations:
         return reply, list(citations)
@@ -285,10 +286,10 @@ def named_answer(question: str, reply: str, citations: Sequence[C], text_of: Cal
     # a function or class is a definition: the first definitions read and the one the reply names
     defined = [c for c in candidates if c.label][:among]
     pool = [*defined, *(c for c in named[:1] if c.label and c not in defined)]
-    if kind == "symbol" and likelihood is not None and len(pool) > 1:
+    if kind in ("symbol", "section") and likelihood is not None and len(pool) > 1:
         scores = likelihood(pool)
         best = pool[max(range(len(pool)), key=scores.__getitem__)]
-        # the definition is the model's choice; of the runs read of it (an overload, the body), the first
+        # the definition or section is the model's choice; of the runs read of it (an overload, the body), the first
         first = next(c for c in candidates if c.label == best.label)
         if id(first) in said:
             return reply, _cited_first(first, citations)

@@ -207,6 +207,23 @@ def test_a_definition_asked_for_by_what_it_does_is_the_place_read_that_best_expl
     assert asked == [["Tk._dispatching_helper", "disp_trim", "Gui.display"]]  # only the second call above
 
 
+def test_an_article_asked_for_by_what_it_says_is_the_section_read_that_best_explains_the_question():
+    art36 = Citation("nis2.txt", 1140, 1145, 0.3, (7,), "Article 36")
+    art35 = Citation("nis2.txt", 1131, 1138, 0.5, (6,), "Article 35")
+    art31 = Citation("nis2.txt", 1013, 1015, 0.2, (4,), "Article 31")
+    question = "Which article covers a breach that is also a personal data breach under the GDPR?"
+
+    def likelihood(runs: list[Citation]) -> list[float]:
+        return [1.0 if c is art35 else 0.0 for c in runs]
+
+    # the reply names a wrong Article read beside the one that explains the question: that one answers
+    assert named_answer(question, "It is covered by Article 36.", [art36, art35, art31], likelihood=likelihood) == (
+        "Article 35 (nis2.txt)", [art35, art36, art31])
+    # the reply names that one: it stands, cited on it
+    assert named_answer(question, "Article 35 covers it.", [art36, art35, art31], likelihood=likelihood) == (
+        "Article 35 covers it.", [art35, art36, art31])
+
+
 def test_where_a_named_definition_is_defined_is_answered_with_the_definition_read():
     mention = Citation("app/_legacy.py", 40, 48, 0.7, (3,), "LegacyTerm")
     defined = Citation("app/segment.py", 60, 75, 0.2, (9,), "Segment")
