@@ -283,7 +283,7 @@ def named_answer(question: str, reply: str, citations: Sequence[C], text_of: Cal
     # the places the reply names, the one it names first first ("Article 16 of ... Article 14")
     said = {id(c): at for c in candidates if (at := _said_at(reply, as_class(c))) is not None}
     named = sorted((c for c in candidates if id(c) in said), key=lambda c: said[id(c)])
-    # a function or class is a definition: the first definitions read and the one the reply names
+    # a function, class or Article is a labelled place: the first ones read and the one the reply names
     defined = [c for c in candidates if c.label][:among]
     pool = [*defined, *(c for c in named[:1] if c.label and c not in defined)]
     if kind in ("symbol", "section") and likelihood is not None and len(pool) > 1:
