@@ -102,6 +102,8 @@ def run_batch_all(answer_all: Callable[[list[tuple[str, int]]], Iterator[dict | 
             continue
         done.add(item["id"])  # a repeated id is answered once
         todo.append((number, item, ""))
+    if not todo and not report.skipped:  # an empty file answered "0 answered" with exit 0
+        raise L2MError(f"{in_path} holds no questions (one JSON object per line, with a \"question\")")
     answers = answer_all([(item["question"], int(item.get("max_tokens", max_new_tokens)))
                           for _, item, _ in todo if item is not None])
     with open(out_path, "a", encoding="utf-8") as out, IngestProgress(progress) as bar:

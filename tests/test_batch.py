@@ -33,6 +33,10 @@ def test_missing_and_binary_input_files(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(L2MError, match="not UTF-8"):
         run_batch(fake_ask, binary, tmp_path / "out.jsonl")
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n  \n")
+    with pytest.raises(L2MError, match="holds no questions"):
+        run_batch(fake_ask, blank, tmp_path / "out.jsonl")
 
 
 def test_progress_counts_the_questions_answered_on_a_stderr_that_is_not_a_terminal(tmp_path, monkeypatch, capsys):

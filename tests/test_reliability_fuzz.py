@@ -159,9 +159,14 @@ def test_a_batch_with_garbage_lines_loses_nothing_and_resumes(lines):
             asked.append(question)
             return {"answer": f"{question}\u2028!", "citations": []}
 
+        numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+        if not numbered:  # a file of blank lines holds no questions: one error, nothing asked or written
+            with pytest.raises(L2MError, match="holds no questions"):
+                run_batch(ask, src, out)
+            assert asked == [] and not out.exists()
+            return
         report = run_batch(ask, src, out)
         records = [json.loads(line) for line in out.read_text(encoding="utf-8").split("\n") if line]
-        numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
         assert [r["id"] for r in records] == [f"line-{n}" for n, _ in numbered]
         good = [n for n, line in numbered if _question(line)]
         assert [r["id"] for r in records if "answer" in r] == [f"line-{n}" for n in good]
