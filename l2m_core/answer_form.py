@@ -3,8 +3,9 @@
 "Which function ...?", "In which file ...?" and "Which Article ...?" ask for the name of a place. The
 engine knows the places it read (the citations, with the definition or section around each from the
 corpus index); a small model reading a function body often invents a plausible name instead of the one
-it read. When the reply names one of the places read, that place becomes the answer's first citation;
-when it names none, the answer is the name of the top citation. A place the question itself names is
+it read. When the reply names one of the places read, that place becomes the answer's first citation (a
+reply that names several, one a sentence, is a list of candidates, and is cut to the one chosen); when it
+names none, the answer is the name of the top citation. A place the question itself names is
 never the answer ("Which util function does PathSpec.from_lines use ...?", "Article 13(12) tells ... in
 line with which Article?"). Replies are cut where they start repeating themselves.
 
@@ -292,9 +293,9 @@ def named_answer(question: str, reply: str, citations: Sequence[C], text_of: Cal
         # the definition or section is the model's choice; of the runs read of it (an overload, the body), the first
         first = next(c for c in candidates if c.label == best.label)
         if id(first) in said:
-            return reply, _cited_first(first, citations)
+            return _committed(reply, first, named, as_class), _cited_first(first, citations)
     elif named:
-        return reply, _cited_first(named[0], citations)
+        return _committed(reply, named[0], named, as_class), _cited_first(named[0], citations)
     elif candidates:
         first = candidates[0]  # the answer names the first place read that the question does not, cited first
     else:
@@ -303,6 +304,28 @@ def named_answer(question: str, reply: str, citations: Sequence[C], text_of: Cal
         return first.source + (f" ({first.label})" if first.label else ""), _cited_first(first, citations)
     name = first.label.rsplit(".", 1)[0] if asks_class else first.label
     return (f"{name} ({first.source})" if name else reply), _cited_first(first, citations)
+
+
+_SENTENCES = re.compile(r"(?:[^.!?\n]|[.!?](?![.!?]*(?:\s|$)))+[.!?]*")  # "tqdm.format_interval" is no end
+
+
+def _committed(reply: str, chosen: C, named: Sequence[C], names: Callable[[C], list[str]]) -> str:
+    """The reply from its first sentence that names `chosen` (of the places read that it names, `named`), up to
+    a later one that names another of them but not `chosen`: a reply that names one place per sentence ("The
+    function `normalizeLinkText` is the one ... The function `normalizeLink` is the one ...") lists
+    candidates, and a list is not an answer. A sentence that names others beside `chosen` ("Spec.walk, which
+    calls normalize_file.") describes it and is kept."""
+    own = names(chosen)
+    others = [n for c in named for n in names(c) if n not in own]
+    start = end = None
+    for m in _SENTENCES.finditer(reply):
+        if _said_at(m[0], own) is not None:
+            start, end = (m.start() if start is None else start), m.end()
+        elif start is not None and _said_at(m[0], others) is not None:
+            break
+        elif start is not None:
+            end = m.end()
+    return reply if start is None else reply[start:end].strip()
 
 
 def _located_answer(question: str, reply: str, citations: Sequence[C],

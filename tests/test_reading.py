@@ -207,6 +207,22 @@ def test_a_definition_asked_for_by_what_it_does_is_the_place_read_that_best_expl
     assert asked == [["Tk._dispatching_helper", "disp_trim", "Gui.display"]]  # only the second call above
 
 
+def test_a_reply_that_names_one_place_read_per_sentence_is_cut_to_the_one_chosen():
+    # a small model asked "which function" lists what it read, one candidate a sentence: a list is no answer
+    text = Citation("main.py", 332, 354, 0.8, (1,), "Parser.normalizeLinkText")
+    link = Citation("common/normalize_url.py", 12, 23, 0.1, (2,), "normalizeLink")
+    cites = [text, link]
+    question = "Which function normalizes a link URL before it is put in an href?"
+    reply = ("1. The function `normalizeLinkText` is the one that does it.\n\n"
+             "The function `normalizeLink` is the one that does it. It returns the URL.")
+    assert named_answer(question, reply, cites) == ("The function `normalizeLinkText` is the one that does it.", cites)
+    chosen = named_answer(question, reply, cites, likelihood=lambda runs: [float(c is link) for c in runs])
+    assert chosen == ("The function `normalizeLink` is the one that does it. It returns the URL.", [link, text])
+    # a sentence that names the answer and others describes it, and stands whole
+    described = "normalizeLink, which calls Parser.normalizeLinkText. It returns the URL."
+    assert named_answer(question, described, cites)[0] == described
+
+
 def test_an_article_asked_for_by_what_it_says_is_the_section_read_that_best_explains_the_question():
     art36 = Citation("nis2.txt", 1140, 1145, 0.3, (7,), "Article 36")
     art35 = Citation("nis2.txt", 1131, 1138, 0.5, (6,), "Article 35")
