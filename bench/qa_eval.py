@@ -66,7 +66,7 @@ def corpus(spec: dict, work: Path, given: Path | None) -> tuple[Path, list[str]]
         found = importlib.util.find_spec(spec["name"])
         if found is None or not found.submodule_search_locations:
             raise SystemExit(f"the package {spec['name']} is not installed")
-        installed = importlib.metadata.version(spec["name"])
+        installed = importlib.metadata.version(spec.get("dist", spec["name"]))  # markdown_it is markdown-it-py
         if installed != spec["version"]:
             raise SystemExit(f"the questions quote {spec['name']} {spec['version']}; {installed} is installed")
         shutil.copytree(Path(list(found.submodule_search_locations)[0]), root / spec["name"],
