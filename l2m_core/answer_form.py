@@ -77,7 +77,10 @@ _SECTION_REF = re.compile(r"\b(?:Article|Annex|Chapter|Section|Recital)\s+(?:\d+
 _HEADING_START, _HEADING_END = re.compile(r"[#*_ \t]*"), re.compile(r"\**[ \t]*(?:$|[:–—-][ \t])", re.MULTILINE)
 _CALLED = re.compile(r"(?<![\w.])(?:\w+\.)*([A-Za-z_]\w*)\(")  # f(, util.f(, Future(; not "strategy (which"
 _BASES = re.compile(r"^\s*class\s+\w+\s*\(([^)]*)\)", re.MULTILINE)  # class X(Base, Mixin):
-_RAISED = re.compile(r"\b(?:raise|except)\s+\(?(?:\w+\.)*([A-Za-z_]\w*)")  # raise E, except (E, ...
+_RAISED = re.compile(r"\b(?:raise|except)[ \t]+\(?(?:\w+\.)*([A-Za-z_]\w*)")  # raise E, except (E, ...
+_RAISE = re.compile(r"\braise[ \t]+(?:\w+\.)*([A-Za-z_]\w*)")  # raise E, raise errors.E(...); not a bare raise
+_CATCH = re.compile(r"\bexcept[ \t]+\(?((?:\w+\.)*[A-Za-z_]\w*(?:[ \t]*,[ \t]*(?:\w+\.)*[A-Za-z_]\w*)*)")
+_CATCHING = re.compile(r"\b(catch|caught|handl|suppress)", re.IGNORECASE)
 _ASSIGNED = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*(?::[^=\n]+)?=(?!=)")  # x = ..., x: T = ...
 _NOT_NAMES = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | {"self", "cls", "super", "object"}
 # "Where is Segment defined?", "Which file defines `group`?", "In which module is the class HotTier defined, and
@@ -137,23 +140,40 @@ def _best_referred(question: str, kind: str, text: str) -> tuple[str | None, flo
     shares no word is not chosen (None). With its score."""
     wanted = set(query_terms(question, stemmed=True))
     which = _ASKS[kind].search(question)
-    leads = bool(_LEADS.fullmatch(re.split(_SENTENCE_END, question[:which.start()])[-1]))
+    exception = _asks_exception(question, kind)
+    # "raise X" reads the same way round whatever the question's word order
+    leads = exception or bool(_LEADS.fullmatch(re.split(_SENTENCE_END, question[:which.start()])[-1]))
     asked = _closeness(question[:which.start()], question[which.end():], wanted, leads)
-    raised = {m[1] for m in _RAISED.finditer(text)} if re.search(r"\bexception", which[0], re.IGNORECASE) else None
     other_act = kind == "section" and _OTHER_ACT.search(question) is not None
-    best, best_score = None, 0.0
-    for name, start, end in referred_names(kind, text):
-        if _given(question, [name]) or (raised is not None and name not in raised) or (
-                other_act and not _OF_ANOTHER_ACT.match(text, end)):
-            continue  # a name the question gives; a name not raised or caught, where an exception is asked for;
-            # one of this act's Articles, where another act's is asked for
-        lo = max((m.end() for m in _BOUNDARY[kind].finditer(text, 0, start)), default=0)
+    # any exception raised beats the name of the function that raises it, words shared or not
+    best, best_score = None, -1.0 if exception else 0.0
+    for name, start, end in _exceptions(question, text) if exception else referred_names(kind, text):
+        if _given(question, [name]) or (other_act and not _OF_ANOTHER_ACT.match(text, end)):
+            continue  # a name the question gives; one of this act's Articles, where another act's is asked for
+        # an exception's words are on its line and the one before ("if preset not in PRESETS:\n raise KeyError")
+        lo = max((m.end() for m in _BOUNDARY[kind].finditer(text, 0, text.rfind("\n", 0, start) if exception
+                                                              else start)), default=0)
         hi = next((m.start() for m in _BOUNDARY[kind].finditer(text, end)), len(text))
         near = _closeness(text[lo:start], text[end:hi], wanted, leads)
         score = sum(asked[w] * near[w] for w in near.keys() & asked.keys())
         if score > best_score:
             best, best_score = name, score
     return best, best_score
+
+
+def _asks_exception(question: str, kind: str) -> bool:
+    """Whether the question asks for an exception ("Which exception does ... raise?")."""
+    return kind == "symbol" and re.search(r"\bexception", _ASKS[kind].search(question)[0], re.IGNORECASE) is not None
+
+
+def _exceptions(question: str, text: str) -> list[tuple[str, int, int]]:
+    """(name, start, end) of each exception `text` raises (built-in ones too), or catches where the question
+    speaks of catching: "when the parser reports a syntax error, which exception does it raise?" is not
+    answered by `except ParserSyntaxError`."""
+    if not _CATCHING.search(question):
+        return [(m[1], m.start(1), m.end(1)) for m in _RAISE.finditer(text)]
+    return [(n[1], m.start(1) + n.start(1), m.start(1) + n.end(1)) for m in _CATCH.finditer(text)
+            for n in re.finditer(r"(?:\w+\.)*(\w+)", m[1])]  # except (A, errors.B): A and B
 
 
 def _closeness(before: str, after: str, wanted: set[str], either_side: bool) -> dict[tuple[str, str], float]:
@@ -264,8 +284,9 @@ def named_answer(question: str, reply: str, citations: Sequence[C], text_of: Cal
     if text_of is not None and kind == "symbol":
         own = _identifiers(_outside_which(question, kind))
         defining = [c for c in citations if _defines(text_of(c), own, methods=not asks_class)]
-    if text_of is not None and kind != "file" and (defining or _refers(question, kind, [n for c in citations
-                                                                                          for n in as_class(c)])):
+    exception = _asks_exception(question, kind)
+    if text_of is not None and kind != "file" and (exception or defining or _refers(question, kind, [
+            n for c in citations for n in as_class(c)])):
         # the referring text: the runs read of the place the question names ("Article 13(12) tells ... in
         # line with which Article?"; the best mention among them), with any run holding its `class` or `def`
         # line under another label (a block that mostly ends the definition before), else the top citation;
@@ -275,7 +296,8 @@ def named_answer(question: str, reply: str, citations: Sequence[C], text_of: Cal
         heads = {c.label.rsplit(".", 1)[-1] for c in given}
         given += [c for c in citations if c not in given and _defines(text_of(c), heads)]
         given += [c for c in defining if c not in given]
-        for runs in [given, [top]]:
+        # an exception is what a run raises, never the name of the function read: any of the first `among`
+        for runs in [given, list(citations[:among]) if exception else [top]]:
             (name, score), c = max(((_best_referred(question, kind, text_of(c)), c) for c in runs),
                                    key=lambda found: found[0][1], default=((None, 0.0), top))
             if name is not None:

@@ -207,6 +207,35 @@ def test_a_definition_asked_for_by_what_it_does_is_the_place_read_that_best_expl
     assert asked == [["Tk._dispatching_helper", "disp_trim", "Gui.display"]]  # only the second call above
 
 
+def test_an_exception_asked_for_is_one_that_a_run_read_raises_not_the_function_read():
+    texts = {
+        "pkg/app.py": "def __init__(self, name):\n    self.name = name\n    self.reset()\n",
+        "pkg/config.py": ("def load(self, preset):\n    try:\n        data = parse(preset)\n"
+                          "    except SyntaxFailure as e:\n        raise\n    if preset not in PRESETS:\n"
+                          "        raise KeyError(f'unknown preset {preset}')\n    return data\n"),
+        "pkg/rules.py": ("def link(state):\n    if not state.linker:\n"
+                         "        raise errors.NotInstalled('linker missing')\n"),
+    }
+    init = Citation("pkg/app.py", 1, 3, 0.5, (1,), "App.__init__")
+    load = Citation("pkg/config.py", 1, 8, 0.3, (2,), "App.load")
+    link = Citation("pkg/rules.py", 1, 3, 0.2, (3,), "link")
+    cites = [init, load, link]
+
+    def text_of(c: Citation) -> str:
+        return texts[c.source]
+
+    # a built-in exception, raised by the second run read (not `__init__`, the top one, nor the bare `raise`)
+    asked = "What exception is raised if you create an App with a preset it does not know?"
+    assert named_answer(asked, "It fails.", cites, text_of) == ("KeyError (pkg/config.py)", [load, init, link])
+    asked = "If the linker is missing, which exception does the link rule raise when it runs?"
+    assert named_answer(asked, "App.__init__", cites, text_of) == ("NotInstalled (pkg/rules.py)", [link, init, load])
+    # what is caught only where the question speaks of catching
+    asked = "Which exception does the preset loader catch when parsing fails?"
+    assert named_answer(asked, "It fails.", cites, text_of)[0] == "SyntaxFailure (pkg/config.py)"
+    # none raised in the runs read: answered as any question that asks for a name
+    assert named_answer(asked, "It fails.", [init], text_of)[0] == "App.__init__ (pkg/app.py)"
+
+
 def test_a_reply_that_names_one_place_read_per_sentence_is_cut_to_the_one_chosen():
     # a small model asked "which function" lists what it read, one candidate a sentence: a list is no answer
     text = Citation("main.py", 332, 354, 0.8, (1,), "Parser.normalizeLinkText")
