@@ -12,7 +12,9 @@ line with which Article?"). Replies are cut where they start repeating themselve
 Some questions ask for a name the read text refers to rather than the place read: "... referred to in which
 Article?", "Which class does wait_none extend?". The top citation is then the referring paragraph or
 definition, and the answer is one of the names in its text (an Article it cites, a function it calls, a
-base class): the one whose surrounding words are those around the question's "which Article".
+base class): the one whose surrounding words are those around the question's "which Article". So is a
+question that asks which exception is raised ("What does Environment.get_template raise if ...?"): the answer
+is an exception a run read raises, never the function read.
 
 A question that asks what a quoted term means ("What is a 'software bill of materials'?") is answered with
 the definition the read text gives, whole; a small model paraphrasing a definition it read loses it. One that
@@ -39,6 +41,11 @@ _SYMBOL = (r"function|method|class|helper|decorator|callable|routine|property|ex
 _WHICH = (r"\b(which|what)\s+(?!(does|do|did|is|are|was|were|can|could|should|shall|must|will|would|may|might|has|"
           r"have|had)\b)")
 _WORD = r"\w+(?:-\w+)*"  # a word before the noun asked for, hyphenated ones too: "which low-level helper"
+# an exception asked for: "Which error is raised ...?", "What error do I get ...?" (not "what error message"), or
+# "what" in a question of what is raised ("What does X raise if ...?", "If ..., what is raised?")
+_EXCEPTION = (rf"{_WHICH}({_WORD}\s+){{0,2}}(exception|error)s?\b(?!\s+(message|code|text|string|rate|handler|"
+              r"handling|page|level|log|bar)s?\b)|\bwhat(?=\s+(does|do|did|will|would|is|are|was|gets?|got)"
+              r"(\s+[^\s?]+){0,4}?\s+(raised?|raises|thrown?|throws)\b)")
 _ASKS = {
     # "which file" but not "what file extension/format/name ...", "what file-name pattern" or "which module-level
     # constant", which ask for something else about a file; or a question that starts "Where is ...?" ("Where is
@@ -47,7 +54,9 @@ _ASKS = {
                        r"size|type|mode|suffix|permission|descriptor|handle|object|system|content)s?\b)"
                        r"|^\s*where\s+(is|are)\b", re.IGNORECASE),
     "section": re.compile(rf"{_WHICH}({_WORD}\s+){{0,1}}(article|annex|recital|section|chapter)s?\b", re.IGNORECASE),
-    "symbol": re.compile(rf"{_WHICH}({_WORD}\s+){{0,2}}({_SYMBOL})\b|\bname of the ({_SYMBOL})\b", re.IGNORECASE),
+    # not "What CSS class ...?": a class of markup is no definition
+    "symbol": re.compile(rf"{_WHICH}((?!(css|html)\b){_WORD}\s+){{0,2}}({_SYMBOL})\b|\bname of the ({_SYMBOL})\b"
+                         rf"|{_EXCEPTION}", re.IGNORECASE),
 }
 
 
@@ -162,8 +171,9 @@ def _best_referred(question: str, kind: str, text: str) -> tuple[str | None, flo
 
 
 def _asks_exception(question: str, kind: str) -> bool:
-    """Whether the question asks for an exception ("Which exception does ... raise?")."""
-    return kind == "symbol" and re.search(r"\bexception", _ASKS[kind].search(question)[0], re.IGNORECASE) is not None
+    """Whether the question asks for an exception ("Which exception does ... raise?", "What does X raise ...?")."""
+    asked = re.search(_EXCEPTION, question, re.IGNORECASE)
+    return kind == "symbol" and asked is not None and asked.start() == _ASKS[kind].search(question).start()
 
 
 def _exceptions(question: str, text: str) -> list[tuple[str, int, int]]:
@@ -302,6 +312,8 @@ def named_answer(question: str, reply: str, citations: Sequence[C], text_of: Cal
                                    key=lambda found: found[0][1], default=((None, 0.0), top))
             if name is not None:
                 return f"{name} ({c.source})", _cited_first(c, citations)
+        if exception:  # none raised in the runs read: the reply may name it, a function read never does
+            return reply, list(citations)
     candidates = [c for c in citations if not _given(question, as_class(c))]
     # the places the reply names, the one it names first first ("Article 16 of ... Article 14")
     said = {id(c): at for c in candidates if (at := _said_at(reply, as_class(c))) is not None}

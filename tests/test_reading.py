@@ -134,6 +134,7 @@ def test_answers_name_what_was_read_when_a_name_is_asked():
     assert asks_for("Which module-level constant holds the warning text?") is None
     assert asks_for("Which module-level function reads the config?") == "symbol"
     assert asks_for("Which low-level helper writes every byte?") == "symbol"
+    assert asks_for("What CSS class is given to the title?") is None  # markup, not code
     top = Citation("pkg/util.py", 1, 9, 0.6, (1,), "normalize_file")
     other = Citation("pkg/a.py", 3, 4, 0.4, (7,), "Spec.walk")
     cites = [top, other]
@@ -232,8 +233,14 @@ def test_an_exception_asked_for_is_one_that_a_run_read_raises_not_the_function_r
     # what is caught only where the question speaks of catching
     asked = "Which exception does the preset loader catch when parsing fails?"
     assert named_answer(asked, "It fails.", cites, text_of)[0] == "SyntaxFailure (pkg/config.py)"
-    # none raised in the runs read: answered as any question that asks for a name
-    assert named_answer(asked, "It fails.", [init], text_of)[0] == "App.__init__ (pkg/app.py)"
+    # asked as users ask: "What does X raise ...?", "..., what is raised?", "What error do I get ...?"
+    for asked in ("What does App.load raise if the preset is unknown?", "What error do I get for an unknown preset?",
+                  "If I load a preset that does not exist, what is raised?"):
+        assert named_answer(asked, "It fails.", cites, text_of)[0] == "KeyError (pkg/config.py)", asked
+    assert asks_for("What error message is shown?") is None
+    assert asks_for("What may be raised by a Member State?") is None
+    # none raised in the runs read: the reply stands (it may name one; the function read never is one)
+    assert named_answer(asked, "It raises OSError.", [init], text_of) == ("It raises OSError.", [init])
 
 
 def test_a_reply_that_names_one_place_read_per_sentence_is_cut_to_the_one_chosen():
