@@ -89,6 +89,7 @@ _BASES = re.compile(r"^\s*class\s+\w+\s*\(([^)]*)\)", re.MULTILINE)  # class X(B
 _RAISED = re.compile(r"\b(?:raise|except)[ \t]+\(?(?:\w+\.)*([A-Za-z_]\w*)")  # raise E, except (E, ...
 _RAISE = re.compile(r"\braise[ \t]+(?:\w+\.)*([A-Za-z_]\w*)")  # raise E, raise errors.E(...); not a bare raise
 _CATCH = re.compile(r"\bexcept[ \t]+\(?((?:\w+\.)*[A-Za-z_]\w*(?:[ \t]*,[ \t]*(?:\w+\.)*[A-Za-z_]\w*)*)")
+_CAPITALISED = re.compile(r"(?<=[\w,;:)]\s)[A-Z]\w*")  # a capitalised word inside a sentence: a name ("App", "Git")
 _CATCHING = re.compile(r"\b(catch|caught|handl|suppress)", re.IGNORECASE)
 _ASSIGNED = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*(?::[^=\n]+)?=(?!=)")  # x = ..., x: T = ...
 _NOT_NAMES = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | {"self", "cls", "super", "object"}
@@ -153,6 +154,11 @@ def _best_referred(question: str, kind: str, text: str) -> tuple[str | None, flo
     # "raise X" reads the same way round whatever the question's word order
     leads = exception or bool(_LEADS.fullmatch(re.split(_SENTENCE_END, question[:which.start()])[-1]))
     asked = _closeness(question[:which.start()], question[which.end():], wanted, leads)
+    if exception:  # every word of the situation counts alike, not "raise" (every mention has it) nor the names
+        # of the code it happens in ("What does MarkdownIt raise if ...?": each of its methods' errors names it)
+        named = {t for name in [*_identifiers(question), *_CAPITALISED.findall(question), "raise", "raises"]
+                 for t in terms(name, stemmed=True)}
+        asked = {key: 1.0 for key in asked if key[1] not in named}
     other_act = kind == "section" and _OTHER_ACT.search(question) is not None
     # any exception raised beats the name of the function that raises it, words shared or not
     best, best_score = None, -1.0 if exception else 0.0

@@ -237,6 +237,12 @@ def test_an_exception_asked_for_is_one_that_a_run_read_raises_not_the_function_r
     for asked in ("What does App.load raise if the preset is unknown?", "What error do I get for an unknown preset?",
                   "If I load a preset that does not exist, what is raised?"):
         assert named_answer(asked, "It fails.", cites, text_of)[0] == "KeyError (pkg/config.py)", asked
+    # the words of the situation decide, not "raise" (every mention has it) or the class all the runs are in
+    texts["pkg/enable.py"] = ("def enable(self, rule):\n    if rule not in self.rules:\n"
+                              "        raise ValueError(f'App {rule}')\n")
+    enable = Citation("pkg/enable.py", 1, 3, 0.6, (4,), "App.enable")
+    asked = "What does App raise if I load a preset it does not know?"
+    assert named_answer(asked, "It fails.", [enable, load], text_of)[0] == "KeyError (pkg/config.py)"
     assert asks_for("What error message is shown?") is None
     assert asks_for("What may be raised by a Member State?") is None
     # none raised in the runs read: the reply stands (it may name one; the function read never is one)
