@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -37,6 +38,8 @@ from l2m_core import store as mem_tables  # noqa: E402
 from l2m_core.loading import LoadedModel, load_model  # noqa: E402
 
 ASKERS = 2
+# a batch's progress line, written every 30 s on a stderr that is no terminal: how many fall depends on the load
+PROGRESS_LINE = re.compile(r"answering: [\d,]+/[\d,]+ questions, .*")
 
 
 def add_files(root: Path, first: int, count: int, chars: int = 1500) -> list[str]:
@@ -147,11 +150,13 @@ def _finish(proc: subprocess.Popen, grace: float = 120.0) -> tuple[str, str]:
 
 
 def summarise(records: list[dict], status: int, stderr: str, new: list[str]) -> dict:
-    """One asker's run: its exit, its records, how many cite the new files, its answer times."""
+    """One asker's run: its exit, what it said besides progress, its records, how many cite the new files, its
+    answer times."""
     answered = [r for r in records if "answer" in r]
+    said = "\n".join(line for line in stderr.strip().splitlines() if not PROGRESS_LINE.fullmatch(line))
     totals = [r["timings"]["total_s"] for r in answered]
     return {
-        "status": status, "stderr": stderr.strip()[-500:], "records": len(records), "answered": len(answered),
+        "status": status, "stderr": said[-500:], "records": len(records), "answered": len(answered),
         "errors": [r.get("error") for r in records if "answer" not in r],
         "cites_new_files": sum(any(c["source"] in new for c in r["citations"]) for r in answered),
         "seconds_per_answer_median": round(statistics.median(totals), 4) if totals else None,

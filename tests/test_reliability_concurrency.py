@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from bench.concurrency import answers_by_question, block_count_problems, round_problems, session_round, setup
+from bench.concurrency import (
+    answers_by_question,
+    block_count_problems,
+    round_problems,
+    session_round,
+    setup,
+    summarise,
+)
 from bench.crash import STORE, check_store
 from l2m_core.loading import load_model
 
@@ -41,6 +48,14 @@ def test_askers_disagreeing_after_the_ingest_is_a_problem():
     assert round_problems({**result, "answers_after_ingest": stale}) == [
         "'Who keeps vault 10?' got 2 different answers after the ingest: "
         "[['Bo', [['new_10.txt', 1, 3]]], ['Bo', [['part_00.txt', 1, 3]]]]"]
+
+
+def test_an_askers_progress_lines_are_not_what_it_said():
+    """How many progress lines a batch writes (one each 30 s) is the machine's load; an error line is not one."""
+    progress = "answering: 112/20,000 questions, 3.7 questions/s, about 89 min left\n"
+    assert summarise([], 130, progress * 2 + "interrupted\n", [])["stderr"] == "interrupted"
+    said = summarise([], 1, progress + "error: the store is locked\n", [])["stderr"]
+    assert said == "error: the store is locked"
 
 
 LAMPS = "\n".join(f"Line {i}: lamp {i * 7} glows for {i} hours." for i in range(1, 40))
