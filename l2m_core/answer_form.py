@@ -165,10 +165,12 @@ def _best_referred(question: str, kind: str, text: str) -> tuple[str | None, flo
     for name, start, end in _exceptions(question, text) if exception else referred_names(kind, text):
         if _given(question, [name]) or (other_act and not _OF_ANOTHER_ACT.match(text, end)):
             continue  # a name the question gives; one of this act's Articles, where another act's is asked for
-        # an exception's words are on its line and the one before ("if preset not in PRESETS:\n raise KeyError")
+        # an exception's words are on its line and the one before ("if preset not in PRESETS:\n raise KeyError"),
+        # and in the rest of its statement (its message)
         lo = max((m.end() for m in _BOUNDARY[kind].finditer(text, 0, text.rfind("\n", 0, start) if exception
                                                               else start)), default=0)
-        hi = next((m.start() for m in _BOUNDARY[kind].finditer(text, end)), len(text))
+        hi = _statement_end(text, end) if exception else next(
+            (m.start() for m in _BOUNDARY[kind].finditer(text, end)), len(text))
         near = _closeness(text[lo:start], text[end:hi], wanted, leads)
         score = sum(asked[w] * near[w] for w in near.keys() & asked.keys())
         if score > best_score:
@@ -190,6 +192,18 @@ def _exceptions(question: str, text: str) -> list[tuple[str, int, int]]:
         return [(m[1], m.start(1), m.end(1)) for m in _RAISE.finditer(text)]
     return [(n[1], m.start(1) + n.start(1), m.start(1) + n.end(1)) for m in _CATCH.finditer(text)
             for n in re.finditer(r"(?:\w+\.)*(\w+)", m[1])]  # except (A, errors.B): A and B
+
+
+def _statement_end(text: str, at: int) -> int:
+    """The end of the line where the statement going on at `at` ends, its brackets closed: a raise reads with
+    its message over the lines that follow ("Pass a (connect, read) timeout tuple"); the end of the text when
+    they never close."""
+    depth = 0
+    for i in range(at, len(text)):
+        if text[i] == "\n" and depth <= 0:
+            return i
+        depth += (text[i] in "([{") - (text[i] in ")]}")
+    return len(text)
 
 
 def _closeness(before: str, after: str, wanted: set[str], either_side: bool) -> dict[tuple[str, str], float]:

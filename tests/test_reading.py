@@ -243,6 +243,15 @@ def test_an_exception_asked_for_is_one_that_a_run_read_raises_not_the_function_r
     enable = Citation("pkg/enable.py", 1, 3, 0.6, (4,), "App.enable")
     asked = "What does App raise if I load a preset it does not know?"
     assert named_answer(asked, "It fails.", [enable, load], text_of)[0] == "KeyError (pkg/config.py)"
+    # and the words of a raise's message, on the lines after it
+    texts["pkg/send.py"] = ("def send(self, timeout):\n    try:\n        connect, read = timeout\n"
+                            "    except ValueError:\n        raise ValueError(\n"
+                            "            f'Invalid timeout {timeout}. Pass a (connect, read) pair'\n        )\n"
+                            "    try:\n        return self.urlopen()\n    except ReadTimeoutError as e:\n"
+                            "        raise ReadTimeout(e)\n")
+    send = Citation("pkg/send.py", 1, 11, 0.6, (5,), "App.send")
+    asked = "Which error is raised if send is given a timeout tuple of three values, not a (connect, read) pair?"
+    assert named_answer(asked, "It fails.", [send], text_of)[0] == "ValueError (pkg/send.py)"
     assert asks_for("What error message is shown?") is None
     assert asks_for("What may be raised by a Member State?") is None
     # none raised in the runs read: the reply stands (it may name one; the function read never is one)
