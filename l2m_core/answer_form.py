@@ -156,7 +156,7 @@ def _best_referred(question: str, kind: str, text: str) -> tuple[str | None, flo
     asked = _closeness(question[:which.start()], question[which.end():], wanted, leads)
     if exception:  # every word of the situation counts alike, not "raise" (every mention has it) nor the names
         # of the code it happens in ("What does MarkdownIt raise if ...?": each of its methods' errors names it)
-        named = {t for name in [*_identifiers(question), *_CAPITALISED.findall(question), "raise", "raises"]
+        named = {t for name in [*_identifiers(question), *_CAPITALISED.findall(question), "raise"]
                  for t in terms(name, stemmed=True)}
         asked = {key: 1.0 for key in asked if key[1] not in named}
     other_act = kind == "section" and _OTHER_ACT.search(question) is not None
